@@ -1,0 +1,319 @@
+"""The exception tree of rxalpaca.
+
+Every error the server can report (``alpaca-stream-protocol.md`` §5) has its own
+class, and each class says whether it ends the connection for good (``fatal``),
+whether reconnecting may help (``retryable``) and how much longer than usual to
+wait before trying again (``backoff_factor``; 406 waits longer because the old
+session may hold the slot for a while, §2.5).
+
+::
+
+    RxAlpacaError
+    ├── ConfigurationError            bad arguments (unknown feed, JSON on an options feed …)
+    ├── ClientClosedError             the client was closed; nothing more will come
+    ├── ProtocolViolation             an illegal move of the connection state machine
+    ├── ConnectionLostError           the socket went away (network error, close frame) — retryable
+    ├── StreamError                   the server sent {"T":"error","code":N}
+    │   ├── InvalidSyntax             400
+    │   ├── NotAuthenticated          401  fatal
+    │   ├── AuthFailed                402  fatal
+    │   ├── AlreadyAuthenticated      403  harmless
+    │   ├── AuthTimeout               404  retryable
+    │   ├── SymbolLimitExceeded       405  reaches the rejected symbols' observers only
+    │   ├── ConnectionLimitExceeded   406  retryable, longer back-off
+    │   ├── SlowClient                407  retryable
+    │   ├── V2NotEnabled              408  fatal (obsolete)
+    │   ├── InsufficientSubscription  409  fatal
+    │   ├── InvalidSubscribeAction    410  fatal
+    │   ├── InsufficientScope         411  fatal
+    │   ├── MsgpackRequired           412  fatal
+    │   ├── StarNotAllowed            413  reaches the rejected symbols' observers only
+    │   └── InternalServerError       500  retryable
+    ├── FrameError                    a frame (or one message in it) could not be decoded — a value on
+    │                                 ``client.errors``, never raised into the stream
+    ├── SubscriptionRejected          wraps a 405/413/400 for the observers of the rejected symbols
+    └── HandlerError                  a user's observer raised; the original is ``__cause__``
+
+Errors the server reports are kept apart from errors we caused (``ProtocolViolation``).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "AlreadyAuthenticated",
+    "AuthFailed",
+    "AuthTimeout",
+    "ClientClosedError",
+    "ConfigurationError",
+    "ConnectionLimitExceeded",
+    "ConnectionLostError",
+    "FrameError",
+    "HandlerError",
+    "InsufficientScope",
+    "InsufficientSubscription",
+    "InternalServerError",
+    "InvalidSubscribeAction",
+    "InvalidSyntax",
+    "MsgpackRequired",
+    "NotAuthenticated",
+    "ProtocolViolation",
+    "RxAlpacaError",
+    "SlowClient",
+    "StarNotAllowed",
+    "StreamError",
+    "SubscriptionRejected",
+    "SymbolLimitExceeded",
+    "V2NotEnabled",
+    "error_for_code",
+    "is_fatal",
+]
+
+
+class RxAlpacaError(Exception):
+    """Base class of every error rxalpaca raises or publishes."""
+
+    #: Ends the connection for good: no reconnect can fix it.
+    fatal: ClassVar[bool] = False
+    #: Reconnecting (after a back-off) may succeed.
+    retryable: ClassVar[bool] = False
+    #: Multiplies the retry policy's delay (406 waits longer).
+    backoff_factor: ClassVar[float] = 1.0
+
+
+class ConfigurationError(RxAlpacaError, ValueError):
+    """The client was configured in a way that cannot work (raised at construction)."""
+
+    fatal = True
+
+
+class ClientClosedError(RxAlpacaError):
+    """The client is closed; subscribe on a new one."""
+
+    fatal = True
+
+
+class ProtocolViolation(RxAlpacaError):
+    """An event arrived that the connection state machine does not allow in its state.
+
+    The state machine's state is unchanged when this is raised.
+    """
+
+    def __init__(self, state: str, event: str) -> None:
+        super().__init__(f"event {event!r} is not allowed in state {state!r}")
+        self.state = state
+        self.event = event
+
+
+class ConnectionLostError(RxAlpacaError):
+    """The socket closed or failed. Transient: the client reconnects."""
+
+    retryable = True
+
+
+class StreamError(RxAlpacaError):
+    """An error message sent by the server: ``{"T":"error","code":N,"msg":"..."}`` (§5)."""
+
+    code: ClassVar[int] = 0
+    #: The documented message text for this code.
+    default_msg: ClassVar[str] = ""
+
+    def __init__(self, msg: str | None = None, code: int | None = None) -> None:
+        self.msg = msg if msg is not None else self.default_msg
+        self.server_code = code if code is not None else self.code
+        super().__init__(f"[{self.server_code}] {self.msg}")
+
+
+class InvalidSyntax(StreamError):
+    """400: the message did not follow the spec (or a symbol had an invalid format)."""
+
+    code = 400
+    default_msg = "invalid syntax"
+
+
+class NotAuthenticated(StreamError):
+    """401: subscribe before authentication. Our bug if it ever happens, so fatal."""
+
+    code = 401
+    default_msg = "not authenticated"
+    fatal = True
+
+
+class AuthFailed(StreamError):
+    """402: wrong credentials."""
+
+    code = 402
+    default_msg = "auth failed"
+    fatal = True
+
+
+class AlreadyAuthenticated(StreamError):
+    """403: auth sent again after success; nothing changed."""
+
+    code = 403
+    default_msg = "already authenticated"
+
+
+class AuthTimeout(StreamError):
+    """404: no successful auth within 10 s of connecting; the server closes."""
+
+    code = 404
+    default_msg = "auth timeout"
+    retryable = True
+
+
+class SymbolLimitExceeded(StreamError):
+    """405: the subscribe would exceed the plan's symbol limit; nothing changed."""
+
+    code = 405
+    default_msg = "symbol limit exceeded"
+
+
+class ConnectionLimitExceeded(StreamError):
+    """406: another session holds the connection slot. Retry, waiting longer."""
+
+    code = 406
+    default_msg = "connection limit exceeded"
+    retryable = True
+    backoff_factor = 10.0
+
+
+class SlowClient(StreamError):
+    """407: we did not read fast enough; the server closes."""
+
+    code = 407
+    default_msg = "slow client"
+    retryable = True
+
+
+class V2NotEnabled(StreamError):
+    """408: the account lacks data v2 access (obsolete)."""
+
+    code = 408
+    default_msg = "v2 not enabled"
+    fatal = True
+
+
+class InsufficientSubscription(StreamError):
+    """409: the feed is not in the account's plan."""
+
+    code = 409
+    default_msg = "insufficient subscription"
+    fatal = True
+
+
+class InvalidSubscribeAction(StreamError):
+    """410: a channel the endpoint does not have."""
+
+    code = 410
+    default_msg = "invalid subscribe action for this feed"
+    fatal = True
+
+
+class InsufficientScope(StreamError):
+    """411: the token lacks the market-data scope."""
+
+    code = 411
+    default_msg = "insufficient scope"
+    fatal = True
+
+
+class MsgpackRequired(StreamError):
+    """412: options endpoints speak MessagePack only."""
+
+    code = 412
+    default_msg = "option messages are only available in MsgPack format"
+    fatal = True
+
+
+class StarNotAllowed(StreamError):
+    """413: ``quotes: ["*"]`` on options."""
+
+    code = 413
+    default_msg = "star subscription is not allowed for option quotes"
+
+
+class InternalServerError(StreamError):
+    """500: server-side failure; reconnect."""
+
+    code = 500
+    default_msg = "internal error"
+    retryable = True
+
+
+_BY_CODE: dict[int, type[StreamError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidSyntax,
+        NotAuthenticated,
+        AuthFailed,
+        AlreadyAuthenticated,
+        AuthTimeout,
+        SymbolLimitExceeded,
+        ConnectionLimitExceeded,
+        SlowClient,
+        V2NotEnabled,
+        InsufficientSubscription,
+        InvalidSubscribeAction,
+        InsufficientScope,
+        MsgpackRequired,
+        StarNotAllowed,
+        InternalServerError,
+    )
+}
+
+
+def error_for_code(code: int, msg: str | None = None) -> StreamError:
+    """The typed exception for a server error code; unknown codes give a retryable StreamError."""
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        err = StreamError(msg if msg is not None else "unknown error", code)
+        return err
+    return cls(msg, code)
+
+
+def is_fatal(error: BaseException) -> bool:
+    """True when no reconnect can fix ``error``."""
+    return isinstance(error, RxAlpacaError) and error.fatal
+
+
+class FrameError(RxAlpacaError):
+    """A frame or one message in it could not be decoded.
+
+    Attributes:
+        reason: what was wrong, in words.
+        excerpt: the start of the offending raw bytes (truncated, never the whole frame).
+        received_ns: when the frame arrived (``time.time_ns()``).
+    """
+
+    EXCERPT_LIMIT: ClassVar[int] = 200
+
+    def __init__(self, reason: str, raw: bytes | str = b"", received_ns: int = 0) -> None:
+        if isinstance(raw, str):
+            raw = raw.encode("utf-8", "replace")
+        self.reason = reason
+        self.excerpt = bytes(raw[: self.EXCERPT_LIMIT])
+        self.truncated = len(raw) > self.EXCERPT_LIMIT
+        self.received_ns = received_ns
+        more = "…" if self.truncated else ""
+        super().__init__(f"{reason}: {self.excerpt!r}{more}")
+
+
+class SubscriptionRejected(RxAlpacaError):
+    """The server refused to subscribe these symbols; ``__cause__`` is the server's error."""
+
+    def __init__(self, channel: str, symbols: tuple[str, ...], cause: StreamError) -> None:
+        super().__init__(f"{channel} {', '.join(symbols)} rejected: {cause}")
+        self.channel = channel
+        self.symbols = symbols
+        self.cause = cause
+
+
+class HandlerError(RxAlpacaError):
+    """A user's observer raised while handling ``value``; the original exception is ``__cause__``."""
+
+    def __init__(self, where: str, value: object) -> None:
+        super().__init__(f"observer raised in {where}")
+        self.where = where
+        self.value = value
