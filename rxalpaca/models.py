@@ -7,7 +7,7 @@ are mapped by :mod:`msgspec` renames, so a frame decodes straight from bytes int
 records without an intermediate dict.
 
 Timestamps keep the exchange's nanoseconds: the wire value is kept as it came
-(``raw_time``: an RFC 3339 string in JSON, extension type −1 in MessagePack) and
+(``raw_time``: an RFC 3339 string in JSON, extension type -1 in MessagePack) and
 ``timestamp_ns`` turns it into exact integer nanoseconds on demand, so decoding
 stays as fast as possible and precision is never lost. ``timestamp`` is a
 ``datetime`` view (microseconds, as ``datetime`` allows).
@@ -103,16 +103,18 @@ def _parse_rfc3339_ns(text: str) -> int:
 
 
 def _parse_msgpack_ts_ns(data: bytes) -> int:
-    """MessagePack timestamp extension (type −1) payload, any of its three widths, to ns."""
+    """MessagePack timestamp extension (type -1) payload, any of its three widths, to ns."""
     n = len(data)
     if n == 4:
-        return _U32.unpack(data)[0] * _NS
+        seconds: int = _U32.unpack(data)[0]
+        return seconds * _NS
     if n == 8:
-        value = _U64.unpack(data)[0]
+        value: int = _U64.unpack(data)[0]
         return (value & 0x3_FFFF_FFFF) * _NS + (value >> 34)
     if n == 12:
-        nanos = _U32.unpack(data[:4])[0]
-        return _I64.unpack(data[4:])[0] * _NS + nanos
+        nanos: int = _U32.unpack(data[:4])[0]
+        wide_seconds: int = _I64.unpack(data[4:])[0]
+        return wide_seconds * _NS + nanos
     raise ValueError(f"bad MessagePack timestamp length {n}")
 
 
