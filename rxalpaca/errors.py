@@ -9,7 +9,7 @@ session may hold the slot for a while, §2.5).
 ::
 
     RxAlpacaError
-    ├── ConfigurationError            bad arguments (unknown feed, JSON on an options feed …)
+    ├── ConfigurationError            bad arguments (unknown feed, JSON on options …)
     ├── ClientClosedError             the client was closed; nothing more will come
     ├── ProtocolViolation             an illegal move of the connection state machine
     ├── ConnectionLostError           the socket went away (network error, close frame) — retryable
@@ -29,7 +29,7 @@ session may hold the slot for a while, §2.5).
     │   ├── MsgpackRequired           412  fatal
     │   ├── StarNotAllowed            413  reaches the rejected symbols' observers only
     │   └── InternalServerError       500  retryable
-    ├── FrameError                    a frame (or one message in it) could not be decoded — a value on
+    ├── FrameError                    a frame (or a message in it) could not be decoded: a value on
     │                                 ``client.errors``, never raised into the stream
     ├── SubscriptionRejected          wraps a 405/413/400 for the observers of the rejected symbols
     └── HandlerError                  a user's observer raised; the original is ``__cause__``
@@ -288,6 +288,8 @@ class FrameError(RxAlpacaError):
     """
 
     EXCERPT_LIMIT: ClassVar[int] = 200
+    #: Not a market record: the router's one attribute lookup sends it to ``client.errors``.
+    CHANNEL: ClassVar[str] = ""
 
     def __init__(self, reason: str, raw: bytes | str = b"", received_ns: int = 0) -> None:
         if isinstance(raw, str):
@@ -311,7 +313,7 @@ class SubscriptionRejected(RxAlpacaError):
 
 
 class HandlerError(RxAlpacaError):
-    """A user's observer raised while handling ``value``; the original exception is ``__cause__``."""
+    """A user's observer raised while handling ``value``; the original is ``__cause__``."""
 
     def __init__(self, where: str, value: object) -> None:
         super().__init__(f"observer raised in {where}")

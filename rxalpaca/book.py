@@ -1,0 +1,230 @@
+"""The SubscriptionBook: who wants what, what the server has, and what to send next.
+
+Sans-I/O: no sockets, threads or Rx. It keeps
+
+* ``wanted``: reference counts per (channel, symbol) — the first acquire makes the
+  pair wanted on the server, the last release makes it unwanted;
+* ``acked``: the server's subscription state from its last acknowledgement, the
+  source of truth (§3.3);
+* at most **one request in flight** — the server answers each request with exactly
+  one ack or error, in order (S26), so the next ack or error always belongs to it.
+
+While a request is in flight every other change accumulates; the next request
+carries all of it. A loop subscribing 1,000 symbols one by one therefore reaches
+the server as two messages: the first symbol, then the other 999.
+
+Threading: every public method takes the book's own lock, so subscribe/dispose
+may come from any thread — including an observer running on the socket thread,
+since no lock is held while observers run.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from .feeds import IMPLICIT_CHANNELS
+from .models import SubscriptionMessage
+
+__all__ = ["AckCheck", "Rejection", "Request", "SubscriptionBook"]
+
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A subscribe or unsubscribe message to send: ``{"action": action, **channels}``."""
+
+    action: str  # "subscribe" | "unsubscribe"
+    channels: dict[str, tuple[str, ...]]
+
+    def message(self) -> dict[str, object]:
+        """The action as a plain dict, ready for the codec."""
+        return {"action": self.action, **{ch: list(s) for ch, s in self.channels.items()}}
+
+    def pairs(self) -> set[Key]:
+        """Every (channel, symbol) this request names."""
+        return {(ch, s) for ch, syms in self.channels.items() for s in syms}
+
+
+@dataclass(frozen=True, slots=True)
+class AckCheck:
+    """The result of comparing an ack with what the in-flight request asked for."""
+
+    missing: frozenset[Key] = frozenset()  # asked to add, absent from the ack
+    unexpected: frozenset[Key] = frozenset()  # asked to remove, still present
+
+    @property
+    def ok(self) -> bool:
+        """The ack holds exactly what was asked."""
+        return not self.missing and not self.unexpected
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """The in-flight subscribe was refused; these pairs were dropped from ``wanted``."""
+
+    pairs: frozenset[Key]
+
+
+@dataclass
+class SubscriptionBook:
+    """Reference-counted subscriptions and the requests that keep the server in step.
+
+    Args:
+        channels: the channels the server tracks on this endpoint (from ``feeds``);
+            implicit channels (corrections, cancelErrors) are never requested.
+    """
+
+    channels: frozenset[str]
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _counts: dict[Key, int] = field(default_factory=dict)
+    _acked: set[Key] = field(default_factory=set)
+    # Holders of refused pairs: their releases must not touch a later user's count.
+    _rejected: dict[Key, int] = field(default_factory=dict)
+    _in_flight: Request | None = None
+    _ready: bool = False  # authenticated: requests may be sent
+    requests_sent: int = 0
+
+    # ---- users (any thread)
+
+    def acquire(self, channel: str, symbols: Iterable[str]) -> None:
+        """One more user of each (channel, symbol)."""
+        with self._lock:
+            for sym in symbols:
+                key = (channel, sym)
+                self._counts[key] = self._counts.get(key, 0) + 1
+
+    def release(self, channel: str, symbols: Iterable[str]) -> None:
+        """One user fewer; the last release makes the pair unwanted on the server."""
+        with self._lock:
+            for sym in symbols:
+                key = (channel, sym)
+                orphans = self._rejected.get(key, 0)
+                if orphans:
+                    if orphans > 1:
+                        self._rejected[key] = orphans - 1
+                    else:
+                        del self._rejected[key]
+                    continue
+                n = self._counts.get(key, 0) - 1
+                if n > 0:
+                    self._counts[key] = n
+                else:
+                    self._counts.pop(key, None)
+
+    def count(self, channel: str, symbol: str) -> int:
+        """How many users hold (channel, symbol)."""
+        with self._lock:
+            return self._counts.get((channel, symbol), 0)
+
+    @property
+    def live(self) -> int:
+        """Number of distinct (channel, symbol) pairs wanted."""
+        with self._lock:
+            return len(self._counts)
+
+    def wanted(self) -> set[Key]:
+        """A copy of every wanted (channel, symbol)."""
+        with self._lock:
+            return set(self._counts)
+
+    def acked(self) -> set[Key]:
+        """A copy of the server's state from its last ack."""
+        with self._lock:
+            return set(self._acked)
+
+    # ---- the connection (socket thread)
+
+    def connected(self) -> None:
+        """A new session authenticated: it starts with no subscriptions (§2.5)."""
+        with self._lock:
+            self._acked.clear()
+            self._in_flight = None
+            self._ready = True
+
+    def disconnected(self) -> None:
+        """The session is gone; nothing is in flight any more."""
+        with self._lock:
+            self._ready = False
+            self._in_flight = None
+            self._acked.clear()
+
+    def take_request(self) -> Request | None:
+        """The next request to send, or ``None`` (not ready, one in flight, or in step).
+
+        The returned request is in flight until :meth:`on_ack` or :meth:`on_error`.
+        Subscribes go before unsubscribes so a symbol moving between users is never
+        briefly absent.
+        """
+        with self._lock:
+            if not self._ready or self._in_flight is not None:
+                return None
+            wanted = set(self._counts)
+            add = wanted - self._acked
+            remove = self._acked - wanted
+            if add:
+                req = Request("subscribe", _group(add))
+            elif remove:
+                req = Request("unsubscribe", _group(remove))
+            else:
+                return None
+            self._in_flight = req
+            self.requests_sent += 1
+            return req
+
+    @property
+    def in_flight(self) -> Request | None:
+        """The request awaiting its reply, if any."""
+        with self._lock:
+            return self._in_flight
+
+    def on_ack(self, ack: SubscriptionMessage) -> AckCheck:
+        """The server's full state arrived: adopt it and check it against the request."""
+        state: set[Key] = set()
+        for ch, syms in ack.channels().items():
+            if ch in IMPLICIT_CHANNELS or ch not in self.channels:
+                continue
+            state.update((ch, s) for s in syms)
+        with self._lock:
+            req, self._in_flight = self._in_flight, None
+            self._acked = state
+            if req is None:
+                return AckCheck()
+            pairs = req.pairs()
+            if req.action == "subscribe":
+                return AckCheck(missing=frozenset(pairs - state))
+            return AckCheck(unexpected=frozenset(pairs & state))
+
+    def on_error(self) -> Rejection:
+        """The in-flight request was refused; the server's state is unchanged (§3.3).
+
+        The refused subscribe pairs are dropped from ``wanted`` (their users get the
+        error); a refused unsubscribe is forgotten so it is not retried forever.
+        """
+        with self._lock:
+            req, self._in_flight = self._in_flight, None
+            if req is None:
+                return Rejection(frozenset())
+            pairs = req.pairs()
+            if req.action == "subscribe":
+                for key in pairs:
+                    holders = self._counts.pop(key, 0)
+                    if holders:
+                        self._rejected[key] = self._rejected.get(key, 0) + holders
+                return Rejection(frozenset(pairs))
+            self._acked -= pairs
+            return Rejection(frozenset())
+
+
+def _group(pairs: set[Key]) -> dict[str, tuple[str, ...]]:
+    out: dict[str, list[str]] = {}
+    for ch, sym in sorted(pairs):
+        out.setdefault(ch, []).append(sym)
+    return {ch: tuple(syms) for ch, syms in out.items()}
+
+
+def channels_of(mapping: Mapping[str, Iterable[str]]) -> set[Key]:
+    """Flatten ``{"trades": ["AAPL"]}`` into ``{("trades", "AAPL")}``."""
+    return {(ch, s) for ch, syms in mapping.items() for s in syms}

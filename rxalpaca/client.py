@@ -1,0 +1,633 @@
+"""``StreamClient``: the facade that wires transport, operators, Session and SubscriptionBook.
+
+Example (against the embedded server, no API keys needed)::
+
+    from rxalpaca import StreamClient, ops
+    from rxalpaca.testing import AlpacaStreamServer, DEFAULT_KEY, DEFAULT_SECRET
+
+    with AlpacaStreamServer() as server, StreamClient(
+        feed="iex", url=server.base_url, key=DEFAULT_KEY, secret=DEFAULT_SECRET
+    ) as client:
+        client.quotes("AAPL").pipe(ops.throttle(0.5)).subscribe(print)
+
+Threading — who owns what:
+
+* **socket thread** (one per connection, owned by the transport): reads frames and
+  runs reassemble → validate → decode → meter → route, every observer (unless the
+  user moves them with ``ops.observe_on`` / ``ops.conflate``), and the handling of
+  control messages (the Session's transitions, acks, errors);
+* **any thread**: ``subscribe`` / ``dispose`` of the public observables, ``close``,
+  ``health``. They touch the Router (its own lock, copy-on-write tuples so dispatch
+  takes none), the SubscriptionBook (its own lock) and the send path
+  (``_send_lock``: taking the next request from the book and writing it are one
+  step, so a request can never reach a socket of a later session);
+* ``_state_lock`` (re-entrant) orders Session transitions with their emission on
+  ``state``, so every observer sees transitions in order;
+* the **retry timer thread** only resubscribes; the **watchdog thread** (optional)
+  only reads counters and aborts a silent socket.
+No lock is held while observers run, so an observer may subscribe or dispose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import reactivex
+from reactivex import Observable, abc
+from reactivex import operators as rx_ops
+from reactivex.disposable import Disposable
+from reactivex.subject import BehaviorSubject, Subject
+
+from . import models
+from .book import SubscriptionBook
+from .codec import Codec, Decoded
+from .errors import (
+    ClientClosedError,
+    ConfigurationError,
+    ConnectionLostError,
+    FrameError,
+    HandlerError,
+    RxAlpacaError,
+    StreamError,
+    SubscriptionRejected,
+)
+from .feeds import IMPLICIT_CHANNELS, Channel, Endpoint, Family, endpoint, url_for
+from .metrics import Metrics
+from .operators import (
+    RetryPolicy,
+    Router,
+    decode,
+    meter,
+    reassemble,
+    retry_with_backoff,
+    route,
+    validate,
+)
+from .operators._reassemble import DEFAULT_MAX_MESSAGE_BYTES
+from .protocol import (
+    ConnectionState,
+    Fail,
+    PublishError,
+    Reconnect,
+    Send,
+    Session,
+    SubscriptionAck,
+    SubscriptionFailed,
+)
+from .transport import WebSocketTransport
+
+__all__ = ["StreamClient", "SubscriptionMismatch", "UnknownMessage"]
+
+logger = logging.getLogger("rxalpaca")
+
+
+class UnknownMessage(RxAlpacaError):
+    """The server sent a message type this version does not know (kept in ``message``)."""
+
+    def __init__(self, message: models.Unknown) -> None:
+        super().__init__(f"unknown message type {message.type!r}")
+        self.message = message
+
+
+class SubscriptionMismatch(RxAlpacaError):
+    """The server's ack does not hold what we asked for (§3.3: the ack is the truth)."""
+
+    def __init__(self, missing: Iterable[tuple[str, str]], unexpected: Iterable[tuple[str, str]]):
+        self.missing = sorted(missing)
+        self.unexpected = sorted(unexpected)
+        super().__init__(f"ack mismatch: missing {self.missing}, unexpected {self.unexpected}")
+
+
+_DEFAULT_RETRY = RetryPolicy(initial_delay=0.05, max_delay=10.0)
+
+
+class StreamClient:
+    """A connection to one Alpaca market-data endpoint, as typed per-symbol Observables.
+
+    The socket opens on the first subscription (or :meth:`connect`), authenticates,
+    and stays up until :meth:`close`, reconnecting with back-off after transient
+    failures and restoring every live subscription.
+
+    Args:
+        feed: ``"iex"``, ``"sip"``, ``"delayed_sip"``, ``"boats"``, ``"overnight"``,
+            ``"test"``, ``"crypto"`` (``"crypto/us"``, ``"crypto/us-1"``,
+            ``"crypto/eu-1"``), ``"indicative"``, ``"opra"`` or ``"news"``.
+        key: API key id; default ``$APCA_API_KEY_ID``.
+        secret: API secret; default ``$APCA_API_SECRET_KEY``. Never logged or shown.
+        url: scheme and host of another server, e.g. ``"ws://127.0.0.1:8765"``
+            (the feed's path is appended), or a full URL ending in the path.
+        sandbox: use the Broker-API sandbox host.
+        encoding: ``"msgpack"`` (default, like the official SDKs) or ``"json"``.
+            Options endpoints accept MessagePack only.
+        header_auth: send credentials in the upgrade headers instead of an auth message.
+        retry: back-off policy for reconnects.
+        ping_interval: seconds between WebSocket pings (``None`` disables them).
+        ca_file: a CA bundle to trust for ``wss://`` (e.g. a private test CA).
+            Certificates are always verified.
+        max_message_bytes: the largest message accepted (bounded reassembly).
+        silence_timeout: reconnect when no data arrived for this many seconds while
+            subscribed (off by default: quiet channels such as news are normal).
+        slow_observer_threshold: warn when observers take more than this fraction
+            of the socket thread's time (the server disconnects slow clients, 407).
+    """
+
+    def __init__(
+        self,
+        feed: str = "iex",
+        *,
+        key: str | None = None,
+        secret: str | None = None,
+        url: str | None = None,
+        sandbox: bool = False,
+        encoding: Literal["json", "msgpack"] = "msgpack",
+        header_auth: bool = False,
+        retry: RetryPolicy | None = None,
+        ping_interval: float | None = 10.0,
+        ca_file: str | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        silence_timeout: float | None = None,
+        slow_observer_threshold: float = 0.8,
+        name: str = "rxalpaca",
+    ) -> None:
+        self.endpoint: Endpoint = endpoint(feed)
+        if encoding not in ("json", "msgpack"):
+            raise ConfigurationError(f"encoding must be 'json' or 'msgpack', not {encoding!r}")
+        if self.endpoint.msgpack_only and encoding != "msgpack":
+            raise ConfigurationError(f"{self.endpoint.feed} speaks MessagePack only (§1.3)")
+        key = key if key is not None else os.environ.get("APCA_API_KEY_ID")
+        secret = secret if secret is not None else os.environ.get("APCA_API_SECRET_KEY")
+        if not key or not secret:
+            raise ConfigurationError(
+                "no credentials: pass key= and secret=, or set APCA_API_KEY_ID and "
+                "APCA_API_SECRET_KEY"
+            )
+        self.encoding = encoding
+        self.url = _resolve_url(feed, url, sandbox, self.endpoint)
+        self._codec = Codec(self.endpoint.family, encoding)
+        self.metrics = Metrics()
+        self._router = Router(self.metrics, self._on_handler_error)
+        self._book = SubscriptionBook(frozenset(self.endpoint.channels))
+        self._session = Session(key, secret, header_auth=header_auth)
+        self._retry = retry if retry is not None else _DEFAULT_RETRY
+        self._max_message_bytes = max_message_bytes
+        headers: dict[str, str] = {"User-Agent": "rxalpaca/0.1"}
+        if encoding == "msgpack":
+            headers["Content-Type"] = "application/msgpack"
+        if header_auth:
+            headers["APCA-API-KEY-ID"] = key
+            headers["APCA-API-SECRET-KEY"] = secret
+        sslopt = {"ca_certs": ca_file} if ca_file else None
+        self._transport = WebSocketTransport(
+            self.url, headers=headers, sslopt=sslopt, ping_interval=ping_interval, name=name
+        )
+        self._state_lock = threading.RLock()
+        self._send_lock = threading.Lock()
+        self._conn_lock = threading.Lock()
+        self._errors_lock = threading.Lock()
+        self._state = BehaviorSubject(ConnectionState.IDLE)
+        self._errors: Subject[Exception] = Subject()
+        self._connection: abc.DisposableBase | None = None
+        self._closed = False
+        self._fatal: BaseException | None = None
+        self._silence_timeout = silence_timeout
+        self._slow_threshold = slow_observer_threshold
+        self._watchdog: threading.Thread | None = None
+        self._watchdog_stop = threading.Event()
+        self._name = name
+
+    # ------------------------------------------------------------------ public
+
+    def __repr__(self) -> str:
+        return (
+            f"StreamClient(feed={self.endpoint.feed!r}, url={self.url!r}, "
+            f"encoding={self.encoding!r}, state={self.current_state.value!r})"
+        )
+
+    def __enter__(self) -> StreamClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def state(self) -> Observable[ConnectionState]:
+        """The current :class:`ConnectionState` at once, then every transition."""
+        return self._state
+
+    @property
+    def current_state(self) -> ConnectionState:
+        """The state right now."""
+        return self._session.state
+
+    @property
+    def errors(self) -> Observable[Exception]:
+        """Problems that did not stop the stream: bad frames, handler errors, server errors."""
+        return self._errors
+
+    def health(self) -> dict[str, Any]:
+        """A plain dict for dashboards and liveness probes."""
+        m = self.metrics
+        last = m.last_message_ns
+        return {
+            "feed": self.endpoint.feed,
+            "state": self.current_state.value,
+            "connected": self.current_state is ConnectionState.AUTHENTICATED,
+            "last_message_age_s": (time.time_ns() - last) / 1e9 if last else None,
+            "live_subscriptions": self._book.live,
+            "server_subscriptions": len(self._book.acked()),
+            "reconnects": m.reconnects,
+            "frames_received": m.frames_received,
+            "messages_delivered": m.messages_delivered,
+            "decode_failures": m.decode_failures,
+            "handler_errors": m.handler_errors,
+            "fatal_error": repr(self._fatal) if self._fatal else None,
+            "metrics": m.snapshot(),
+        }
+
+    def connect(self) -> StreamClient:
+        """Open the connection now instead of at the first subscription."""
+        self._ensure_connected()
+        return self
+
+    def close(self) -> None:
+        """Close the socket and complete every observer. Prompt and idempotent."""
+        with self._conn_lock:
+            if self._closed:
+                return
+            self._closed = True
+            conn, self._connection = self._connection, None
+        with self._state_lock:
+            if not self._session.state.terminal:
+                self._session.close()
+                self._emit_state()
+        self._watchdog_stop.set()
+        if conn is not None:
+            conn.dispose()
+        self._transport.close()
+        self._book.disconnected()
+        for observer in self._all_observers():
+            with contextlib.suppress(Exception):
+                observer.on_completed()
+        self._state.on_completed()
+        with self._errors_lock:
+            self._errors.on_completed()
+        if self._watchdog is not None and self._watchdog is not threading.current_thread():
+            self._watchdog.join(timeout=1.0)
+
+    # ---- typed streams
+
+    def trades(self, *symbols: str) -> Observable[Any]:
+        """Trades of ``symbols`` (``"*"``: every symbol)."""
+        return self._stream(Channel.TRADES, symbols)
+
+    def quotes(self, *symbols: str) -> Observable[Any]:
+        """Quotes of ``symbols``."""
+        return self._stream(Channel.QUOTES, symbols)
+
+    def bars(self, *symbols: str) -> Observable[Any]:
+        """Minute bars of ``symbols``."""
+        return self._stream(Channel.BARS, symbols)
+
+    def daily_bars(self, *symbols: str) -> Observable[Any]:
+        """Running daily bars."""
+        return self._stream(Channel.DAILY_BARS, symbols)
+
+    def updated_bars(self, *symbols: str) -> Observable[Any]:
+        """Minute bars corrected after late trades."""
+        return self._stream(Channel.UPDATED_BARS, symbols)
+
+    def statuses(self, *symbols: str) -> Observable[models.TradingStatus]:
+        """Trading statuses (halts, resumptions)."""
+        return self._stream(Channel.STATUSES, symbols)
+
+    def lulds(self, *symbols: str) -> Observable[models.Luld]:
+        """Limit up / limit down bands."""
+        return self._stream(Channel.LULDS, symbols)
+
+    def imbalances(self, *symbols: str) -> Observable[models.Imbalance]:
+        """Order imbalances."""
+        return self._stream(Channel.IMBALANCES, symbols)
+
+    def corrections(self, *symbols: str) -> Observable[models.Correction]:
+        """Trade corrections (the server sends them with ``trades``)."""
+        return self._stream(Channel.CORRECTIONS, symbols)
+
+    def cancel_errors(self, *symbols: str) -> Observable[models.CancelError]:
+        """Trade cancels and errors (the server sends them with ``trades``)."""
+        return self._stream(Channel.CANCEL_ERRORS, symbols)
+
+    def orderbooks(self, *symbols: str) -> Observable[models.OrderBook]:
+        """Crypto order-book snapshots (``reset``) and updates."""
+        return self._stream(Channel.ORDERBOOKS, symbols)
+
+    def news(self, *symbols: str) -> Observable[models.News]:
+        """News articles mentioning ``symbols`` (``"*"``: all, including untagged ones)."""
+        return self._stream(Channel.NEWS, symbols)
+
+    def subscriptions(self) -> dict[str, set[str]]:
+        """What the server has acknowledged, per channel."""
+        out: dict[str, set[str]] = {}
+        for ch, sym in self._book.acked():
+            out.setdefault(ch, set()).add(sym)
+        return out
+
+    # ------------------------------------------------------------------ streams
+
+    def _stream(self, channel: Channel, symbols: tuple[str, ...]) -> Observable[Any]:
+        if channel not in self.endpoint.channels:
+            raise ConfigurationError(
+                f"{self.endpoint.feed} has no {channel.value!r} channel; it has "
+                f"{', '.join(c.value for c in self.endpoint.subscribable)}"
+            )
+        if not symbols:
+            raise ConfigurationError("name at least one symbol (or '*')")
+        syms = tuple(dict.fromkeys(_normalise(s, self.endpoint.family) for s in symbols))
+        # corrections/cancelErrors ride on trades (§3.1): hold trades on the server.
+        server_channel = Channel.TRADES if channel in IMPLICIT_CHANNELS else channel
+        router, book = self._router, self._book
+
+        def subscribe(
+            observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            if self._closed:
+                observer.on_error(self._fatal_or_closed())
+                return Disposable()
+            for s in syms:
+                router.add(channel.value, s, observer)
+            book.acquire(server_channel.value, syms)
+            self.metrics.live_subscriptions = book.live
+            released = False
+
+            def dispose() -> None:
+                nonlocal released
+                if released:
+                    return
+                released = True
+                for s in syms:
+                    router.remove(channel.value, s, observer)
+                book.release(server_channel.value, syms)
+                self.metrics.live_subscriptions = book.live
+                self._pump()
+
+            if self._fatal is not None:
+                dispose()
+                observer.on_error(self._fatal_or_closed())
+                return Disposable()
+            self._ensure_connected()
+            self._pump()
+            return Disposable(dispose)
+
+        return reactivex.create(subscribe)
+
+    def _fatal_or_closed(self) -> Exception:
+        if isinstance(self._fatal, Exception):
+            return self._fatal
+        return ClientClosedError("the client is closed")
+
+    def _all_observers(self) -> list[abc.ObserverBase[Any]]:
+        seen: dict[int, abc.ObserverBase[Any]] = {}
+        for observers in self._router.snapshot().values():
+            for o in observers:
+                seen.setdefault(id(o), o)
+        return list(seen.values())
+
+    # ------------------------------------------------------------------ connection
+
+    def _ensure_connected(self) -> None:
+        with self._conn_lock:
+            if self._connection is not None or self._closed or self._fatal is not None:
+                return
+            # Assigned before subscribing: the subscription may call back synchronously.
+            self._connection = Disposable()
+        sub = self._connection_observable().subscribe(
+            on_next=lambda _state: None,
+            on_error=self._on_fatal,
+            on_completed=lambda: None,
+        )
+        with self._conn_lock:
+            if self._closed:
+                close_now = True
+            else:
+                self._connection = sub
+                close_now = False
+        if close_now:
+            sub.dispose()
+        if (self._silence_timeout or self._slow_threshold) and self._watchdog is None:
+            self._watchdog = threading.Thread(
+                target=self._watch, name=f"{self._name}-watchdog", daemon=True
+            )
+            self._watchdog.start()
+
+    def _connection_observable(self) -> Observable[ConnectionState]:
+        max_bytes = self._max_message_bytes
+
+        def connect_once(_scheduler: abc.SchedulerBase | None = None) -> Observable[Any]:
+            with self._state_lock:
+                if self._session.state.terminal:
+                    return reactivex.empty()
+                self._session.connect()
+                self.metrics.connects += 1
+                self._emit_state()
+            return self._transport.frames().pipe(
+                reassemble(max_bytes),
+                validate(),
+                decode(self._codec),
+                meter(self.metrics),
+                route(self._router),
+                rx_ops.map(self._on_control),
+            )
+
+        return reactivex.defer(connect_once).pipe(
+            rx_ops.do_action(on_error=self._on_lost),
+            retry_with_backoff(
+                self._retry,
+                reset_on=lambda s: s is ConnectionState.AUTHENTICATED,
+                on_retry=self._on_retry,
+            ),
+        )
+
+    def _on_control(self, item: Decoded) -> ConnectionState:
+        """Socket thread: everything that is not a data record."""
+        if isinstance(item, FrameError):
+            logger.warning("bad frame from %s: %s", self.endpoint.feed, item)
+            self._publish(item)
+            return self._session.state
+        if isinstance(item, models.Unknown):
+            self.metrics.unknown_messages += 1
+            logger.warning("unknown message type %r from %s", item.type, self.endpoint.feed)
+            self._publish(UnknownMessage(item))
+            return self._session.state
+        if not isinstance(
+            item, models.SuccessMessage | models.ErrorMessage | models.SubscriptionMessage
+        ):
+            return self._session.state  # a record of a channel nobody routes: nothing to do
+        self.metrics.control_messages += 1
+        with self._state_lock:
+            before = self._session.state
+            effects = self._session.receive(item)
+            after = self._session.state
+            if after is not before:
+                self._emit_state()
+        if after is ConnectionState.AUTHENTICATED and before is not after:
+            self._book.connected()
+            self._pump()
+        for effect in effects:
+            if isinstance(effect, Send):
+                self._transport.send(self._codec.encode(effect.message), self._codec.opcode)
+            elif isinstance(effect, SubscriptionAck):
+                check = self._book.on_ack(effect.ack)
+                if not check.ok:
+                    err = SubscriptionMismatch(check.missing, check.unexpected)
+                    logger.warning("%s", err)
+                    self._publish(err)
+                self._pump()
+            elif isinstance(effect, SubscriptionFailed):
+                self._reject(effect.error)
+                self._pump()
+            elif isinstance(effect, PublishError):
+                logger.warning("server reported %s", effect.error)
+                self._publish(effect.error)
+            elif isinstance(effect, Reconnect | Fail):
+                raise effect.error  # ends this connection; retry_with_backoff decides
+        return after
+
+    def _reject(self, error: StreamError) -> None:
+        rejection = self._book.on_error()
+        logger.warning("subscription refused by the server: %s", error)
+        self._publish(error)
+        by_observer: dict[int, tuple[abc.ObserverBase[Any], list[tuple[str, str]]]] = {}
+        for ch, sym in rejection.pairs:
+            channels = [ch] + ([c.value for c in IMPLICIT_CHANNELS] if ch == "trades" else [])
+            for c in channels:
+                for o in self._router.observers(c, sym):
+                    by_observer.setdefault(id(o), (o, []))[1].append((c, sym))
+        for o, pairs in by_observer.values():
+            exc = SubscriptionRejected(pairs[0][0], tuple(s for _, s in pairs), error)
+            exc.__cause__ = error
+            with contextlib.suppress(Exception):
+                o.on_error(exc)
+
+    def _pump(self) -> None:
+        """Send the next subscription request, if one is due (any thread)."""
+        if self._closed:
+            return
+        with self._send_lock:
+            req = self._book.take_request()
+            if req is None:
+                return
+            try:
+                self._transport.send(self._codec.encode(req.message()), self._codec.opcode)
+            except ConnectionLostError:
+                # The socket is going away; the reconnect replays every subscription.
+                logger.debug("subscription request not sent: connection lost")
+
+    def _on_lost(self, error: Exception) -> None:
+        """Socket thread (or the subscriber's): this connection ended."""
+        self._book.disconnected()
+        if self._closed or not self._retry.should_retry(error):
+            return
+        with self._state_lock:
+            if not self._session.state.terminal:
+                self._session.lost()
+                self._emit_state()
+        self.metrics.reconnects += 1
+        logger.warning("connection lost (%s); reconnecting", error)
+        self._publish(error)
+
+    def _on_retry(self, error: BaseException, attempt: int, delay: float) -> None:
+        logger.info("reconnect attempt %d in %.3f s after %s", attempt, delay, error)
+
+    def _on_fatal(self, error: Exception) -> None:
+        """The connection ended for good: fail every observer with the typed error."""
+        if self._closed:
+            return
+        self._fatal = error
+        logger.error("stream failed for good: %r", error)
+        with self._state_lock:
+            if not self._session.state.terminal:
+                self._session.fail()
+                self._emit_state()
+        self._book.disconnected()
+        self._publish(error)
+        for observer in self._all_observers():
+            with contextlib.suppress(Exception):
+                observer.on_error(error)
+        self._state.on_completed()
+
+    def _emit_state(self) -> None:
+        # Called with _state_lock held, so transitions reach observers in order.
+        try:
+            self._state.on_next(self._session.state)
+        except Exception:
+            logger.exception("a state observer raised")
+
+    def _publish(self, error: Exception) -> None:
+        self.metrics.count_error_published()
+        with self._errors_lock:
+            try:
+                self._errors.on_next(error)
+            except Exception:
+                logger.exception("an errors observer raised")
+
+    def _on_handler_error(self, exc: BaseException, record: object, observer: object) -> None:
+        # Called inside the router's except block: logger.exception has the stack.
+        logger.exception("an observer raised while handling %s", type(record).__name__)
+        err = HandlerError(type(record).__name__, record)
+        err.__cause__ = exc
+        self._publish(err)
+
+    # ------------------------------------------------------------------ watchdog
+
+    def _watch(self) -> None:
+        """Watchdog thread: silence detection and the slow-observer warning."""
+        m = self.metrics
+        tick = 0.5
+        last_total = m.observer_time_total_ns
+        last_at = time.perf_counter_ns()
+        last_warn = 0.0
+        while not self._watchdog_stop.wait(tick):
+            now = time.perf_counter_ns()
+            total = m.observer_time_total_ns
+            busy = (total - last_total) / max(1, now - last_at)
+            last_total, last_at = total, now
+            if self._slow_threshold and busy > self._slow_threshold:
+                m.slow_consumer_warnings += 1
+                if time.monotonic() - last_warn > 5.0:
+                    last_warn = time.monotonic()
+                    logger.warning(
+                        "observers use %.0f%% of the socket thread; the server disconnects "
+                        "clients that fall behind (407). Move slow work off it with "
+                        "ops.conflate(...) or ops.observe_on(...)",
+                        busy * 100,
+                    )
+            if (
+                self._silence_timeout
+                and self.current_state is ConnectionState.AUTHENTICATED
+                and self._book.live
+                and m.last_message_ns
+                and time.time_ns() - m.last_message_ns > self._silence_timeout * 1e9
+            ):
+                logger.warning("no data for %.1f s; reconnecting", self._silence_timeout)
+                m.last_message_ns = time.time_ns()
+                self._transport.abort(ConnectionLostError("silent connection"))
+
+
+def _resolve_url(feed: str, url: str | None, sandbox: bool, ep: Endpoint) -> str:
+    if url is None:
+        return url_for(feed, sandbox=sandbox)
+    if url.rstrip("/").endswith(ep.path):
+        return url
+    return url.rstrip("/") + ep.path
+
+
+def _normalise(symbol: str, family: Family) -> str:
+    sym = symbol.strip()
+    if not sym:
+        raise ConfigurationError("empty symbol")
+    return sym if sym == "*" else sym.upper()

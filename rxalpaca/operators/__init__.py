@@ -1,0 +1,219 @@
+"""rxalpaca's operators — and every reactivex operator, so one ``ops`` serves both.
+
+Each operator is a function of its parameters returning a function from
+Observable to Observable, usable in ``.pipe(...)``. The pipeline the client
+builds is, in order::
+
+    frames$ ─► reassemble() ─► validate() ─► decode(codec) ─► meter(metrics) ─► route(router)
+
+and around the connection ``retry_with_backoff(policy)``. ``throttle`` and
+``conflate`` are for users' own pipelines.
+
+Example::
+
+    from rxalpaca import StreamClient, ops
+    client = StreamClient(feed="iex")
+    client.quotes("AAPL").pipe(ops.throttle(0.5), ops.map(lambda q: q.ask_price)).subscribe(print)
+
+Threading: the socket thread runs ``reassemble`` through ``route`` and, by
+default, every observer. ``throttle`` emits trailing items from timer threads;
+``conflate`` hands items to a scheduler of your choice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
+
+from reactivex import Observable, abc, typing
+from reactivex.operators import *  # noqa: F403 - the facade re-exports reactivex's operators
+from reactivex.operators import __all__ as _rx_all
+
+from ..codec import Codec, Decoded
+from ..errors import FrameError
+from ..frames import Frame
+from ..metrics import Metrics
+from ._conflate import conflate_
+from ._decode import Batch, decode_
+from ._meter import meter_
+from ._reassemble import DEFAULT_MAX_MESSAGE_BYTES, reassemble_
+from ._retry import RetryPolicy, retry_with_backoff_
+from ._route import Router, route_
+from ._throttle import throttle_
+from ._validate import validate_
+
+_T = TypeVar("_T")
+
+
+def reassemble(
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> Callable[[Observable[Frame]], Observable[Frame | FrameError]]:
+    """Join continuation frames into whole messages (RFC 6455 §5.4; protocol §6).
+
+    ::
+
+        frames:  --T(fin=0)--C(fin=0)--C(fin=1)--T--|
+                   reassemble()
+        out:     -----------------------TCC------T--|
+
+    A continuation without a start, a message interrupted by another, or a message
+    over ``max_message_bytes`` becomes a :class:`~rxalpaca.errors.FrameError` value
+    (memory stays bounded: an oversized message is discarded as it arrives).
+
+    Args:
+        max_message_bytes: the largest message kept.
+
+    Returns:
+        An operator from ``Observable[Frame]`` to ``Observable[Frame | FrameError]``.
+    """
+    return reassemble_(max_message_bytes)
+
+
+def validate(
+    max_message_bytes: int | None = None,
+) -> Callable[[Observable[Frame | FrameError]], Observable[Frame | FrameError]]:
+    """Turn frames that cannot hold messages into ``FrameError`` values.
+
+    Drops control frames; rejects empty frames, unfinished fragments, oversized
+    frames and frames that do not start like a JSON or MessagePack array (§4.1).
+
+    ::
+
+        in:   --F1--F("hello")--F2--|
+                validate()
+        out:  --F1--E-----------F2--|
+
+    Args:
+        max_message_bytes: an optional cap on a frame's size.
+    """
+    return validate_(max_message_bytes)
+
+
+def decode(codec: Codec) -> Callable[[Observable[Frame | FrameError]], Observable[Batch]]:
+    """Decode each frame into a :class:`Batch` of typed records (one batch per frame).
+
+    ``FrameError`` values pass through as one-item failed batches. Decoding never
+    raises: bad messages become ``FrameError`` items beside the good records.
+
+    Args:
+        codec: a :class:`~rxalpaca.codec.Codec` for the endpoint's family and encoding.
+    """
+    return decode_(codec)
+
+
+def meter(metrics: Metrics) -> Callable[[Observable[Batch]], Observable[Batch]]:
+    """Count frames, bytes, decode failures and messages by type; pass batches on.
+
+    Args:
+        metrics: the counters to update (written on the calling thread only).
+    """
+    return meter_(metrics)
+
+
+def route(router: Router) -> Callable[[Observable[Batch]], Observable[Decoded]]:
+    """Deliver data records to their (channel, symbol) observers; emit everything else.
+
+    One dictionary lookup per message, whatever the number of subscriptions. An
+    observer that raises is reported through the router's ``on_handler_error`` and
+    the other observers still get the record. Control messages, ``Unknown`` and
+    ``FrameError`` values are emitted downstream, one by one.
+
+    ::
+
+        batches: --[q(AAPL), success]--[t(MSFT)]--|
+                   route(router)      (q → AAPL quote observers, t → MSFT trade observers)
+        out:     --success------------------------|
+    """
+    return route_(router)
+
+
+def retry_with_backoff(
+    policy: RetryPolicy | None = None,
+    scheduler: abc.SchedulerBase | None = None,
+    *,
+    reset_on: Callable[[Any], bool] | None = None,
+    on_retry: Callable[[BaseException, int, float], None] | None = None,
+) -> Callable[[Observable[_T]], Observable[_T]]:
+    """Resubscribe after a transient error, waiting with exponential back-off and full jitter.
+
+    Fatal errors (401, 402, 409, 410, 411, 412, bad configuration) and non-network
+    exceptions go straight to the observer; 406 waits ten times longer; 404, 407,
+    500 and network errors retry. The attempt count lives in each subscription and
+    resets when an item passes ``reset_on`` (default: any item).
+
+    ::
+
+        source:  --a--#            (# = ConnectionLostError)
+        retry:   --a-----(wait)--a--b--|
+
+    Args:
+        policy: delays and limits (:class:`RetryPolicy`).
+        scheduler: where waits are scheduled (virtual time in tests).
+        reset_on: which items prove the source healthy again.
+        on_retry: called as ``(error, attempt, delay_seconds)`` before each wait.
+    """
+    return retry_with_backoff_(policy, scheduler, reset_on=reset_on, on_retry=on_retry)
+
+
+def throttle(
+    interval: typing.RelativeTime,
+    key: Callable[[Any], Hashable] | None = None,
+    scheduler: abc.SchedulerBase | None = None,
+) -> Callable[[Observable[_T]], Observable[_T]]:
+    """At most one item per ``interval`` per key; the latest is never lost (trailing edge).
+
+    The first item of a quiet key goes out at once; items arriving within the
+    window replace each other and the last one goes out when the window ends.
+
+    ::
+
+        source:  -a-b-c---------d-|      (interval = 4 ticks)
+                  throttle(4)
+        out:     -a---c---------d-|
+
+    Args:
+        interval: seconds (or a ``timedelta``).
+        key: throttle each key separately, e.g. ``lambda q: q.symbol``.
+        scheduler: where window timers run.
+    """
+    return throttle_(interval, key, scheduler)
+
+
+def conflate(
+    key: Callable[[Any], Hashable] | None = None,
+    scheduler: abc.SchedulerBase | None = None,
+    on_conflated: Callable[[int], None] | None = None,
+) -> Callable[[Observable[_T]], Observable[_T]]:
+    """Deliver on ``scheduler``'s thread, keeping only the latest item per key while busy.
+
+    For slow observers: the socket thread only stores the item; the observer sees
+    the newest value of each key as soon as it is free.
+
+    ::
+
+        source:   -a1-a2-b1-a3---|        (observer busy until after a3)
+                   conflate(key=symbol)
+        observer: -a1--------b1,a3-|
+
+    Args:
+        key: e.g. ``lambda q: q.symbol`` (default: one key, i.e. "latest only").
+        scheduler: the consumer's scheduler (default: a shared thread pool).
+        on_conflated: called with the running count of replaced items.
+    """
+    return conflate_(key, scheduler, on_conflated)
+
+
+__all__ = [  # noqa: PLE0604 - reactivex's names are strings too
+    "Batch",
+    "RetryPolicy",
+    "Router",
+    "conflate",
+    "decode",
+    "meter",
+    "reassemble",
+    "retry_with_backoff",
+    "route",
+    "throttle",
+    "validate",
+    *_rx_all,
+]

@@ -1,0 +1,107 @@
+"""``conflate``: hand items to another thread, keeping only the latest per key while it is busy."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
+
+from reactivex import Observable, abc
+from reactivex.disposable import CompositeDisposable, Disposable
+from reactivex.scheduler import ThreadPoolScheduler
+
+_T = TypeVar("_T")
+
+_DEFAULT_SCHEDULER: list[abc.SchedulerBase] = []
+_NOT_DONE = object()
+
+
+def _default_scheduler() -> abc.SchedulerBase:
+    if not _DEFAULT_SCHEDULER:
+        _DEFAULT_SCHEDULER.append(ThreadPoolScheduler(4))
+    return _DEFAULT_SCHEDULER[0]
+
+
+class _State:
+    __slots__ = ("done", "draining", "dropped", "pending", "stopped")
+
+    def __init__(self) -> None:
+        # Insertion-ordered: keys drain in the order they first became pending.
+        self.pending: dict[Hashable, Any] = {}
+        self.draining = False
+        self.stopped = False
+        self.done: object = _NOT_DONE  # an Exception, True (completed) or _NOT_DONE
+        self.dropped = 0
+
+
+def conflate_(
+    key: Callable[[Any], Hashable] | None = None,
+    scheduler: abc.SchedulerBase | None = None,
+    on_conflated: Callable[[int], None] | None = None,
+) -> Callable[[Observable[_T]], Observable[_T]]:
+    def conflate(source: Observable[_T]) -> Observable[_T]:
+        def subscribe(
+            observer: abc.ObserverBase[_T],
+            scheduler_: abc.SchedulerBase | None = None,
+        ) -> abc.DisposableBase:
+            sched = scheduler or _default_scheduler()
+            lock = threading.Lock()
+            st = _State()
+
+            def drain(_s: abc.SchedulerBase, _st: Any = None) -> None:
+                # Runs on the consumer's thread; the producer only ever takes the lock
+                # for a dict assignment, so a slow observer never slows the socket.
+                while True:
+                    with lock:
+                        if st.stopped:
+                            return
+                        if not st.pending:
+                            st.draining = False
+                            done = st.done
+                            if done is not _NOT_DONE:
+                                st.stopped = True
+                            break
+                        items = list(st.pending.values())
+                        st.pending.clear()
+                    for item in items:
+                        observer.on_next(item)
+                if isinstance(done, Exception):
+                    observer.on_error(done)
+                elif done is not _NOT_DONE:
+                    observer.on_completed()
+
+            def kick_locked() -> None:
+                if not st.draining:
+                    st.draining = True
+                    sched.schedule(drain)
+
+            def on_next(value: _T) -> None:
+                k = key(value) if key is not None else None
+                with lock:
+                    if st.stopped:
+                        return
+                    if k in st.pending:
+                        st.dropped += 1
+                        if on_conflated is not None:
+                            on_conflated(st.dropped)
+                    st.pending[k] = value
+                    kick_locked()
+
+            def on_done(done: object) -> None:
+                with lock:
+                    if st.stopped or st.done is not _NOT_DONE:
+                        return
+                    st.done = done
+                    kick_locked()
+
+            def dispose() -> None:
+                with lock:
+                    st.stopped = True
+                    st.pending.clear()
+
+            sub = source.subscribe(on_next, on_done, lambda: on_done(True), scheduler=scheduler_)
+            return CompositeDisposable(sub, Disposable(dispose))
+
+        return Observable(subscribe)
+
+    return conflate

@@ -1,0 +1,53 @@
+"""``decode``: frames to batches of typed records (one ``Batch`` per frame)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+from reactivex import Observable, abc
+
+from ..codec import Codec, Decoded
+from ..errors import FrameError
+from ..frames import Frame
+
+
+class Batch(NamedTuple):
+    """The records of one frame, in wire order.
+
+    Attributes:
+        items: records, ``Unknown`` messages and ``FrameError`` values.
+        nbytes: the frame's size on the wire.
+        received_ns: when the frame arrived.
+        failed: nothing good came out of the frame.
+    """
+
+    items: list[Decoded]
+    nbytes: int
+    received_ns: int
+    failed: bool = False
+
+
+def decode_(codec: Codec) -> Callable[[Observable[Frame | FrameError]], Observable[Batch]]:
+    def decode(source: Observable[Frame | FrameError]) -> Observable[Batch]:
+        def subscribe(
+            observer: abc.ObserverBase[Batch],
+            scheduler: abc.SchedulerBase | None = None,
+        ) -> abc.DisposableBase:
+            dec = codec.decode
+
+            def on_next(item: Frame | FrameError) -> None:
+                if isinstance(item, FrameError):
+                    observer.on_next(Batch([item], len(item.excerpt), item.received_ns, True))
+                    return
+                items = dec(item.payload, item.received_ns)  # never raises
+                failed = bool(items) and all(isinstance(x, FrameError) for x in items)
+                observer.on_next(Batch(items, len(item.payload), item.received_ns, failed))
+
+            return source.subscribe(
+                on_next, observer.on_error, observer.on_completed, scheduler=scheduler
+            )
+
+        return Observable(subscribe)
+
+    return decode

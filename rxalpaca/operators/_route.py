@@ -1,0 +1,190 @@
+"""``route``: deliver each data record to the observers of its (channel, symbol).
+
+Routing is two dictionary lookups per message — channel, then symbol — plus one
+for the channel's ``"*"`` observers, whatever the number of subscriptions.
+
+Threading: ``dispatch`` runs on the socket thread and takes no lock. ``add`` and
+``remove`` may run on any thread; they serialise on the router's lock and publish
+a *new* tuple of observers (copy-on-write), so a dispatch in progress keeps
+iterating the tuple it already read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from reactivex import Observable, abc
+
+from ..codec import Decoded
+from ..metrics import Metrics
+from ._decode import Batch
+
+HandlerErrorCallback = Callable[[BaseException, object, Any], None]
+
+_EMPTY: tuple[abc.ObserverBase[Any], ...] = ()
+
+
+class Router:
+    """The routing table: channel → symbol → observers.
+
+    Args:
+        metrics: where delivered / unrouted / failed messages are counted.
+        on_handler_error: called *inside the except block* (so ``logger.exception``
+            there has the stack trace) as ``(exception, record, observer)`` when an
+            observer raises. The other observers still get the record.
+    """
+
+    def __init__(
+        self,
+        metrics: Metrics | None = None,
+        on_handler_error: HandlerErrorCallback | None = None,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._table: dict[str, dict[str, tuple[abc.ObserverBase[Any], ...]]] = {}
+        self.metrics = metrics if metrics is not None else Metrics()
+        self._on_handler_error = on_handler_error
+
+    # ---- registry (any thread)
+
+    def add(self, channel: str, symbol: str, observer: abc.ObserverBase[Any]) -> None:
+        """Deliver ``channel`` records of ``symbol`` (or ``"*"``: all symbols) to ``observer``."""
+        with self._lock:
+            by_symbol = self._table.get(channel)
+            if by_symbol is None:
+                by_symbol = self._table[channel] = {}
+            by_symbol[symbol] = (*by_symbol.get(symbol, _EMPTY), observer)
+
+    def remove(self, channel: str, symbol: str, observer: abc.ObserverBase[Any]) -> bool:
+        """Stop delivering to ``observer``; True if it was registered."""
+        with self._lock:
+            by_symbol = self._table.get(channel)
+            if by_symbol is None:
+                return False
+            current = by_symbol.get(symbol, _EMPTY)
+            for i, o in enumerate(current):
+                if o is observer:
+                    rest = current[:i] + current[i + 1 :]
+                    if rest:
+                        by_symbol[symbol] = rest
+                    else:
+                        del by_symbol[symbol]  # no empty entries left behind
+                    return True
+            return False
+
+    def observers(self, channel: str, symbol: str) -> tuple[abc.ObserverBase[Any], ...]:
+        """The observers of (channel, symbol) right now."""
+        return self._table.get(channel, {}).get(symbol, _EMPTY)
+
+    def entries(self) -> int:
+        """Number of (channel, symbol) entries (for leak checks)."""
+        with self._lock:
+            return sum(len(v) for v in self._table.values())
+
+    def observer_count(self) -> int:
+        """Number of registered (entry, observer) pairs (for leak checks)."""
+        with self._lock:
+            return sum(len(obs) for v in self._table.values() for obs in v.values())
+
+    def snapshot(self) -> dict[tuple[str, str], tuple[abc.ObserverBase[Any], ...]]:
+        """A copy of the table."""
+        with self._lock:
+            return {(c, s): obs for c, v in self._table.items() for s, obs in v.items()}
+
+    # ---- hot path (socket thread)
+
+    def dispatch(self, items: Sequence[Decoded]) -> list[Decoded]:
+        """Deliver data records; return everything else (control, Unknown, FrameError)."""
+        table = self._table
+        m = self.metrics
+        rest: list[Decoded] = []
+        delivered = unrouted = failed = 0
+        for rec in items:
+            channel = rec.CHANNEL
+            if not channel:
+                rest.append(rec)
+                continue
+            by_symbol = table.get(channel)
+            if by_symbol is None:
+                unrouted += 1
+                continue
+            if channel == "news":
+                outcome = self._news(rec, by_symbol)
+            else:
+                direct = by_symbol.get(rec.symbol, _EMPTY)  # type: ignore[union-attr]
+                star = by_symbol.get("*", _EMPTY)
+                if not direct and not star:
+                    unrouted += 1
+                    continue
+                outcome = self._deliver(rec, direct + star if star else direct)
+            if outcome > 0:
+                delivered += 1
+            elif outcome == 0:
+                unrouted += 1
+            else:
+                failed += 1
+        m.messages_decoded += delivered + unrouted + failed
+        m.messages_delivered += delivered
+        m.messages_unrouted += unrouted
+        m.messages_failed += failed
+        return rest
+
+    def _deliver(self, rec: object, observers: tuple[abc.ObserverBase[Any], ...]) -> int:
+        """1: at least one observer took it; -1: every observer raised."""
+        ok = False
+        for o in observers:
+            try:
+                o.on_next(rec)
+                ok = True
+            except Exception as exc:
+                self._handler_failed(exc, rec, o)
+        return 1 if ok else -1
+
+    def _news(self, rec: Any, by_symbol: dict[str, tuple[abc.ObserverBase[Any], ...]]) -> int:
+        # News is routed by its symbols list; an observer on several of them gets the
+        # article once. Articles with no symbols go to "*" only (§4.17).
+        seen: dict[int, abc.ObserverBase[Any]] = {}
+        for sym in (*rec.symbols, "*"):
+            for o in by_symbol.get(sym, _EMPTY):
+                seen.setdefault(id(o), o)
+        if not seen:
+            return 0
+        return self._deliver(rec, tuple(seen.values()))
+
+    def _handler_failed(self, exc: BaseException, rec: object, observer: object) -> None:
+        self.metrics.count_handler_error()
+        if self._on_handler_error is not None:
+            with contextlib.suppress(Exception):
+                self._on_handler_error(exc, rec, observer)
+
+
+def route_(router: Router) -> Callable[[Observable[Batch]], Observable[Decoded]]:
+    def route(source: Observable[Batch]) -> Observable[Decoded]:
+        def subscribe(
+            observer: abc.ObserverBase[Decoded],
+            scheduler: abc.SchedulerBase | None = None,
+        ) -> abc.DisposableBase:
+            dispatch = router.dispatch
+            metrics = router.metrics
+            timing = metrics.observer_time
+            clock = time.perf_counter_ns
+
+            def on_next(batch: Batch) -> None:
+                t0 = clock()
+                rest = dispatch(batch.items)
+                spent = clock() - t0
+                timing.add(spent)
+                metrics.observer_time_total_ns += spent
+                for item in rest:
+                    observer.on_next(item)
+
+            return source.subscribe(
+                on_next, observer.on_error, observer.on_completed, scheduler=scheduler
+            )
+
+        return Observable(subscribe)
+
+    return route

@@ -1,0 +1,271 @@
+"""The connection state machine, as pure logic (no sockets, threads, clocks or Rx).
+
+The shell (``rxalpaca.client``) feeds it events — the socket opened, a control
+message arrived, the socket was lost, the user closed — and gets back the next
+state plus a list of *effects* to carry out: messages to send, errors to raise or
+publish. Transitions are a table (:data:`TRANSITIONS`): an event that is not in
+the table for the current state raises :class:`~rxalpaca.errors.ProtocolViolation`
+and changes nothing.
+
+Section numbers refer to ``alpaca-stream-protocol.md``.
+
+State diagram (generated from the table by :func:`state_diagram`)::
+
+    IDLE ──connect──► CONNECTING ──greeting──► AUTHENTICATING ──authenticated──► AUTHENTICATED
+      ▲                  │  ▲                        │                               │
+      │                  │  └──────── connect ───────┼──── RECONNECTING ◄─── lost ────┘
+      close ─► CLOSED    └──── fatal error ─► FAILED ┘
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+
+from .errors import (
+    AlreadyAuthenticated,
+    ProtocolViolation,
+    RxAlpacaError,
+    StreamError,
+    error_for_code,
+)
+from .models import ErrorMessage, SubscriptionMessage, SuccessMessage
+
+__all__ = [
+    "TRANSITIONS",
+    "ConnectionState",
+    "Effect",
+    "Event",
+    "Fail",
+    "PublishError",
+    "Reconnect",
+    "Send",
+    "Session",
+    "SubscriptionAck",
+    "SubscriptionFailed",
+    "state_diagram",
+]
+
+
+class ConnectionState(StrEnum):
+    """Where a client's connection is. ``CLOSED`` and ``FAILED`` are terminal."""
+
+    IDLE = "idle"  # created, never connected
+    CONNECTING = "connecting"  # opening the socket, waiting for the greeting (§2.2)
+    AUTHENTICATING = "authenticating"  # greeting seen, auth sent, waiting for the reply (§2.3)
+    AUTHENTICATED = "authenticated"  # ready: subscriptions flow (§3)
+    RECONNECTING = "reconnecting"  # lost a connection, backing off before the next one (§2.5)
+    CLOSED = "closed"  # the user closed the client (terminal)
+    FAILED = "failed"  # a fatal error ended it (terminal)
+
+    @property
+    def terminal(self) -> bool:
+        """No event leaves a terminal state."""
+        return self in (ConnectionState.CLOSED, ConnectionState.FAILED)
+
+
+class Event(StrEnum):
+    """Events the shell feeds into the :class:`Session`."""
+
+    CONNECT = "connect"  # the shell starts opening a socket
+    GREETING = "greeting"  # [{"T":"success","msg":"connected"}]
+    AUTHENTICATED = "authenticated"  # [{"T":"success","msg":"authenticated"}]
+    ACK = "ack"  # {"T":"subscription",...}
+    SERVER_ERROR = "server_error"  # {"T":"error",...}
+    LOST = "lost"  # the socket closed or failed
+    CLOSE = "close"  # the user closed the client
+    FAIL = "fail"  # a fatal error
+
+
+S = ConnectionState
+E = Event
+
+#: state → event → next state. Anything missing is a protocol violation.
+TRANSITIONS: Final[dict[ConnectionState, dict[Event, ConnectionState]]] = {
+    S.IDLE: {E.CONNECT: S.CONNECTING, E.CLOSE: S.CLOSED, E.FAIL: S.FAILED},
+    S.CONNECTING: {
+        E.GREETING: S.AUTHENTICATING,
+        # Header auth (§2.3b): "authenticated" may follow the greeting unprompted;
+        # a server may also skip ahead, so accept it here too.
+        E.AUTHENTICATED: S.AUTHENTICATED,
+        E.SERVER_ERROR: S.CONNECTING,
+        E.LOST: S.RECONNECTING,
+        E.CLOSE: S.CLOSED,
+        E.FAIL: S.FAILED,
+    },
+    S.AUTHENTICATING: {
+        E.AUTHENTICATED: S.AUTHENTICATED,
+        E.SERVER_ERROR: S.AUTHENTICATING,
+        E.LOST: S.RECONNECTING,
+        E.CLOSE: S.CLOSED,
+        E.FAIL: S.FAILED,
+    },
+    S.AUTHENTICATED: {
+        E.ACK: S.AUTHENTICATED,
+        E.SERVER_ERROR: S.AUTHENTICATED,
+        E.LOST: S.RECONNECTING,
+        E.CLOSE: S.CLOSED,
+        E.FAIL: S.FAILED,
+    },
+    S.RECONNECTING: {
+        E.CONNECT: S.CONNECTING,
+        E.LOST: S.RECONNECTING,
+        E.CLOSE: S.CLOSED,
+        E.FAIL: S.FAILED,
+    },
+    S.CLOSED: {E.CLOSE: S.CLOSED, E.LOST: S.CLOSED},
+    S.FAILED: {E.CLOSE: S.FAILED, E.LOST: S.FAILED, E.FAIL: S.FAILED},
+}
+
+
+# ---------------------------------------------------------------- effects
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send this action to the server (the shell encodes it in the negotiated encoding)."""
+
+    message: dict[str, Any]
+
+    def __repr__(self) -> str:
+        # Never show an auth secret (house rule: the secret appears in no repr).
+        if self.message.get("action") == "auth":
+            return "Send({'action': 'auth', 'key': ..., 'secret': '***'})"
+        return f"Send({self.message!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnect:
+    """Drop this socket and connect again after a back-off (the error says how long)."""
+
+    error: RxAlpacaError
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    """Stop for good: end every observer with this error."""
+
+    error: RxAlpacaError
+
+
+@dataclass(frozen=True, slots=True)
+class PublishError:
+    """Publish on ``client.errors``; the stream goes on."""
+
+    error: RxAlpacaError
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionAck:
+    """The server's full subscription state: hand it to the SubscriptionBook."""
+
+    ack: SubscriptionMessage
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionFailed:
+    """The outstanding subscription request was refused (400, 405, 413 …)."""
+
+    error: StreamError
+
+
+Effect = Send | Reconnect | Fail | PublishError | SubscriptionAck | SubscriptionFailed
+
+
+@dataclass
+class Session:
+    """The state machine of one client across all its connections.
+
+    Args:
+        key: API key id (or ``"oauth"`` / ``"access_token"``, §2.3).
+        secret: API secret or token. Kept out of ``repr``.
+        header_auth: credentials travel in the upgrade's headers; no auth message (§2.3b).
+    """
+
+    key: str
+    secret: str = field(repr=False)
+    header_auth: bool = False
+    state: ConnectionState = ConnectionState.IDLE
+    history: list[ConnectionState] = field(default_factory=list, repr=False)
+
+    def _move(self, event: Event) -> ConnectionState:
+        try:
+            nxt = TRANSITIONS[self.state][event]
+        except KeyError:
+            raise ProtocolViolation(self.state.value, event.value) from None
+        self.state = nxt
+        self.history.append(nxt)
+        return nxt
+
+    # ---- events from the shell
+
+    def connect(self) -> list[Effect]:
+        """The shell is opening a new socket."""
+        self._move(Event.CONNECT)
+        return []
+
+    def lost(self) -> list[Effect]:
+        """The socket is gone; the shell will back off and connect again."""
+        self._move(Event.LOST)
+        return []
+
+    def close(self) -> list[Effect]:
+        """The user closed the client."""
+        self._move(Event.CLOSE)
+        return []
+
+    def fail(self) -> list[Effect]:
+        """A fatal error ended the client."""
+        self._move(Event.FAIL)
+        return []
+
+    def receive(self, message: SuccessMessage | ErrorMessage | SubscriptionMessage) -> list[Effect]:
+        """A control message arrived. Returns what to do about it."""
+        if isinstance(message, SuccessMessage):
+            if message.msg == "connected":
+                return self._on_greeting()
+            if message.msg == "authenticated":
+                self._move(Event.AUTHENTICATED)
+                return []
+            return []  # unknown success text: nothing to do
+        if isinstance(message, SubscriptionMessage):
+            self._move(Event.ACK)
+            return [SubscriptionAck(message)]
+        return self._on_error(error_for_code(message.code, message.msg or None))
+
+    def _on_greeting(self) -> list[Effect]:
+        if self.state is ConnectionState.AUTHENTICATED:
+            # A greeting after authentication can only be a confused server; report it.
+            raise ProtocolViolation(self.state.value, Event.GREETING.value)
+        self._move(Event.GREETING)
+        if self.header_auth:
+            return []  # the server follows with "authenticated" on its own (S10)
+        return [Send({"action": "auth", "key": self.key, "secret": self.secret})]
+
+    def _on_error(self, error: StreamError) -> list[Effect]:
+        self._move(Event.SERVER_ERROR)
+        if isinstance(error, AlreadyAuthenticated):
+            return [PublishError(error)]  # harmless (§2.3): state unchanged
+        if error.fatal:
+            return [Fail(error)]
+        if error.retryable:
+            return [Reconnect(error)]
+        if self.state is ConnectionState.AUTHENTICATED:
+            # 400/405/413 after auth answer the outstanding subscription request (§3.3).
+            return [SubscriptionFailed(error)]
+        # A non-fatal, non-retryable error before auth (e.g. 400): the session
+        # cannot go on as it is; start over.
+        return [Reconnect(error)]
+
+
+def state_diagram() -> str:
+    """The transition table as Mermaid ``stateDiagram-v2`` text (for the docs)."""
+    lines = ["stateDiagram-v2", "    [*] --> idle"]
+    for state, moves in TRANSITIONS.items():
+        for event, nxt in moves.items():
+            if nxt is not state:
+                lines.append(f"    {state.value} --> {nxt.value}: {event.value}")
+    lines.append("    closed --> [*]")
+    lines.append("    failed --> [*]")
+    return "\n".join(lines)
