@@ -437,7 +437,9 @@ class News(Record, frozen=True, kw_only=True, gc=False, tag="n"):
     summary: str = ""
     author: str = ""
     raw_created_at: Raw = field(name="created_at")
-    raw_updated_at: Raw | None = field(name="updated_at", default=None)
+    #: Empty (``not raw_updated_at``) when the server sent none. msgspec cannot decode
+    #: ``Raw | None`` (a union with ``Raw`` accepts only null), hence an empty ``Raw``.
+    raw_updated_at: Raw = field(name="updated_at", default=Raw())
     url: str = ""
     content: str = ""
     symbols: tuple[str, ...] = ()
@@ -455,11 +457,18 @@ class News(Record, frozen=True, kw_only=True, gc=False, tag="n"):
         return _datetime_from_ns(self.created_at_ns)
 
     @property
+    def updated_at_ns(self) -> int | None:
+        """Last update time, exact nanoseconds since the epoch, if the server sent one."""
+        raw = self.raw_updated_at
+        if not raw or bytes(raw) in (b"null", b"\xc0"):  # absent, JSON null, MessagePack nil
+            return None
+        return parse_time_ns(raw)
+
+    @property
     def updated_at(self) -> _dt.datetime | None:
         """Last update time as an aware ``datetime``, if the server sent one."""
-        if self.raw_updated_at is None:
-            return None
-        return _datetime_from_ns(parse_time_ns(self.raw_updated_at))
+        ns = self.updated_at_ns
+        return None if ns is None else _datetime_from_ns(ns)
 
     @property
     def timestamp_ns(self) -> int:
