@@ -1,0 +1,85 @@
+"""The layering of design.md, checked by walking imports with ``ast``.
+
+A module may import only from layers below it; operators and transport are
+siblings; layers 0-1 never import reactivex or websocket; testing imports layer 0
+and protocol only (and encodes with its own plain path, never ``codec``).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent / "rxalpaca"
+
+LAYER = {
+    "frames": 0, "models": 0, "errors": 0, "feeds": 0, "metrics": 0,
+    "protocol": 1, "book": 1, "codec": 1,
+    "operators": 2, "transport": 2,
+    "client": 3,
+    "aio": 4, "cli": 4, "__main__": 4, "contrib": 4,
+}
+TESTING_MAY_IMPORT = {"frames", "models", "errors", "feeds", "metrics", "protocol"}
+NO_RX = {"frames", "models", "errors", "feeds", "metrics", "protocol", "book", "codec", "testing"}
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT)
+    return rel.parts[0].removesuffix(".py")
+
+
+def imported_internal(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against the file's package
+                pkg = path.relative_to(ROOT).parts[: -node.level]
+                target = [*pkg, *(node.module.split(".") if node.module else [])]
+                if target:
+                    found.add(target[0].removesuffix(".py"))
+                else:
+                    found.update(a.name for a in node.names)
+            elif node.module and node.module.startswith("rxalpaca."):
+                found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("rxalpaca."):
+                    found.add(a.name.split(".")[1])
+    return found
+
+
+def imported_external(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+FILES = sorted(p for p in ROOT.rglob("*.py") if p.name != "__init__.py" or p.parent != ROOT)
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_follow_the_layers(path: Path) -> None:
+    me = module_name(path)
+    deps = imported_internal(path) - {me}
+    if me == "testing":
+        assert deps <= TESTING_MAY_IMPORT, f"testing imports {deps - TESTING_MAY_IMPORT}"
+        return
+    if me not in LAYER:
+        pytest.fail(f"{me} has no layer in design.md's table; add it there and here")
+    for dep in deps:
+        assert dep in LAYER, f"{me} imports unknown module {dep}"
+        assert LAYER[dep] < LAYER[me] or dep == me, f"{me} (layer {LAYER[me]}) imports {dep}"
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_core_has_no_rx_and_no_socket(path: Path) -> None:
+    if module_name(path) in NO_RX:
+        assert not imported_external(path) & {"reactivex", "websocket"}
