@@ -1,0 +1,256 @@
+"""rxalpaca.models: timestamp parsing and formatting, record properties, repr, immutability."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import struct
+
+import msgspec
+import pytest
+from msgspec import Raw
+
+from rxalpaca.models import (
+    Bar,
+    CryptoTrade,
+    MarketRecord,
+    News,
+    OrderBookLevel,
+    Quote,
+    SubscriptionMessage,
+    SuccessMessage,
+    Trade,
+    Unknown,
+    format_rfc3339_ns,
+    parse_time_ns,
+    raw_time_from_ns,
+)
+
+BASE_S = 1614009104  # 2021-02-22T15:51:44Z
+BASE_NS = BASE_S * 1_000_000_000
+
+
+# ---------------------------------------------------------------- parse_time_ns
+
+
+@pytest.mark.parametrize(
+    ("text", "ns"),
+    [
+        ("2021-02-22T15:51:44Z", BASE_NS),
+        ("2021-02-22T15:51:44.2Z", BASE_NS + 200_000_000),
+        ("2021-02-22T15:51:44.208Z", BASE_NS + 208_000_000),
+        ("2021-02-22T15:51:44.208123Z", BASE_NS + 208_123_000),
+        ("2021-02-22T15:51:44.335689322Z", BASE_NS + 335_689_322),
+        ("2021-02-22T15:51:44.000000001Z", BASE_NS + 1),
+        ("2021-02-22T15:51:44.83540958Z", BASE_NS + 835_409_580),
+        ("2021-02-22T15:51:44+00:00", BASE_NS),
+        ("2021-02-22T15:51:44.5+00:00", BASE_NS + 500_000_000),
+        ("2021-02-22T16:51:44+01:00", BASE_NS),
+        ("2021-02-22T10:51:44.000000007-05:00", BASE_NS + 7),
+        ("2021-02-22t15:51:44z", BASE_NS),
+        ("1970-01-01T00:00:00Z", 0),
+        ("2262-04-11T23:47:16.854775807Z", 2**63 - 1),
+    ],
+)
+def test_parse_rfc3339_every_form(text: str, ns: int) -> None:
+    assert parse_time_ns(text) == ns
+    assert parse_time_ns(Raw(f'"{text}"'.encode())) == ns  # a JSON Raw keeps its quotes
+    assert parse_time_ns(f'"{text}"'.encode()) == ns
+
+
+@pytest.mark.parametrize("digits", range(10))
+def test_parse_every_fraction_width(digits: int) -> None:
+    frac = "987654321"[:digits]
+    text = "2021-02-22T15:51:44" + (f".{frac}" if digits else "") + "Z"
+    assert parse_time_ns(text) == BASE_NS + int(frac.ljust(9, "0") or 0)
+
+
+def _ext4(seconds: int) -> bytes:
+    return b"\xd6\xff" + struct.pack(">I", seconds)
+
+
+def _ext8(seconds: int, nanos: int) -> bytes:
+    return b"\xd7\xff" + struct.pack(">Q", (nanos << 34) | seconds)
+
+
+def _ext12(seconds: int, nanos: int) -> bytes:
+    return b"\xc7\x0c\xff" + struct.pack(">Iq", nanos, seconds)
+
+
+@pytest.mark.parametrize(
+    ("raw", "ns"),
+    [
+        (_ext4(BASE_S), BASE_NS),
+        (_ext4(0), 0),
+        (_ext4(2**32 - 1), (2**32 - 1) * 10**9),
+        (_ext8(BASE_S, 335_689_322), BASE_NS + 335_689_322),
+        (_ext8(BASE_S, 999_999_999), BASE_NS + 999_999_999),
+        (_ext8(2**34 - 1, 1), (2**34 - 1) * 10**9 + 1),
+        (_ext12(BASE_S, 1), BASE_NS + 1),
+        (_ext12(-1, 999_999_999), -1),
+        (_ext12(2**40, 5), 2**40 * 10**9 + 5),
+    ],
+)
+def test_parse_msgpack_extension_every_width(raw: bytes, ns: int) -> None:
+    assert parse_time_ns(Raw(raw)) == ns
+    assert parse_time_ns(raw) == ns
+
+
+def test_parse_msgpack_string_int_and_datetime() -> None:
+    text = "2021-02-22T15:51:44.208Z"
+    packed = msgspec.msgpack.encode(text)
+    assert parse_time_ns(Raw(packed)) == BASE_NS + 208_000_000
+    assert parse_time_ns(12345) == 12345
+    aware = dt.datetime(2021, 2, 22, 15, 51, 44, 208123, tzinfo=dt.UTC)
+    assert parse_time_ns(aware) == BASE_NS + 208_123_000
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "yesterday",
+        "2021-02-22T15:51:44",  # no zone
+        "2021-02-22T15:51:44.Z",
+        "2021-02-22T15:51:44.1234567890Z",  # 10 digits
+        "2021-02-22T15:51:44+0000",
+        b"",
+        b"\xd6\xff\x00",  # truncated extension
+        b"\x05",
+    ],
+)
+def test_parse_rejects_garbage_with_value_error(bad: str | bytes) -> None:
+    with pytest.raises(ValueError):
+        parse_time_ns(bad)
+
+
+# ---------------------------------------------------------------- formatting
+
+
+@pytest.mark.parametrize(
+    ("ns", "text"),
+    [
+        (BASE_NS, "2021-02-22T15:51:44Z"),
+        (BASE_NS + 208_000_000, "2021-02-22T15:51:44.208Z"),
+        (BASE_NS + 335_689_322, "2021-02-22T15:51:44.335689322Z"),
+        (BASE_NS + 1, "2021-02-22T15:51:44.000000001Z"),
+        (0, "1970-01-01T00:00:00Z"),
+    ],
+)
+def test_format_trims_trailing_zeros(ns: int, text: str) -> None:
+    assert format_rfc3339_ns(ns) == text
+
+
+@pytest.mark.parametrize(
+    "ns", [0, 1, 999_999_999, BASE_NS, BASE_NS + 123, BASE_NS + 120_000_000, 4102444800 * 10**9]
+)
+def test_format_parse_round_trip(ns: int) -> None:
+    assert parse_time_ns(format_rfc3339_ns(ns)) == ns
+    assert parse_time_ns(raw_time_from_ns(ns)) == ns
+
+
+# ---------------------------------------------------------------- records
+
+
+def _trade(ns: int = BASE_NS + 208_123_456, received_ns: int = 0) -> Trade:
+    return Trade(
+        symbol="AAPL",
+        raw_time=raw_time_from_ns(ns),
+        received_ns=received_ns,
+        price=126.55,
+        size=1,
+        id=96921,
+        exchange="D",
+        conditions=("@", "I"),
+        tape="C",
+    )
+
+
+def test_timestamp_properties() -> None:
+    trade = _trade(received_ns=BASE_NS + 300_000_000)
+    assert trade.timestamp_ns == BASE_NS + 208_123_456
+    assert trade.timestamp == dt.datetime(2021, 2, 22, 15, 51, 44, 208123, tzinfo=dt.UTC)
+    assert trade.lag_ns == 300_000_000 - 208_123_456
+
+
+def test_timestamp_view_truncates_to_microseconds_only() -> None:
+    trade = _trade(ns=BASE_NS + 999_999_999)
+    assert trade.timestamp.microsecond == 999_999  # never rounds up into the next second
+    assert trade.timestamp_ns % 1000 == 999
+
+
+def test_repr_is_readable() -> None:
+    text = repr(_trade())
+    assert text.startswith("Trade(symbol='AAPL', raw_time='2021-02-22T15:51:44.208123456Z'")
+    assert "price=126.55" in text and "conditions=('@', 'I')" in text
+    assert "<msgspec.Raw" not in text
+
+
+def test_repr_of_unparseable_raw_shows_bytes() -> None:
+    trade = Trade(symbol="X", raw_time=Raw(b"12"), price=1.0, size=1)
+    assert "raw_time=b'12'" in repr(trade)
+
+
+def test_records_are_frozen() -> None:
+    trade = _trade()
+    with pytest.raises(AttributeError):
+        trade.price = 1.0  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        trade.received_ns = 5  # type: ignore[misc]
+    ack = SubscriptionMessage(trades=("A",))
+    with pytest.raises(AttributeError):
+        ack.trades = ()  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        OrderBookLevel(1.0, 2.0).size = 3.0  # type: ignore[misc]
+
+
+def test_records_are_not_tracked_by_the_garbage_collector() -> None:
+    assert not gc.is_tracked(_trade())
+
+
+def test_records_compare_by_value() -> None:
+    # Not hashable: msgspec.Raw (the raw timestamp) has no hash.
+    assert _trade() == _trade()
+    assert _trade() != _trade(ns=BASE_NS)
+
+
+def test_channels() -> None:
+    assert Trade.CHANNEL == "trades"
+    assert Quote.CHANNEL == "quotes"
+    assert Bar.CHANNEL == "bars"
+    assert CryptoTrade.CHANNEL == "trades"
+    assert News.CHANNEL == "news"
+    assert SuccessMessage.CHANNEL == Unknown.CHANNEL == ""
+    assert issubclass(Quote, MarketRecord)
+
+
+def test_subscription_channels_treat_null_as_empty() -> None:
+    ack = SubscriptionMessage(trades=("AAPL",), quotes=None)
+    channels = ack.channels()
+    assert channels["trades"] == {"AAPL"}
+    assert channels["quotes"] == frozenset()
+
+
+def test_news_times() -> None:
+    news = News(
+        id=1,
+        raw_created_at=raw_time_from_ns(BASE_NS),
+        raw_updated_at=raw_time_from_ns(BASE_NS + 1_000_000_000),
+    )
+    assert news.created_at_ns == news.timestamp_ns == BASE_NS
+    assert news.updated_at_ns == BASE_NS + 1_000_000_000
+    assert news.updated_at == dt.datetime(2021, 2, 22, 15, 51, 45, tzinfo=dt.UTC)
+    assert news.symbols == ()
+    bare = News(id=2, raw_created_at=raw_time_from_ns(BASE_NS))
+    assert bare.updated_at is None and bare.updated_at_ns is None
+    for null in (b"null", b"\xc0"):
+        assert News(id=3, raw_created_at=Raw(b"0"), raw_updated_at=Raw(null)).updated_at is None
+
+
+def test_news_decodes_without_updated_at_and_with_null() -> None:
+    dec = msgspec.json.Decoder(News)
+    base = b'{"T":"n","id":1,"created_at":"2022-01-05T22:00:37Z"'
+    assert dec.decode(base + b"}").updated_at is None
+    assert dec.decode(base + b',"updated_at":null}').updated_at is None
+    later = dec.decode(base + b',"updated_at":"2022-01-05T22:00:38Z"}')
+    assert later.updated_at == dt.datetime(2022, 1, 5, 22, 0, 38, tzinfo=dt.UTC)
