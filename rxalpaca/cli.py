@@ -1,0 +1,219 @@
+"""Command line: ``python -m rxalpaca demo | serve | stream``.
+
+* ``demo``   — the embedded Alpaca-protocol server with a synthetic market, and the
+  client showing a live, throttled terminal view of quotes, trades and bars.
+  No API keys. Ctrl-C or ``--duration`` stops it.
+* ``serve``  — just the local server (for notebooks or another process).
+* ``stream`` — print a live stream from Alpaca itself (needs ``APCA_API_KEY_ID`` /
+  ``APCA_API_SECRET_KEY``) or from ``--url``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from . import ops
+from .client import StreamClient
+from .protocol import ConnectionState
+
+__all__ = ["main"]
+
+DEMO_SYMBOLS = ("AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "SPY")
+
+
+class _Board:
+    """The demo's view: latest values per symbol, written by the socket thread."""
+
+    def __init__(self, symbols: Sequence[str]) -> None:
+        self.symbols = list(symbols)
+        self.rows: dict[str, dict[str, Any]] = {s: {} for s in symbols}
+        self.lock = threading.Lock()
+        self.state = ConnectionState.IDLE
+        self.errors = 0
+
+    def quote(self, q: Any) -> None:
+        with self.lock:
+            self.rows[q.symbol].update(
+                bid=q.bid_price, ask=q.ask_price, bs=q.bid_size, as_=q.ask_size, lag=q.lag_ns
+            )
+
+    def trade(self, t: Any) -> None:
+        with self.lock:
+            self.rows[t.symbol].update(last=t.price, size=t.size, x=t.exchange)
+
+    def bar(self, b: Any) -> None:
+        with self.lock:
+            self.rows[b.symbol].update(
+                bar=f"{b.open:.2f}/{b.high:.2f}/{b.low:.2f}/{b.close:.2f}", vol=b.volume
+            )
+
+    def render(self, client: StreamClient, started: float) -> str:
+        m = client.metrics
+        elapsed = max(1e-9, time.monotonic() - started)
+        lines = [
+            f"rxalpaca demo — {client.url} — state {self.state.value} — "
+            f"{m.messages_decoded / elapsed:,.0f} msg/s, {m.frames_received:,} frames, "
+            f"{m.reconnects} reconnects, {self.errors} errors — Ctrl-C to stop",
+            "",
+            f"{'symbol':<7} {'bid':>9} {'ask':>9} {'size':>9} {'last':>9} {'trade sz':>8} "
+            f"{'x':>2} {'lag ms':>7}  {'minute bar o/h/l/c':<30} {'volume':>8}",
+        ]
+        with self.lock:
+            for s in self.symbols:
+                r = self.rows[s]
+                lag = r.get("lag")
+                lines.append(
+                    f"{s:<7} {_f(r.get('bid')):>9} {_f(r.get('ask')):>9} "
+                    f"{str(r.get('bs', '')) + 'x' + str(r.get('as_', '')):>9} "
+                    f"{_f(r.get('last')):>9} {r.get('size', ''):>8} {r.get('x', ''):>2} "
+                    f"{'' if lag is None else f'{lag / 1e6:.1f}':>7}  "
+                    f"{r.get('bar', ''):<30} {r.get('vol', ''):>8}"
+                )
+        return "\n".join(lines)
+
+
+def _f(v: float | None) -> str:
+    return "" if v is None else f"{v:.2f}"
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer
+
+    symbols = args.symbols.split(",") if args.symbols else list(DEMO_SYMBOLS)
+    board = _Board(symbols)
+    tty = sys.stdout.isatty()
+    with AlpacaStreamServer() as server:
+        server.start_market(symbols=symbols, rate=args.rate)
+        with StreamClient(
+            feed="iex",
+            url=server.base_url,
+            key=DEFAULT_KEY,
+            secret=DEFAULT_SECRET,
+            encoding=args.encoding,
+        ) as client:
+            client.state.subscribe(lambda s: setattr(board, "state", s))
+            client.errors.subscribe(lambda e: setattr(board, "errors", board.errors + 1))
+            per_symbol = ops.throttle(args.throttle, key=lambda r: r.symbol)
+            client.quotes(*symbols).pipe(per_symbol).subscribe(board.quote)
+            client.trades(*symbols).pipe(
+                ops.throttle(args.throttle, key=lambda r: r.symbol)
+            ).subscribe(board.trade)
+            client.bars(*symbols).subscribe(board.bar)
+            started = time.monotonic()
+            deadline = started + args.duration if args.duration else None
+            try:
+                while deadline is None or time.monotonic() < deadline:
+                    # A screen refresh, not synchronisation: the data arrives on its own.
+                    time.sleep(0.5)
+                    view = board.render(client, started)
+                    if tty:
+                        sys.stdout.write("\x1b[H\x1b[2J" + view + "\n")
+                    else:
+                        sys.stdout.write(view + "\n\n")
+                    sys.stdout.flush()
+            except KeyboardInterrupt:
+                pass
+            summary = client.health()
+    print(
+        f"done: {summary['messages_delivered']:,} messages delivered, "
+        f"{summary['reconnects']} reconnects, {summary['decode_failures']} decode failures"
+    )
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer
+
+    symbols = args.symbols.split(",") if args.symbols else list(DEMO_SYMBOLS)
+    with AlpacaStreamServer(port=args.port) as server:
+        server.start_market(symbols=symbols, rate=args.rate)
+        print(
+            f"serving {server.base_url} (key {DEFAULT_KEY!r}, secret {DEFAULT_SECRET!r});"
+            " Ctrl-C to stop",
+            flush=True,
+        )
+        stop = threading.Event()
+        try:
+            stop.wait(args.duration or None)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def _stream(args: argparse.Namespace) -> int:
+    client = StreamClient(feed=args.feed, url=args.url, encoding=args.encoding)
+    channel = getattr(client, args.channel)
+    done = threading.Event()
+    with client:
+        channel(*args.symbols.split(",")).subscribe(
+            print, on_error=lambda e: (print(e), done.set())
+        )
+        client.state.subscribe(lambda s: print(f"# {s.value}", file=sys.stderr))
+        try:
+            done.wait(args.duration or None)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``rxalpaca`` and ``python -m rxalpaca``."""
+    parser = argparse.ArgumentParser(
+        prog="rxalpaca", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="live view of the embedded server's synthetic market")
+    demo.add_argument("--duration", type=float, default=0, help="seconds (0: until Ctrl-C)")
+    demo.add_argument("--rate", type=int, default=2000, help="messages per second")
+    demo.add_argument("--symbols", default="", help="comma-separated")
+    demo.add_argument("--throttle", type=float, default=0.25, help="seconds per symbol")
+    demo.add_argument("--encoding", choices=("json", "msgpack"), default="msgpack")
+    demo.set_defaults(func=_demo)
+
+    serve = sub.add_parser("serve", help="run the local Alpaca-protocol server")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--rate", type=int, default=1000)
+    serve.add_argument("--symbols", default="")
+    serve.add_argument("--duration", type=float, default=0)
+    serve.set_defaults(func=_serve)
+
+    stream = sub.add_parser("stream", help="print a live stream (Alpaca or --url)")
+    stream.add_argument(
+        "channel",
+        choices=(
+            "trades",
+            "quotes",
+            "bars",
+            "daily_bars",
+            "updated_bars",
+            "statuses",
+            "lulds",
+            "news",
+            "orderbooks",
+        ),
+    )
+    stream.add_argument("symbols", help="comma-separated, or *")
+    stream.add_argument("--feed", default="iex")
+    stream.add_argument("--url", default=None)
+    stream.add_argument("--encoding", choices=("json", "msgpack"), default="msgpack")
+    stream.add_argument("--duration", type=float, default=0)
+    stream.set_defaults(func=_stream)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if "APCA_API_SECRET_KEY" in os.environ and args.verbose:
+        logging.getLogger("rxalpaca").info("credentials from the environment")
+    result: int = args.func(args)
+    return result
