@@ -31,7 +31,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, Literal, TypeAlias, Union
 
 import msgspec
@@ -169,6 +169,7 @@ class Codec:
     """
 
     __slots__ = (
+        "_decode_frame",
         "_json_any",
         "_json_frame",
         "_json_one",
@@ -206,6 +207,9 @@ class Codec:
         self._msgpack_raw: msgspec.msgpack.Decoder[_RawList] = msgspec.msgpack.Decoder(_RawList)
         self._msgpack_any: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder()
         self._msgpack_enc = msgspec.msgpack.Encoder()
+        self._decode_frame: Callable[[Any], list[Any]] = (
+            self._json_frame.decode if encoding == "json" else self._msgpack_frame.decode
+        )
 
     def __repr__(self) -> str:
         return f"Codec({self.family.value!r}, {self.encoding!r})"
@@ -241,29 +245,52 @@ class Codec:
             >>> error.reason, error.excerpt
             ('message is not a map', b'[1]')
         """
+        # The fast path is kept lean: for one-message frames the Python around the msgspec call
+        # costs as much as the decoding (docs/benchmarks.md).
         try:
-            if isinstance(payload, bytearray | memoryview):
+            kind = type(payload)
+            if kind is not bytes and kind is not str:
                 # Copy: a record's raw timestamp (msgspec.Raw) points into the buffer it was
                 # decoded from, and a reused bytearray would change it under our feet.
-                payload = bytes(payload)
+                payload = bytes(payload)  # type: ignore[arg-type]  # (str is excluded above)
+            records: list[Any] = self._decode_frame(payload)
+        except Exception:
+            return self._slow_path(payload, received_ns)
+        if received_ns:
+            try:
+                for record in records:
+                    force_setattr(record, "received_ns", received_ns)
+            except (AttributeError, TypeError):
+                _stamp(records, received_ns)  # a control message (no received_ns) in the frame
+        return records
+
+    def _slow_path(self, payload: object, received_ns: int) -> list[Decoded]:
+        """JSON on a MessagePack codec, odd payload types, and frames with anything wrong."""
+        try:
+            if isinstance(payload, str):
+                payload = str(payload)  # a str subclass
+            elif not isinstance(payload, bytes):
+                payload = bytes(payload)  # type: ignore[call-overload]
+            assert isinstance(payload, bytes | str)
             is_json = (
                 self.encoding == "json"
                 or isinstance(payload, str)
                 or (len(payload) > 0 and payload[0] in _JSON_LEADS)
             )
-            try:
-                if is_json:
+            if is_json and self.encoding != "json":
+                try:
                     records: list[Any] = self._json_frame.decode(payload)
+                except Exception:
+                    pass
                 else:
-                    records = self._msgpack_frame.decode(payload)  # type: ignore[arg-type]
-            except Exception:
-                return self._salvage(payload, is_json, received_ns)
-            if received_ns:
-                _stamp(records, received_ns)
-            return records
+                    if received_ns:
+                        _stamp(records, received_ns)
+                    return records
+            return self._salvage(payload, is_json, received_ns)
         except Exception as exc:  # pragma: no cover - last line of defence: never raise
-            raw = payload if isinstance(payload, bytes | str) else bytes(payload)
-            return [_frame_error(f"undecodable frame ({_why(exc)})", raw, received_ns)]
+            if not isinstance(payload, bytes | str):
+                payload = repr(payload)
+            return [_frame_error(f"undecodable frame ({_why(exc)})", payload, received_ns)]
 
     def _salvage(self, payload: bytes | str, is_json: bool, received_ns: int) -> list[Decoded]:
         """Decode element by element after the fast path failed (slow, but only on bad frames)."""

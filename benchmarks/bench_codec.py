@@ -1,0 +1,306 @@
+"""Codec benchmarks: typed decoding against decoding into plain dicts, per frame.
+
+Run (numbers in ``docs/benchmarks.md``, section "Codec")::
+
+    pytest benchmarks/bench_codec.py --benchmark-enable --benchmark-only -q \\
+        --benchmark-json=.benchmarks/codec.json
+    python benchmarks/bench_codec.py .benchmarks/codec.json   # the Markdown table
+
+Without ``--benchmark-enable`` (the project default is ``--benchmark-disable``) every
+benchmark runs once as a plain test, checking that each candidate decodes every message.
+
+Candidates, on the same frames (``frames.py``):
+
+a. ``orjson.loads`` into plain dicts — the baseline
+b. ``orjson.loads`` + building our records in Python (kwargs constructors)
+c. our ``Codec.decode`` (msgspec typed JSON decode, ``received_ns`` stamped)
+d. ``msgpack.unpackb`` into plain dicts
+e. our ``Codec.decode`` in MessagePack mode (msgspec typed MessagePack decode)
+
+plus, for reference, the standard library's ``json.loads`` and (c) without the stamping.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import msgspec
+import orjson
+import pytest
+from frames import Workload
+from msgspec import Raw
+
+from rxalpaca.codec import Codec
+from rxalpaca.errors import FrameError
+from rxalpaca.models import Bar, MarketRecord, Quote, Trade
+
+RECEIVED_NS = 1_709_652_600_500_000_000
+
+# ---------------------------------------------------------------- workloads
+
+WORKLOADS: dict[str, dict[str, Any]] = {
+    "100 symbols, 1-20 msgs/frame": dict(symbols=100, frames=500, batch=(1, 20)),
+    "1,000 symbols, 1-20 msgs/frame": dict(symbols=1000, frames=500, batch=(1, 20)),
+    "1,000 symbols, 1 msg/frame": dict(symbols=1000, frames=2000, batch=(1, 1)),
+    "1,000-msg frame": dict(symbols=1000, frames=5, batch=(1000, 1000)),
+}
+
+
+@cache
+def workload(name: str) -> Workload:
+    return Workload.build(name=name, seed=1, **WORKLOADS[name])
+
+
+# ---------------------------------------------------------------- (b): records built in Python
+
+
+def _raw(text: str) -> Raw:
+    return Raw(b'"' + text.encode() + b'"')
+
+
+def _trade(d: dict[str, Any], r: int) -> Trade:
+    return Trade(
+        symbol=d["S"],
+        raw_time=_raw(d["t"]),
+        received_ns=r,
+        price=float(d["p"]),
+        size=d["s"],
+        id=d.get("i", 0),
+        exchange=d.get("x", ""),
+        conditions=tuple(d.get("c", ())),
+        tape=d.get("z", ""),
+    )
+
+
+def _quote(d: dict[str, Any], r: int) -> Quote:
+    return Quote(
+        symbol=d["S"],
+        raw_time=_raw(d["t"]),
+        received_ns=r,
+        bid_price=float(d["bp"]),
+        bid_size=d["bs"],
+        ask_price=float(d["ap"]),
+        ask_size=d["as"],
+        bid_exchange=d.get("bx", ""),
+        ask_exchange=d.get("ax", ""),
+        conditions=tuple(d.get("c", ())),
+        tape=d.get("z", ""),
+    )
+
+
+def _bar(d: dict[str, Any], r: int) -> Bar:
+    return Bar(
+        symbol=d["S"],
+        raw_time=_raw(d["t"]),
+        received_ns=r,
+        open=float(d["o"]),
+        high=float(d["h"]),
+        low=float(d["l"]),
+        close=float(d["c"]),
+        volume=d["v"],
+        trade_count=d.get("n", 0),
+        vwap=float(d.get("vw", 0.0)),
+    )
+
+
+_BUILDERS: dict[str, Callable[[dict[str, Any], int], MarketRecord]] = {
+    "t": _trade,
+    "q": _quote,
+    "b": _bar,
+}
+
+
+# ---------------------------------------------------------------- candidates
+
+JSON_CODEC = Codec("stocks", "json")
+MSGPACK_CODEC = Codec("stocks", "msgpack")
+
+
+def a_orjson_dicts(frames: list[bytes]) -> int:
+    n = 0
+    loads = orjson.loads
+    for f in frames:
+        n += len(loads(f))
+    return n
+
+
+def b_orjson_build_records(frames: list[bytes]) -> int:
+    n = 0
+    loads = orjson.loads
+    builders = _BUILDERS
+    for f in frames:
+        n += len([builders[d["T"]](d, RECEIVED_NS) for d in loads(f)])
+    return n
+
+
+def c_codec_json(frames: list[bytes]) -> int:
+    n = 0
+    decode = JSON_CODEC.decode
+    for f in frames:
+        n += len(decode(f, RECEIVED_NS))
+    return n
+
+
+def c0_codec_json_unstamped(frames: list[bytes]) -> int:
+    n = 0
+    decode = JSON_CODEC.decode
+    for f in frames:
+        n += len(decode(f))
+    return n
+
+
+def d_msgpack_dicts(frames: list[bytes]) -> int:
+    n = 0
+    unpackb = msgpack.unpackb
+    for f in frames:
+        n += len(unpackb(f))
+    return n
+
+
+def e_codec_msgpack(frames: list[bytes]) -> int:
+    n = 0
+    decode = MSGPACK_CODEC.decode
+    for f in frames:
+        n += len(decode(f, RECEIVED_NS))
+    return n
+
+
+def z_stdlib_json_dicts(frames: list[bytes]) -> int:
+    n = 0
+    loads = json.loads
+    for f in frames:
+        n += len(loads(f))
+    return n
+
+
+# name → (function, encoding of the frames it reads)
+CANDIDATES: dict[str, tuple[Callable[[list[bytes]], int], str]] = {
+    "a orjson.loads -> dicts (baseline)": (a_orjson_dicts, "json"),
+    "b orjson.loads + records built in Python": (b_orjson_build_records, "json"),
+    "c Codec.decode JSON (msgspec typed)": (c_codec_json, "json"),
+    "c' Codec.decode JSON, no received_ns": (c0_codec_json_unstamped, "json"),
+    "d msgpack.unpackb -> dicts": (d_msgpack_dicts, "msgpack"),
+    "e Codec.decode MessagePack (msgspec typed)": (e_codec_msgpack, "msgpack"),
+    "z json.loads (stdlib) -> dicts": (z_stdlib_json_dicts, "json"),
+}
+BASELINE = "a orjson.loads -> dicts (baseline)"
+
+
+@pytest.mark.parametrize("candidate", list(CANDIDATES))
+@pytest.mark.parametrize("workload_name", list(WORKLOADS))
+def test_decode(benchmark: Any, workload_name: str, candidate: str) -> None:
+    w = workload(workload_name)
+    fn, encoding = CANDIDATES[candidate]
+    frames = w.json_frames if encoding == "json" else w.msgpack_frames
+    benchmark.group = f"decode: {workload_name}"
+    benchmark.name = candidate
+    benchmark.extra_info.update(
+        workload=workload_name,
+        candidate=candidate,
+        frames=w.frames,
+        messages=w.messages,
+        bytes=sum(map(len, frames)),
+    )
+    assert benchmark(fn, frames) == w.messages
+
+
+def test_typed_decoders_agree_with_the_python_builder() -> None:
+    """The records being compared are the same records, whichever way they were made."""
+    w = workload("100 symbols, 1-20 msgs/frame")
+    for jf, mf in zip(w.json_frames[:50], w.msgpack_frames[:50], strict=True):
+        built = [_BUILDERS[d["T"]](d, RECEIVED_NS) for d in orjson.loads(jf)]
+        from_json = JSON_CODEC.decode(jf, RECEIVED_NS)
+        from_msgpack = MSGPACK_CODEC.decode(mf, RECEIVED_NS)
+        assert not any(isinstance(x, FrameError) for x in from_json + from_msgpack)
+        assert from_json == built
+        assert [r.timestamp_ns for r in from_msgpack] == [r.timestamp_ns for r in built]  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------- the salvage path
+
+
+def _with_one_unknown(frames: list[bytes]) -> list[bytes]:
+    """Each frame gains one message of a type the stock family does not know (``T: "p"``)."""
+    extra = b'{"T":"p","S":"BTC-PERP","t":"2022-05-27T10:18:00Z","ip":50702.8},'
+    return [f[:1] + extra + f[1:] for f in frames]
+
+
+@pytest.mark.parametrize("kind", ["clean frames", "one unknown T per frame"])
+def test_salvage_cost(benchmark: Any, kind: str) -> None:
+    w = workload("1,000 symbols, 1-20 msgs/frame")
+    frames = w.json_frames if kind == "clean frames" else _with_one_unknown(w.json_frames)
+    benchmark.group = "salvage: 1,000 symbols, 1-20 msgs/frame, JSON"
+    benchmark.name = kind
+    benchmark.extra_info.update(workload=kind, candidate=kind, frames=w.frames, messages=w.messages)
+    expected = w.messages + (w.frames if kind != "clean frames" else 0)
+    assert benchmark(c_codec_json, frames) == expected
+
+
+# ---------------------------------------------------------------- encoding
+
+SUBSCRIBE: dict[str, Any] = {
+    "action": "subscribe",
+    "trades": [f"S{i:03d}" for i in range(100)],
+    "quotes": [f"S{i:03d}" for i in range(100)],
+}
+_MSGSPEC_ENC = msgspec.msgpack.Encoder()
+
+ENCODERS: dict[str, Callable[[], Any]] = {
+    "orjson.dumps -> bytes": lambda: orjson.dumps(SUBSCRIBE),
+    "orjson.dumps().decode() -> str (Codec JSON)": lambda: orjson.dumps(SUBSCRIBE).decode(),
+    "json.dumps -> str (stdlib)": lambda: json.dumps(SUBSCRIBE, separators=(",", ":")),
+    "msgspec.json.encode -> bytes": lambda: msgspec.json.encode(SUBSCRIBE),
+    "msgspec.msgpack.Encoder (Codec MessagePack)": lambda: _MSGSPEC_ENC.encode(SUBSCRIBE),
+    "msgpack.packb": lambda: msgpack.packb(SUBSCRIBE),
+}
+
+
+@pytest.mark.parametrize("encoder", list(ENCODERS))
+def test_encode_subscribe_200(benchmark: Any, encoder: str) -> None:
+    benchmark.group = "encode: subscribe, 2 channels x 100 symbols"
+    benchmark.name = encoder
+    benchmark.extra_info.update(workload="encode", candidate=encoder, frames=1, messages=1)
+    assert benchmark(ENCODERS[encoder])
+
+
+# ---------------------------------------------------------------- report
+
+
+def report(path: str) -> str:
+    """A Markdown table from a ``--benchmark-json`` file: ratios to the baseline of each group."""
+    data = json.loads(Path(path).read_text())
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for bench in data["benchmarks"]:
+        rows.setdefault(bench["group"], []).append(bench)
+    out = []
+    for group, benches in rows.items():
+        base = next((b for b in benches if b["extra_info"]["candidate"] == BASELINE), benches[0])
+        base_median = base["stats"]["median"]
+        out.append(f"\n**{group}**\n")
+        out.append("| candidate | x baseline (median) | µs/frame | ns/message |")
+        out.append("|---|---:|---:|---:|")
+        for b in sorted(benches, key=lambda b: b["stats"]["median"]):
+            median = b["stats"]["median"]
+            info = b["extra_info"]
+            per_frame = median / info["frames"] * 1e6
+            per_msg = median / info["messages"] * 1e9
+            out.append(
+                f"| {info['candidate']} | {median / base_median:.2f} | {per_frame:,.2f} "
+                f"| {per_msg:,.0f} |"
+            )
+    machine = data.get("machine_info", {})
+    head = (
+        f"python {machine.get('python_version')} on {machine.get('cpu', {}).get('brand_raw')}, "
+        f"{data.get('datetime')}"
+    )
+    return head + "\n" + "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(report(sys.argv[1] if len(sys.argv) > 1 else ".benchmarks/codec.json"))
