@@ -2,9 +2,11 @@
 
 Run (numbers in ``docs/benchmarks.md``, section "Codec")::
 
-    pytest benchmarks/bench_codec.py --benchmark-enable --benchmark-only -q \\
-        --benchmark-json=.benchmarks/codec.json
-    python benchmarks/bench_codec.py .benchmarks/codec.json   # the Markdown table
+    for i in 1 2 3; do
+        pytest benchmarks/bench_codec.py --benchmark-enable --benchmark-only -q \\
+            --benchmark-json=.benchmarks/codec-$i.json
+    done
+    python benchmarks/bench_codec.py .benchmarks/codec-*.json   # the Markdown table
 
 Without ``--benchmark-enable`` (the project default is ``--benchmark-disable``) every
 benchmark runs once as a plain test, checking that each candidate decodes every message.
@@ -27,6 +29,7 @@ import sys
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import msgpack
@@ -272,35 +275,54 @@ def test_encode_subscribe_200(benchmark: Any, encoder: str) -> None:
 # ---------------------------------------------------------------- report
 
 
-def report(path: str) -> str:
-    """A Markdown table from a ``--benchmark-json`` file: ratios to the baseline of each group."""
-    data = json.loads(Path(path).read_text())
-    rows: dict[str, list[dict[str, Any]]] = {}
-    for bench in data["benchmarks"]:
-        rows.setdefault(bench["group"], []).append(bench)
-    out = []
-    for group, benches in rows.items():
-        base = next((b for b in benches if b["extra_info"]["candidate"] == BASELINE), benches[0])
-        base_median = base["stats"]["median"]
-        out.append(f"\n**{group}**\n")
-        out.append("| candidate | x baseline (median) | µs/frame | ns/message |")
-        out.append("|---|---:|---:|---:|")
-        for b in sorted(benches, key=lambda b: b["stats"]["median"]):
-            median = b["stats"]["median"]
-            info = b["extra_info"]
-            per_frame = median / info["frames"] * 1e6
-            per_msg = median / info["messages"] * 1e9
-            out.append(
-                f"| {info['candidate']} | {median / base_median:.2f} | {per_frame:,.2f} "
-                f"| {per_msg:,.0f} |"
+def report(paths: list[str]) -> str:
+    """A Markdown table from ``--benchmark-json`` files of one or more runs.
+
+    Each figure is a ratio to the baseline of its group *in the same run* (this machine is a
+    shared VM; absolute times drift between runs, ratios much less). The ratio uses each
+    benchmark's minimum (the least disturbed round); with several runs the table shows the
+    median ratio and the range over runs. Absolute times are the median over runs of the
+    minimum.
+    """
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    ratios: dict[tuple[str, str], list[float]] = {}
+    mins: dict[tuple[str, str], list[float]] = {}
+    info: dict[tuple[str, str], dict[str, Any]] = {}
+    for run in runs:
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for bench in run["benchmarks"]:
+            groups.setdefault(bench["group"], []).append(bench)
+        for group, benches in groups.items():
+            base = next(
+                (b for b in benches if b["extra_info"]["candidate"] == BASELINE), benches[0]
             )
-    machine = data.get("machine_info", {})
+            for b in benches:
+                key = (group, b["extra_info"]["candidate"])
+                ratios.setdefault(key, []).append(b["stats"]["min"] / base["stats"]["min"])
+                mins.setdefault(key, []).append(b["stats"]["min"])
+                info[key] = b["extra_info"]
+    out = []
+    for group in dict.fromkeys(g for g, _ in ratios):
+        keys = sorted((k for k in ratios if k[0] == group), key=lambda k: median(ratios[k]))
+        out.append(f"\n**{group}**\n")
+        out.append("| candidate | x baseline | range over runs | µs/frame | ns/message |")
+        out.append("|---|---:|---:|---:|---:|")
+        for key in keys:
+            r = ratios[key]
+            t = median(mins[key])
+            per_frame = t / info[key]["frames"] * 1e6
+            per_msg = t / info[key]["messages"] * 1e9
+            out.append(
+                f"| {key[1]} | {median(r):.2f} | {min(r):.2f}-{max(r):.2f} "
+                f"| {per_frame:,.2f} | {per_msg:,.0f} |"
+            )
+    machine = runs[0].get("machine_info", {})
     head = (
-        f"python {machine.get('python_version')} on {machine.get('cpu', {}).get('brand_raw')}, "
-        f"{data.get('datetime')}"
+        f"{len(runs)} run(s); python {machine.get('python_version')} on "
+        f"{machine.get('cpu', {}).get('brand_raw')}; first run {runs[0].get('datetime')}"
     )
     return head + "\n" + "\n".join(out)
 
 
 if __name__ == "__main__":
-    print(report(sys.argv[1] if len(sys.argv) > 1 else ".benchmarks/codec.json"))
+    print(report(sys.argv[1:] or [".benchmarks/codec.json"]))
