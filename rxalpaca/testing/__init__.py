@@ -1,0 +1,47 @@
+"""``rxalpaca.testing``: a real Alpaca-protocol server on loopback, for tests and demos.
+
+* :class:`AlpacaStreamServer` — the market-data stream server (S1-S39 of
+  ``alpaca-stream-protocol.md`` §12) with scripting and fault injection.
+* :class:`Market` / :class:`MarketConfig` — a deterministic synthetic market.
+* :mod:`rxalpaca.testing.wire` — the server's own plain encoder.
+* pytest fixtures ``alpaca_server`` and ``alpaca_server_factory``
+  (``pytest_plugins = ["rxalpaca.testing.pytest_plugin"]``).
+
+Example::
+
+    from rxalpaca.testing import AlpacaStreamServer, MarketConfig
+
+    with AlpacaStreamServer(market=MarketConfig(symbols=["AAPL", "MSFT"], rate=2000)) as srv:
+        print(srv.url("iex"))   # connect with DEFAULT_KEY / DEFAULT_SECRET
+"""
+
+from __future__ import annotations
+
+from .market import Market, MarketConfig
+from .server import (
+    DEFAULT_KEY,
+    DEFAULT_SECRET,
+    DEFAULT_TOKEN,
+    Account,
+    AlpacaStreamServer,
+    ConnectionInfo,
+    Fault,
+    MarketHandle,
+    SentRecord,
+)
+from .wire import Encoding
+
+__all__ = [
+    "DEFAULT_KEY",
+    "DEFAULT_SECRET",
+    "DEFAULT_TOKEN",
+    "Account",
+    "AlpacaStreamServer",
+    "ConnectionInfo",
+    "Encoding",
+    "Fault",
+    "Market",
+    "MarketConfig",
+    "MarketHandle",
+    "SentRecord",
+]
