@@ -916,3 +916,39 @@ def test_codec_imports_only_layer_0_and_its_libraries() -> None:
 
 def _all_decoded(items: list[Decoded]) -> list[str]:  # pragma: no cover - typing aid
     return [type(i).__name__ for i in items]
+
+
+# ---------------------------------------------------------------- against the test server's encoder
+
+
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+@pytest.mark.parametrize(
+    ("family", "symbols"),
+    [
+        (Family.STOCKS, ["AAPL", "MSFT"]),
+        (Family.TEST, ["FAKEPACA"]),
+        (Family.CRYPTO, ["BTC/USD", "ETH/USD"]),
+        (Family.OPTIONS, ["AAPL240315C00172500"]),
+        (Family.NEWS, ["AAPL"]),
+    ],
+)
+def test_decodes_everything_the_test_server_sends(
+    family: Family, symbols: list[str], encoding: str
+) -> None:
+    """rxalpaca.testing encodes with its own plain path (orjson/msgpack by hand, S31)."""
+    market_mod = pytest.importorskip("rxalpaca.testing.market")
+    wire = pytest.importorskip("rxalpaca.testing.wire")
+    market = market_mod.Market(symbols, family=family, seed=3)
+    records = market.records(500)
+    payload = wire.encode_frame(records, wire.Encoding(encoding))
+    out = Codec(family, encoding).decode(payload, RECEIVED)  # type: ignore[arg-type]
+    assert len(out) == len(records)
+    for message, item in zip(records, out, strict=True):
+        assert not isinstance(item, FrameError | Unknown), (message, item)
+        assert item.__struct_config__.tag == message["T"]  # type: ignore[union-attr]
+        if isinstance(item, MarketRecord):
+            assert item.symbol == message["S"]
+            assert item.timestamp_ns == wire.to_nanos(message["t"])
+        if isinstance(item, News):
+            assert item.created_at_ns == wire.to_nanos(message["created_at"])
+            assert item.symbols == tuple(message["symbols"])
