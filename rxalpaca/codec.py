@@ -107,10 +107,10 @@ FAMILY_RECORDS: Final[Mapping[Family, tuple[type[Record], ...]]] = {
     Family.NEWS: (News, *_CONTROL),
 }
 
-# JSON may open with whitespace or '['; in MessagePack those bytes are positive fixints,
+# JSON may open with whitespace, '[' or '{'; in MessagePack those bytes are positive fixints,
 # which can never start a valid frame (a frame is an array, §6). So a "MessagePack" payload
 # that starts with one of them is JSON (the trading stream sends JSON in binary frames, §9).
-_JSON_LEADS: Final = frozenset(b" \t\r\n[")
+_JSON_LEADS: Final = frozenset(b" \t\r\n[{")
 
 _RawList: TypeAlias = list[msgspec.Raw]
 

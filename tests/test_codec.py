@@ -731,6 +731,7 @@ def test_bad_message_error_excerpt_is_that_message_truncated() -> None:
         ("msgpack", msgpack.packb([{"T": "success"}])[:-3], "not a MessagePack frame"),
         ("msgpack", b"\x91" * 100_000, "not a MessagePack frame"),
         ("msgpack", "not json either", "not a JSON frame"),
+        ("msgpack", b'{"stream":"trade_updates"}', "JSON frame is not an array"),
     ],
 )
 def test_undecodable_frame_gives_exactly_one_error(
