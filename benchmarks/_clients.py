@@ -1,0 +1,253 @@
+"""The client side of ``e2e.py``: one client per process, so each has its own interpreter,
+its own core and its own peak RSS.
+
+Run as ``python benchmarks/_clients.py`` with a JSON config on stdin::
+
+    {"client": "floor" | "rxalpaca" | "alpaca-py" | "bare", "url": "ws://127.0.0.1:PORT/...",
+     "encoding": "json" | "msgpack", "symbols": [...], "expected": {"t": n, "q": n, "b": n},
+     "timeout": seconds}
+
+It prints one line, ``RESULT {json}``, and exits 0 — or non-zero if the counts do not
+match. Every client does the same work per message: count it, and for a trade append
+``time_ns() - trade.id`` (the pusher writes its send time into the id when pacing).
+
+Module-level imports are the standard library only: the ``bare`` client's peak RSS is the
+baseline the others are compared with.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+Result = dict[str, Any]
+
+
+def _vm_kb(field: str) -> int:
+    """``VmHWM`` / ``VmRSS`` of this process from /proc (``ru_maxrss`` would carry over
+    from the parent across fork)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class Sink:
+    """The per-message work every client does, and the clock around it."""
+
+    __slots__ = ("bars", "done", "first", "last", "lat", "n", "quotes", "total")
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.n = self.quotes = self.bars = 0
+        self.lat: list[int] = []
+        self.first = self.last = 0.0
+        self.done = threading.Event()
+
+    def finish(self) -> None:
+        self.last = time.perf_counter()
+        self.done.set()
+
+    def result(self, client: str, cfg: dict[str, Any]) -> Result:
+        counts = {"t": len(self.lat), "q": self.quotes, "b": self.bars}
+        elapsed = self.last - self.first if self.last else 0.0
+        return {
+            "client": client,
+            "encoding": cfg["encoding"],
+            "symbols": len(cfg["symbols"]),
+            "messages": self.n,
+            "counts": counts,
+            "ok": counts == cfg["expected"],
+            "elapsed_s": elapsed,
+            "rate": (self.n - 1) / elapsed if elapsed > 0 else 0.0,
+            "lat_ns": self.lat,
+            "vmhwm_kb": _vm_kb("VmHWM"),
+            "vmrss_kb": _vm_kb("VmRSS"),
+        }
+
+
+def _total(cfg: dict[str, Any]) -> int:
+    return int(sum(cfg["expected"].values()))
+
+
+# ---------------------------------------------------------------- the floor
+
+
+def run_floor(cfg: dict[str, Any]) -> Result:
+    """websocket-client + orjson (or msgpack) into plain dicts, a plain callback, no Rx."""
+    import websocket
+
+    if cfg["encoding"] == "json":
+        import orjson
+
+        loads: Callable[[Any], Any] = orjson.loads
+        dumps: Callable[[Any], Any] = orjson.dumps
+        opcode = websocket.ABNF.OPCODE_TEXT
+    else:
+        import msgpack
+
+        loads, dumps, opcode = msgpack.unpackb, msgpack.packb, websocket.ABNF.OPCODE_BINARY
+    sink = Sink(_total(cfg))
+    lat = sink.lat
+    clock = time.time_ns
+    total = sink.total
+
+    def on_message(m: dict[str, Any]) -> None:
+        kind = m["T"]
+        if kind == "t":
+            lat.append(clock() - m["i"])
+        elif kind == "q":
+            sink.quotes += 1
+        elif kind == "b":
+            sink.bars += 1
+        else:
+            return  # control messages
+        sink.n += 1
+        if sink.n == 1:
+            sink.first = time.perf_counter()
+        if sink.n == total:
+            sink.finish()
+
+    ws = websocket.WebSocket(skip_utf8_validation=True)
+    ws.connect(cfg["url"] + "/v2/iex", timeout=10)
+    ws.send(dumps({"action": "auth", "key": "key", "secret": "secret"}), opcode)
+    syms = cfg["symbols"]
+    ws.send(dumps({"action": "subscribe", "trades": syms, "quotes": syms, "bars": syms}), opcode)
+    recv = ws.recv_data
+    deadline = time.monotonic() + cfg["timeout"]
+    ws.settimeout(cfg["timeout"])
+    while not sink.done.is_set() and time.monotonic() < deadline:
+        _, data = recv()
+        for m in loads(data):
+            on_message(m)
+    out = sink.result("floor", cfg)
+    ws.close()
+    return out
+
+
+# ---------------------------------------------------------------- rxalpaca
+
+
+def run_rxalpaca(cfg: dict[str, Any]) -> Result:
+    """``StreamClient`` with one subscription per channel over every symbol."""
+    from rxalpaca import StreamClient
+
+    sink = Sink(_total(cfg))
+    lat = sink.lat
+    clock = time.time_ns
+    total = sink.total
+
+    def counted() -> None:
+        sink.n += 1
+        if sink.n == 1:
+            sink.first = time.perf_counter()
+        if sink.n == total:
+            sink.finish()
+
+    def on_trade(t: Any) -> None:
+        lat.append(clock() - t.id)
+        counted()
+
+    def on_quote(q: Any) -> None:
+        sink.quotes += 1
+        counted()
+
+    def on_bar(b: Any) -> None:
+        sink.bars += 1
+        counted()
+
+    syms = cfg["symbols"]
+    client = StreamClient(
+        feed="iex", url=cfg["url"], key="key", secret="secret", encoding=cfg["encoding"]
+    )
+    errors: list[str] = []
+    client.errors.subscribe(lambda e: errors.append(repr(e)))
+    client.trades(*syms).subscribe(on_trade)
+    client.quotes(*syms).subscribe(on_quote)
+    client.bars(*syms).subscribe(on_bar)
+    sink.done.wait(cfg["timeout"])
+    out = sink.result("rxalpaca", cfg)
+    out["errors"] = errors[:5]
+    out["metrics"] = {k: v for k, v in client.metrics.snapshot().items() if not isinstance(v, dict)}
+    client.close()
+    return out
+
+
+# ---------------------------------------------------------------- alpaca-py
+
+
+def run_alpaca_py(cfg: dict[str, Any]) -> Result:
+    """alpaca-py's ``StockDataStream`` (MessagePack, pydantic models, async handlers)."""
+    from alpaca.data.live import StockDataStream
+
+    sink = Sink(_total(cfg))
+    lat = sink.lat
+    clock = time.time_ns
+    total = sink.total
+    stream = StockDataStream("key", "secret", url_override=cfg["url"] + "/v2/iex")
+
+    async def counted() -> None:
+        sink.n += 1
+        if sink.n == 1:
+            sink.first = time.perf_counter()
+        if sink.n == total:
+            sink.finish()
+            await stream.stop_ws()
+
+    async def on_trade(t: Any) -> None:
+        lat.append(clock() - t.id)
+        await counted()
+
+    async def on_quote(q: Any) -> None:
+        sink.quotes += 1
+        await counted()
+
+    async def on_bar(b: Any) -> None:
+        sink.bars += 1
+        await counted()
+
+    syms = cfg["symbols"]
+    stream.subscribe_trades(on_trade, *syms)
+    stream.subscribe_quotes(on_quote, *syms)
+    stream.subscribe_bars(on_bar, *syms)
+
+    def watchdog() -> None:
+        if not sink.done.wait(cfg["timeout"]):
+            stream.stop()
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    stream.run()
+    return sink.result("alpaca-py", cfg)
+
+
+def run_bare(cfg: dict[str, Any]) -> Result:
+    """Nothing at all: the interpreter's own peak RSS, the baseline."""
+    return {"client": "bare", "vmhwm_kb": _vm_kb("VmHWM"), "vmrss_kb": _vm_kb("VmRSS"), "ok": True}
+
+
+RUNNERS: dict[str, Callable[[dict[str, Any]], Result]] = {
+    "floor": run_floor,
+    "rxalpaca": run_rxalpaca,
+    "alpaca-py": run_alpaca_py,
+    "bare": run_bare,
+}
+
+
+def main() -> int:
+    cfg = json.loads(sys.stdin.read())
+    result = RUNNERS[cfg["client"]](cfg)
+    sys.stdout.write("RESULT " + json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0 if result.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""The in-process pipeline, from ``Frame`` objects to observers, without a socket.
+
+Shared by ``bench_pipeline.py`` (pytest-benchmark), ``bench_route.py`` and ``e2e.py`` (which
+measures the pipeline's cost against the number of subscriptions in the same run as the
+socket benchmarks).
+
+"N subscriptions" means: the stream carries N symbols and each (channel, symbol) of
+``trades``, ``quotes`` and ``bars`` has its own observer — 3·N router entries, every message
+delivered to exactly one observer. So the work per message is the same for any N and only
+the size of the routing table changes: the pipeline's cost must not grow with it.
+
+Observers are registered exactly as ``StreamClient`` registers them: the
+``AutoDetachObserver`` that ``Observable.subscribe(fn)`` makes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from frames import Workload
+from reactivex.observer.autodetachobserver import AutoDetachObserver
+from reactivex.subject import Subject
+
+from rxalpaca.codec import Codec
+from rxalpaca.frames import Frame, Opcode
+from rxalpaca.metrics import Metrics
+from rxalpaca.operators import Router, decode, meter, reassemble, route, validate
+
+CHANNELS = ("trades", "quotes", "bars")
+RECEIVED_NS = 1_709_652_600_500_000_000
+
+
+@dataclass
+class Counter:
+    """The cheapest observer body: count."""
+
+    n: int = 0
+
+    def __call__(self, _record: object) -> None:
+        self.n += 1
+
+
+def workload(subscriptions: int, frames: int = 400, seed: int = 1) -> Workload:
+    """Frames of 1-20 messages over exactly ``subscriptions`` symbols."""
+    return Workload.build(symbols=subscriptions, frames=frames, batch=(1, 20), seed=seed)
+
+
+def to_frames(w: Workload, encoding: str) -> list[Frame]:
+    """The workload as the transport hands it on: one ``Frame`` per WebSocket frame."""
+    if encoding == "json":
+        return [Frame(p, Opcode.TEXT, True, RECEIVED_NS) for p in w.json_frames]
+    return [Frame(p, Opcode.BINARY, True, RECEIVED_NS) for p in w.msgpack_frames]
+
+
+def subscribed_router(w: Workload, counter: Counter, metrics: Metrics | None = None) -> Router:
+    """A router with one observer per (channel, symbol) of the workload."""
+    router = Router(metrics)
+    names = sorted({m["S"] for b in w.batches for m in b})
+    for ch in CHANNELS:
+        for sym in names:
+            router.add(ch, sym, AutoDetachObserver(on_next=counter))
+    return router
+
+
+@dataclass
+class Pipeline:
+    """reassemble → validate → decode → meter → route, fed through a ``Subject``."""
+
+    w: Workload
+    encoding: str
+    counter: Counter = field(default_factory=Counter)
+    rest: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.frames = to_frames(self.w, self.encoding)
+        self.metrics = Metrics()
+        self.router = subscribed_router(self.w, self.counter, self.metrics)
+        self.codec = Codec("iex", self.encoding)  # type: ignore[arg-type]
+        self.subject: Subject[Frame] = Subject()
+        self.subject.pipe(
+            reassemble(),
+            validate(),
+            decode(self.codec),
+            meter(self.metrics),
+            route(self.router),
+        ).subscribe(self.rest.append)
+
+    def run(self) -> int:
+        """Push every frame; return the messages delivered."""
+        before = self.counter.n
+        on_next = self.subject.on_next
+        for f in self.frames:
+            on_next(f)
+        return self.counter.n - before
+
+    def run_without_rx(self) -> int:
+        """The same decode and dispatch, called directly: what the Rx operators add."""
+        before = self.counter.n
+        dec, dispatch = self.codec.decode, self.router.dispatch
+        for f in self.frames:
+            dispatch(dec(f.payload, f.received_ns))
+        return self.counter.n - before
+
+    def run_decode_only(self) -> int:
+        """Only the codec: the floor under the pipeline."""
+        dec = self.codec.decode
+        n = 0
+        for f in self.frames:
+            n += len(dec(f.payload, f.received_ns))
+        return n
+
+
+def per_frame_us(fn: Callable[[], object], frames: int, repeat: int = 7, number: int = 3) -> float:
+    """Best-of-``repeat`` microseconds per frame of ``fn`` (which handles ``frames`` frames)."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / number)
+    return best / frames * 1e6
