@@ -184,7 +184,7 @@ def test_s6_rate_limit_off_by_default(server: AlpacaStreamServer, connect: PeerF
 def test_s7_greeting_is_first_and_alone(server: AlpacaStreamServer, connect: PeerFactory) -> None:
     """S7: the very first frame is exactly [{"T":"success","msg":"connected"}]."""
     peer = connect(server.url("iex"))
-    opcode, data = peer.recv_frame()
+    _opcode, data = peer.recv_frame()
     assert data == b'[{"T":"success","msg":"connected"}]'
 
 
