@@ -21,7 +21,7 @@ since no lock is held while observers run.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .feeds import IMPLICIT_CHANNELS
@@ -29,7 +29,7 @@ from .models import SubscriptionMessage
 
 __all__ = ["AckCheck", "Rejection", "Request", "SubscriptionBook"]
 
-Key = tuple[str, str]
+_Key = tuple[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +43,7 @@ class Request:
         """The action as a plain dict, ready for the codec."""
         return {"action": self.action, **{ch: list(s) for ch, s in self.channels.items()}}
 
-    def pairs(self) -> set[Key]:
+    def pairs(self) -> set[_Key]:
         """Every (channel, symbol) this request names."""
         return {(ch, s) for ch, syms in self.channels.items() for s in syms}
 
@@ -52,8 +52,8 @@ class Request:
 class AckCheck:
     """The result of comparing an ack with what the in-flight request asked for."""
 
-    missing: frozenset[Key] = frozenset()  # asked to add, absent from the ack
-    unexpected: frozenset[Key] = frozenset()  # asked to remove, still present
+    missing: frozenset[_Key] = frozenset()  # asked to add, absent from the ack
+    unexpected: frozenset[_Key] = frozenset()  # asked to remove, still present
 
     @property
     def ok(self) -> bool:
@@ -65,7 +65,7 @@ class AckCheck:
 class Rejection:
     """The in-flight subscribe was refused; these pairs were dropped from ``wanted``."""
 
-    pairs: frozenset[Key]
+    pairs: frozenset[_Key]
 
 
 @dataclass
@@ -79,10 +79,10 @@ class SubscriptionBook:
 
     channels: frozenset[str]
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _counts: dict[Key, int] = field(default_factory=dict)
-    _acked: set[Key] = field(default_factory=set)
+    _counts: dict[_Key, int] = field(default_factory=dict)
+    _acked: set[_Key] = field(default_factory=set)
     # Holders of refused pairs: their releases must not touch a later user's count.
-    _rejected: dict[Key, int] = field(default_factory=dict)
+    _rejected: dict[_Key, int] = field(default_factory=dict)
     _in_flight: Request | None = None
     _ready: bool = False  # authenticated: requests may be sent
     requests_sent: int = 0
@@ -125,12 +125,12 @@ class SubscriptionBook:
         with self._lock:
             return len(self._counts)
 
-    def wanted(self) -> set[Key]:
+    def wanted(self) -> set[_Key]:
         """A copy of every wanted (channel, symbol)."""
         with self._lock:
             return set(self._counts)
 
-    def acked(self) -> set[Key]:
+    def acked(self) -> set[_Key]:
         """A copy of the server's state from its last ack."""
         with self._lock:
             return set(self._acked)
@@ -182,7 +182,7 @@ class SubscriptionBook:
 
     def on_ack(self, ack: SubscriptionMessage) -> AckCheck:
         """The server's full state arrived: adopt it and check it against the request."""
-        state: set[Key] = set()
+        state: set[_Key] = set()
         for ch, syms in ack.channels().items():
             if ch in IMPLICIT_CHANNELS or ch not in self.channels:
                 continue
@@ -218,13 +218,8 @@ class SubscriptionBook:
             return Rejection(frozenset())
 
 
-def _group(pairs: set[Key]) -> dict[str, tuple[str, ...]]:
+def _group(pairs: set[_Key]) -> dict[str, tuple[str, ...]]:
     out: dict[str, list[str]] = {}
     for ch, sym in sorted(pairs):
         out.setdefault(ch, []).append(sym)
     return {ch: tuple(syms) for ch, syms in out.items()}
-
-
-def channels_of(mapping: Mapping[str, Iterable[str]]) -> set[Key]:
-    """Flatten ``{"trades": ["AAPL"]}`` into ``{("trades", "AAPL")}``."""
-    return {(ch, s) for ch, syms in mapping.items() for s in syms}

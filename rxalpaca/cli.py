@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -84,7 +85,7 @@ def _f(v: float | None) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer
+    from .testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer  # noqa: PLC0415 - needs the [testing] extra
 
     symbols = args.symbols.split(",") if args.symbols else list(DEMO_SYMBOLS)
     board = _Board(symbols)
@@ -129,7 +130,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer
+    from .testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer  # noqa: PLC0415 - needs the [testing] extra
 
     symbols = args.symbols.split(",") if args.symbols else list(DEMO_SYMBOLS)
     with AlpacaStreamServer(port=args.port) as server:
@@ -140,10 +141,8 @@ def _serve(args: argparse.Namespace) -> int:
             flush=True,
         )
         stop = threading.Event()
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             stop.wait(args.duration or None)
-        except KeyboardInterrupt:
-            pass
     return 0
 
 
@@ -152,14 +151,15 @@ def _stream(args: argparse.Namespace) -> int:
     channel = getattr(client, args.channel)
     done = threading.Event()
     with client:
-        channel(*args.symbols.split(",")).subscribe(
-            print, on_error=lambda e: (print(e), done.set())
-        )
+
+        def failed(error: Exception) -> None:
+            print(f"stream ended: {error!r}", file=sys.stderr)
+            done.set()
+
+        channel(*args.symbols.split(",")).subscribe(print, on_error=failed)
         client.state.subscribe(lambda s: print(f"# {s.value}", file=sys.stderr))
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             done.wait(args.duration or None)
-        except KeyboardInterrupt:
-            pass
     return 0
 
 

@@ -135,6 +135,8 @@ class StreamClient:
             subscribed (off by default: quiet channels such as news are normal).
         slow_observer_threshold: warn when observers take more than this fraction
             of the socket thread's time (the server disconnects slow clients, 407).
+        subscribe_linger: seconds a subscription change waits for more changes before
+            it is sent, so bursts coalesce into a few messages.
     """
 
     def __init__(
@@ -153,6 +155,7 @@ class StreamClient:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         silence_timeout: float | None = None,
         slow_observer_threshold: float = 0.8,
+        subscribe_linger: float = 0.01,
         name: str = "rxalpaca",
     ) -> None:
         self.endpoint: Endpoint = endpoint(feed)
@@ -200,6 +203,9 @@ class StreamClient:
         self._watchdog: threading.Thread | None = None
         self._watchdog_stop = threading.Event()
         self._name = name
+        self._linger = subscribe_linger
+        self._flush_lock = threading.Lock()
+        self._flush_timer: threading.Timer | None = None
 
     # ------------------------------------------------------------------ public
 
@@ -267,6 +273,10 @@ class StreamClient:
                 self._session.close()
                 self._emit_state()
         self._watchdog_stop.set()
+        with self._flush_lock:
+            timer, self._flush_timer = self._flush_timer, None
+        if timer is not None:
+            timer.cancel()
         if conn is not None:
             conn.dispose()
         self._transport.close()
@@ -476,7 +486,7 @@ class StreamClient:
                 self._emit_state()
         if after is ConnectionState.AUTHENTICATED and before is not after:
             self._book.connected()
-            self._pump()
+            self._flush()  # replay every live subscription at once
         for effect in effects:
             if isinstance(effect, Send):
                 self._transport.send(self._codec.encode(effect.message), self._codec.opcode)
@@ -514,7 +524,29 @@ class StreamClient:
                 o.on_error(exc)
 
     def _pump(self) -> None:
-        """Send the next subscription request, if one is due (any thread)."""
+        """Send the next subscription request soon (any thread).
+
+        Changes linger for ``subscribe_linger`` seconds first, so a burst of
+        subscriptions (a loop over 1,000 symbols) leaves as a few messages instead of
+        one per server round trip.
+        """
+        if self._closed:
+            return
+        with self._flush_lock:
+            if self._flush_timer is not None:
+                return
+            timer = threading.Timer(self._linger, self._flush_from_timer)
+            timer.daemon = True
+            self._flush_timer = timer
+        timer.start()
+
+    def _flush_from_timer(self) -> None:
+        with self._flush_lock:
+            self._flush_timer = None
+        self._flush()
+
+    def _flush(self) -> None:
+        """Send the next subscription request now, if one is due (any thread)."""
         if self._closed:
             return
         with self._send_lock:

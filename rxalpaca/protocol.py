@@ -78,44 +78,44 @@ class Event(StrEnum):
     FAIL = "fail"  # a fatal error
 
 
-S = ConnectionState
-E = Event
+_S = ConnectionState
+_E = Event
 
 #: state → event → next state. Anything missing is a protocol violation.
 TRANSITIONS: Final[dict[ConnectionState, dict[Event, ConnectionState]]] = {
-    S.IDLE: {E.CONNECT: S.CONNECTING, E.CLOSE: S.CLOSED, E.FAIL: S.FAILED},
-    S.CONNECTING: {
-        E.GREETING: S.AUTHENTICATING,
+    _S.IDLE: {_E.CONNECT: _S.CONNECTING, _E.CLOSE: _S.CLOSED, _E.FAIL: _S.FAILED},
+    _S.CONNECTING: {
+        _E.GREETING: _S.AUTHENTICATING,
         # Header auth (§2.3b): "authenticated" may follow the greeting unprompted;
         # a server may also skip ahead, so accept it here too.
-        E.AUTHENTICATED: S.AUTHENTICATED,
-        E.SERVER_ERROR: S.CONNECTING,
-        E.LOST: S.RECONNECTING,
-        E.CLOSE: S.CLOSED,
-        E.FAIL: S.FAILED,
+        _E.AUTHENTICATED: _S.AUTHENTICATED,
+        _E.SERVER_ERROR: _S.CONNECTING,
+        _E.LOST: _S.RECONNECTING,
+        _E.CLOSE: _S.CLOSED,
+        _E.FAIL: _S.FAILED,
     },
-    S.AUTHENTICATING: {
-        E.AUTHENTICATED: S.AUTHENTICATED,
-        E.SERVER_ERROR: S.AUTHENTICATING,
-        E.LOST: S.RECONNECTING,
-        E.CLOSE: S.CLOSED,
-        E.FAIL: S.FAILED,
+    _S.AUTHENTICATING: {
+        _E.AUTHENTICATED: _S.AUTHENTICATED,
+        _E.SERVER_ERROR: _S.AUTHENTICATING,
+        _E.LOST: _S.RECONNECTING,
+        _E.CLOSE: _S.CLOSED,
+        _E.FAIL: _S.FAILED,
     },
-    S.AUTHENTICATED: {
-        E.ACK: S.AUTHENTICATED,
-        E.SERVER_ERROR: S.AUTHENTICATED,
-        E.LOST: S.RECONNECTING,
-        E.CLOSE: S.CLOSED,
-        E.FAIL: S.FAILED,
+    _S.AUTHENTICATED: {
+        _E.ACK: _S.AUTHENTICATED,
+        _E.SERVER_ERROR: _S.AUTHENTICATED,
+        _E.LOST: _S.RECONNECTING,
+        _E.CLOSE: _S.CLOSED,
+        _E.FAIL: _S.FAILED,
     },
-    S.RECONNECTING: {
-        E.CONNECT: S.CONNECTING,
-        E.LOST: S.RECONNECTING,
-        E.CLOSE: S.CLOSED,
-        E.FAIL: S.FAILED,
+    _S.RECONNECTING: {
+        _E.CONNECT: _S.CONNECTING,
+        _E.LOST: _S.RECONNECTING,
+        _E.CLOSE: _S.CLOSED,
+        _E.FAIL: _S.FAILED,
     },
-    S.CLOSED: {E.CLOSE: S.CLOSED, E.LOST: S.CLOSED},
-    S.FAILED: {E.CLOSE: S.FAILED, E.LOST: S.FAILED, E.FAIL: S.FAILED},
+    _S.CLOSED: {_E.CLOSE: _S.CLOSED, _E.LOST: _S.CLOSED},
+    _S.FAILED: {_E.CLOSE: _S.FAILED, _E.LOST: _S.FAILED, _E.FAIL: _S.FAILED},
 }
 
 

@@ -86,8 +86,9 @@ def test_implicit_and_foreign_channels_in_ack_are_ignored() -> None:
     b = book()
     b.acquire("trades", ["AAPL"])
     b.take_request()
-    check = b.on_ack(ack(trades=("AAPL",), corrections=("AAPL",), cancelErrors=("AAPL",),
-                         news=("X",)))
+    check = b.on_ack(
+        ack(trades=("AAPL",), corrections=("AAPL",), cancelErrors=("AAPL",), news=("X",))
+    )
     assert check.ok
     assert b.acked() == {("trades", "AAPL")}
 

@@ -8,9 +8,20 @@ import pytest
 
 import rxalpaca
 
-MODULES = ["rxalpaca", "rxalpaca.errors", "rxalpaca.models", "rxalpaca.feeds", "rxalpaca.codec",
-           "rxalpaca.protocol", "rxalpaca.book", "rxalpaca.operators", "rxalpaca.aio",
-           "rxalpaca.client", "rxalpaca.transport", "rxalpaca.testing"]
+MODULES = [
+    "rxalpaca",
+    "rxalpaca.errors",
+    "rxalpaca.models",
+    "rxalpaca.feeds",
+    "rxalpaca.codec",
+    "rxalpaca.protocol",
+    "rxalpaca.book",
+    "rxalpaca.operators",
+    "rxalpaca.aio",
+    "rxalpaca.client",
+    "rxalpaca.transport",
+    "rxalpaca.testing",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -22,9 +33,9 @@ def test_all_names_exist_and_public_names_are_listed(name: str) -> None:
     if name == "rxalpaca.operators":
         return  # re-exports reactivex.operators by design
     defined_here = {
-        k for k, v in vars(mod).items()
-        if not k.startswith("_") and getattr(v, "__module__", None) == name
-        and callable(v)
+        k
+        for k, v in vars(mod).items()
+        if not k.startswith("_") and getattr(v, "__module__", None) == name and callable(v)
     }
     assert defined_here <= exported, f"{name}: public but not in __all__: {defined_here - exported}"
 

@@ -7,9 +7,18 @@ import pytest
 from rxalpaca.feeds import ENDPOINTS, Channel, Family, endpoint, endpoint_for_path, url_for
 
 PATHS = {
-    "/v2/iex", "/v2/sip", "/v2/delayed_sip", "/v1beta1/boats", "/v1beta1/overnight", "/v2/test",
-    "/v1beta3/crypto/us", "/v1beta3/crypto/us-1", "/v1beta3/crypto/eu-1",
-    "/v1beta1/indicative", "/v1beta1/opra", "/v1beta1/news",
+    "/v2/iex",
+    "/v2/sip",
+    "/v2/delayed_sip",
+    "/v1beta1/boats",
+    "/v1beta1/overnight",
+    "/v2/test",
+    "/v1beta3/crypto/us",
+    "/v1beta3/crypto/us-1",
+    "/v1beta3/crypto/eu-1",
+    "/v1beta1/indicative",
+    "/v1beta1/opra",
+    "/v1beta1/news",
 }
 
 

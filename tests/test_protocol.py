@@ -191,8 +191,11 @@ def test_state_diagram_names_every_state() -> None:
 
 @pytest.mark.parametrize(
     "cls",
-    [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.StreamError)
-     and c is not errors.StreamError],
+    [
+        c
+        for c in vars(errors).values()
+        if isinstance(c, type) and issubclass(c, errors.StreamError) and c is not errors.StreamError
+    ],
 )
 def test_every_code_maps_to_its_class(cls: type[errors.StreamError]) -> None:
     err = errors.error_for_code(cls.code)

@@ -16,7 +16,9 @@ on_next, on_completed = ReactiveTest.on_next, ReactiveTest.on_completed
 def test_in_virtual_time_items_pile_up_until_the_drain_runs() -> None:
     scheduler = TestScheduler()
     xs = scheduler.create_hot_observable(
-        on_next(210, ("A", 1)), on_next(210, ("A", 2)), on_next(210, ("B", 1)),
+        on_next(210, ("A", 1)),
+        on_next(210, ("A", 2)),
+        on_next(210, ("B", 1)),
         on_completed(220),
     )
     res = scheduler.start(lambda: xs.pipe(ops.conflate(key=lambda x: x[0], scheduler=scheduler)))
@@ -40,9 +42,11 @@ def test_slow_consumer_gets_latest_per_key_on_its_own_thread() -> None:
         got.append(v)
 
     replaced: list[int] = []
-    src.pipe(ops.conflate(key=lambda x: x[0], scheduler=NewThreadScheduler(),
-                          on_conflated=replaced.append)).subscribe(
-        slow, on_completed=done.set)
+    src.pipe(
+        ops.conflate(
+            key=lambda x: x[0], scheduler=NewThreadScheduler(), on_conflated=replaced.append
+        )
+    ).subscribe(slow, on_completed=done.set)
     src.on_next(("A", 0))
     assert started.wait(5)
     for i in range(1, 1000):  # the consumer is blocked: these must not block us

@@ -17,8 +17,14 @@ from rxalpaca.models import ErrorMessage, Quote, SuccessMessage, Trade, Unknown
 
 on_next, on_completed = ReactiveTest.on_next, ReactiveTest.on_completed
 
-TRADE = b'{"T":"t","S":"%s","i":1,"x":"V","p":1.5,"s":10,"c":["@"],"z":"C","t":"2024-01-02T03:04:05.123456789Z"}'
-QUOTE = b'{"T":"q","S":"%s","bx":"V","bp":1.0,"bs":1,"ax":"V","ap":1.1,"as":2,"c":["R"],"z":"C","t":"2024-01-02T03:04:05Z"}'
+TRADE = (
+    b'{"T":"t","S":"%s","i":1,"x":"V","p":1.5,"s":10,"c":["@"],"z":"C",'
+    b'"t":"2024-01-02T03:04:05.123456789Z"}'
+)
+QUOTE = (
+    b'{"T":"q","S":"%s","bx":"V","bp":1.0,"bs":1,"ax":"V","ap":1.1,"as":2,"c":["R"],"z":"C",'
+    b'"t":"2024-01-02T03:04:05Z"}'
+)
 
 
 def frame(*parts: bytes, t: int = 7) -> Frame:
@@ -47,14 +53,17 @@ def pipeline(frames: list[Frame | FrameError], router: ops.Router, metrics: Metr
     xs = scheduler.create_hot_observable(
         *[on_next(210 + i, f) for i, f in enumerate(frames)], on_completed(400)
     )
-    res = scheduler.start(lambda: xs.pipe(
-        ops.decode(Codec("stocks", "json")), ops.meter(metrics), ops.route(router)))
+    res = scheduler.start(
+        lambda: xs.pipe(ops.decode(Codec("stocks", "json")), ops.meter(metrics), ops.route(router))
+    )
     return [m.value.value for m in res.messages if m.value.kind == "N"]
 
 
 def test_decode_emits_one_batch_per_frame_with_received_time() -> None:
     scheduler = TestScheduler()
-    xs = scheduler.create_hot_observable(on_next(210, frame(TRADE % b"AAPL", QUOTE % b"MSFT", t=99)))
+    xs = scheduler.create_hot_observable(
+        on_next(210, frame(TRADE % b"AAPL", QUOTE % b"MSFT", t=99))
+    )
     res = scheduler.start(lambda: xs.pipe(ops.decode(Codec("stocks", "json"))))
     [batch] = [m.value.value for m in res.messages]
     assert [type(x) for x in batch.items] == [Trade, Quote]
@@ -69,9 +78,15 @@ def test_route_delivers_by_channel_and_symbol_and_star() -> None:
     router.add("trades", "AAPL", aapl_trades)
     router.add("trades", "*", star_trades)
     router.add("quotes", "MSFT", msft_quotes)
-    rest = pipeline([frame(TRADE % b"AAPL", TRADE % b"TSLA", QUOTE % b"MSFT", QUOTE % b"IBM"),
-                     frame(b'{"T":"success","msg":"connected"}'),
-                     frame(b'{"T":"zz","S":"AAPL"}')], router, metrics)
+    rest = pipeline(
+        [
+            frame(TRADE % b"AAPL", TRADE % b"TSLA", QUOTE % b"MSFT", QUOTE % b"IBM"),
+            frame(b'{"T":"success","msg":"connected"}'),
+            frame(b'{"T":"zz","S":"AAPL"}'),
+        ],
+        router,
+        metrics,
+    )
     assert [t.symbol for t in aapl_trades.items] == ["AAPL"]
     assert [t.symbol for t in star_trades.items] == ["AAPL", "TSLA"]
     assert [q.symbol for q in msft_quotes.items] == ["MSFT"]
@@ -105,9 +120,15 @@ def test_all_observers_raising_counts_failed() -> None:
 def test_bad_frames_flow_as_error_values_and_are_counted() -> None:
     metrics = Metrics()
     router = ops.Router(metrics)
-    rest = pipeline([Frame(b"not json", Opcode.TEXT, True, 1),
-                     FrameError("oversized", b"[...", 2),
-                     frame(TRADE % b"AAPL", b'{"T":"t","S":"X"}')], router, metrics)
+    rest = pipeline(
+        [
+            Frame(b"not json", Opcode.TEXT, True, 1),
+            FrameError("oversized", b"[...", 2),
+            frame(TRADE % b"AAPL", b'{"T":"t","S":"X"}'),
+        ],
+        router,
+        metrics,
+    )
     assert all(isinstance(x, FrameError) for x in rest) and len(rest) == 3
     assert metrics.frames_received == 3 and metrics.frames_failed == 2
     assert metrics.frames_decoded == 1 and metrics.decode_failures == 3
@@ -132,21 +153,25 @@ def test_news_routes_by_symbols_once_per_observer() -> None:
     router.add("news", "AAPL", both)
     router.add("news", "MSFT", both)
     router.add("news", "*", star)
-    news = (b'{"T":"n","id":1,"headline":"h","created_at":"2024-01-01T00:00:00Z",'
-            b'"symbols":["AAPL","MSFT"]}')
+    news = (
+        b'{"T":"n","id":1,"headline":"h","created_at":"2024-01-01T00:00:00Z",'
+        b'"symbols":["AAPL","MSFT"]}'
+    )
     untagged = b'{"T":"n","id":2,"headline":"h","created_at":"2024-01-01T00:00:00Z","symbols":[]}'
     scheduler = TestScheduler()
     xs = scheduler.create_hot_observable(on_next(210, frame(news, untagged)))
-    scheduler.start(lambda: xs.pipe(ops.decode(Codec("news", "json")), ops.meter(metrics),
-                                    ops.route(router)))
+    scheduler.start(
+        lambda: xs.pipe(ops.decode(Codec("news", "json")), ops.meter(metrics), ops.route(router))
+    )
     assert [n.id for n in both.items] == [1]
     assert [n.id for n in star.items] == [1, 2]
 
 
 def test_errors_in_the_rest_are_emitted_in_order() -> None:
     router = ops.Router()
-    out = pipeline([frame(b'{"T":"error","code":405,"msg":"symbol limit exceeded"}')], router,
-                   Metrics())
+    out = pipeline(
+        [frame(b'{"T":"error","code":405,"msg":"symbol limit exceeded"}')], router, Metrics()
+    )
     assert out == [ErrorMessage(code=405, msg="symbol limit exceeded")]
 
 
@@ -167,5 +192,6 @@ def test_route_cost_does_not_depend_on_subscriptions(n: int) -> None:
 def test_decode_never_raises_on_garbage_through_reactivex() -> None:
     got: list[Any] = []
     reactivex.of(Frame(b"\xff\xfe", Opcode.BINARY, True, 1)).pipe(
-        ops.decode(Codec("stocks", "msgpack"))).subscribe(got.append)
+        ops.decode(Codec("stocks", "msgpack"))
+    ).subscribe(got.append)
     assert got[0].failed

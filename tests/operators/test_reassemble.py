@@ -32,13 +32,19 @@ def test_whole_frames_pass_untouched() -> None:
 
 
 def test_fragments_are_joined_with_first_opcode_and_last_time() -> None:
-    out, _ = run([Frame(b"[{", B, False, 1), Frame(b'"a"', C, False, 2), Frame(b":1}]", C, True, 3)])
+    out, _ = run(
+        [Frame(b"[{", B, False, 1), Frame(b'"a"', C, False, 2), Frame(b":1}]", C, True, 3)]
+    )
     assert out == [Frame(b'[{"a":1}]', B, True, 3)]
 
 
 def test_oversized_message_is_an_error_value_and_memory_is_dropped() -> None:
-    frames = [Frame(b"x" * 60, T, False, 1), Frame(b"y" * 60, C, False, 2),
-              Frame(b"z" * 60, C, True, 3), Frame(b"[2]", T, True, 4)]
+    frames = [
+        Frame(b"x" * 60, T, False, 1),
+        Frame(b"y" * 60, C, False, 2),
+        Frame(b"z" * 60, C, True, 3),
+        Frame(b"[2]", T, True, 4),
+    ]
     out, _ = run(frames, max_message_bytes=100)
     assert isinstance(out[0], FrameError) and "exceeds 100" in out[0].reason
     assert out[1:] == [Frame(b"[2]", T, True, 4)]
@@ -63,13 +69,11 @@ def test_interrupted_message_is_reported_and_new_message_kept() -> None:
 
 def test_state_is_per_subscription() -> None:
     scheduler = TestScheduler()
-    xs = scheduler.create_cold_observable(on_next(10, Frame(b"[1,", T, False, 1)),
-                                          on_completed(20))
+    xs = scheduler.create_cold_observable(on_next(10, Frame(b"[1,", T, False, 1)), on_completed(20))
     op = ops.reassemble()
     r1 = scheduler.start(lambda: xs.pipe(op))
     assert [m.value.kind for m in r1.messages] == ["C"]  # the stub is not carried over
     scheduler2 = TestScheduler()
-    xs2 = scheduler2.create_cold_observable(on_next(10, Frame(b"2]", C, True, 2)),
-                                            on_completed(20))
+    xs2 = scheduler2.create_cold_observable(on_next(10, Frame(b"2]", C, True, 2)), on_completed(20))
     r2 = scheduler2.start(lambda: xs2.pipe(op))
     assert isinstance(r2.messages[0].value.value, FrameError)

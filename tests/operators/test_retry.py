@@ -9,7 +9,11 @@ from reactivex.testing import ReactiveTest, TestScheduler
 
 from rxalpaca import errors, ops
 
-on_next, on_error, on_completed = ReactiveTest.on_next, ReactiveTest.on_error, ReactiveTest.on_completed
+on_next, on_error, on_completed = (
+    ReactiveTest.on_next,
+    ReactiveTest.on_error,
+    ReactiveTest.on_completed,
+)
 subscribe = ReactiveTest.subscribe
 
 NO_JITTER = ops.RetryPolicy(initial_delay=10.0, max_delay=40.0, multiplier=2.0, jitter=False)
@@ -21,9 +25,14 @@ def test_retries_transient_errors_with_exponential_delays() -> None:
     xs = scheduler.create_cold_observable(on_next(5, "a"), on_error(10, err))
     retries: list[tuple[int, float]] = []
     res = scheduler.start(
-        lambda: xs.pipe(ops.retry_with_backoff(
-            NO_JITTER, scheduler, reset_on=lambda v: False,
-            on_retry=lambda e, n, d: retries.append((n, d)))),
+        lambda: xs.pipe(
+            ops.retry_with_backoff(
+                NO_JITTER,
+                scheduler,
+                reset_on=lambda v: False,
+                on_retry=lambda e, n, d: retries.append((n, d)),
+            )
+        ),
         disposed=300,
     )
     # errors at 210, 230, 260; waits 10, 20, then 40 — the next try (300) is after disposal
@@ -36,8 +45,12 @@ def test_item_resets_the_attempt_count() -> None:
     scheduler = TestScheduler()
     xs = scheduler.create_cold_observable(on_next(5, "ok"), on_error(10, errors.SlowClient()))
     delays: list[float] = []
-    scheduler.start(lambda: xs.pipe(ops.retry_with_backoff(
-        NO_JITTER, scheduler, on_retry=lambda e, n, d: delays.append(d))), disposed=300)
+    scheduler.start(
+        lambda: xs.pipe(
+            ops.retry_with_backoff(NO_JITTER, scheduler, on_retry=lambda e, n, d: delays.append(d))
+        ),
+        disposed=300,
+    )
     assert set(delays) == {10.0}
 
 
@@ -51,8 +64,16 @@ def test_fatal_codes_stop_with_their_typed_error(code: int) -> None:
     assert xs.subscriptions == [subscribe(200, 210)]
 
 
-@pytest.mark.parametrize("exc", [errors.SlowClient(), errors.InternalServerError(),
-                                 errors.AuthTimeout(), ConnectionResetError(), OSError()])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        errors.SlowClient(),
+        errors.InternalServerError(),
+        errors.AuthTimeout(),
+        ConnectionResetError(),
+        OSError(),
+    ],
+)
 def test_transient_errors_retry(exc: Exception) -> None:
     scheduler = TestScheduler()
     xs = scheduler.create_cold_observable(on_error(10, exc))
@@ -64,9 +85,16 @@ def test_406_waits_ten_times_longer() -> None:
     scheduler = TestScheduler()
     xs = scheduler.create_cold_observable(on_error(10, errors.ConnectionLimitExceeded()))
     delays: list[float] = []
-    scheduler.start(lambda: xs.pipe(ops.retry_with_backoff(
-        ops.RetryPolicy(initial_delay=1.0, jitter=False), scheduler,
-        on_retry=lambda e, n, d: delays.append(d))), disposed=250)
+    scheduler.start(
+        lambda: xs.pipe(
+            ops.retry_with_backoff(
+                ops.RetryPolicy(initial_delay=1.0, jitter=False),
+                scheduler,
+                on_retry=lambda e, n, d: delays.append(d),
+            )
+        ),
+        disposed=250,
+    )
     assert delays[0] == 10.0
 
 

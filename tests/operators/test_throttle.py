@@ -6,32 +6,51 @@ from reactivex.testing import ReactiveTest, TestScheduler
 
 from rxalpaca import ops
 
-on_next, on_error, on_completed = ReactiveTest.on_next, ReactiveTest.on_error, ReactiveTest.on_completed
+on_next, on_error, on_completed = (
+    ReactiveTest.on_next,
+    ReactiveTest.on_error,
+    ReactiveTest.on_completed,
+)
 subscribe = ReactiveTest.subscribe
 
 
 def test_leading_and_trailing_edge() -> None:
     scheduler = TestScheduler()
     xs = scheduler.create_hot_observable(
-        on_next(210, "a"), on_next(212, "b"), on_next(214, "c"), on_next(250, "d"),
+        on_next(210, "a"),
+        on_next(212, "b"),
+        on_next(214, "c"),
+        on_next(250, "d"),
         on_completed(300),
     )
     res = scheduler.start(lambda: xs.pipe(ops.throttle(10, scheduler=scheduler)))
-    assert res.messages == [on_next(210, "a"), on_next(220, "c"), on_next(250, "d"),
-                            on_completed(300)]
+    assert res.messages == [
+        on_next(210, "a"),
+        on_next(220, "c"),
+        on_next(250, "d"),
+        on_completed(300),
+    ]
     assert xs.subscriptions == [subscribe(200, 300)]
 
 
 def test_per_key_windows() -> None:
     scheduler = TestScheduler()
     xs = scheduler.create_hot_observable(
-        on_next(210, ("A", 1)), on_next(211, ("B", 1)), on_next(212, ("A", 2)),
-        on_next(213, ("A", 3)), on_next(214, ("B", 2)),
+        on_next(210, ("A", 1)),
+        on_next(211, ("B", 1)),
+        on_next(212, ("A", 2)),
+        on_next(213, ("A", 3)),
+        on_next(214, ("B", 2)),
     )
-    res = scheduler.start(lambda: xs.pipe(ops.throttle(10, key=lambda x: x[0],
-                                                       scheduler=scheduler)))
-    assert res.messages == [on_next(210, ("A", 1)), on_next(211, ("B", 1)),
-                            on_next(220, ("A", 3)), on_next(221, ("B", 2))]
+    res = scheduler.start(
+        lambda: xs.pipe(ops.throttle(10, key=lambda x: x[0], scheduler=scheduler))
+    )
+    assert res.messages == [
+        on_next(210, ("A", 1)),
+        on_next(211, ("B", 1)),
+        on_next(220, ("A", 3)),
+        on_next(221, ("B", 2)),
+    ]
 
 
 def test_latest_is_flushed_on_completion() -> None:

@@ -21,14 +21,25 @@ def values(items: list[object], **kw: object) -> list[object]:
 
 
 def test_arrays_pass() -> None:
-    good = [Frame(b"[]", Opcode.TEXT), Frame(b" [1]", Opcode.TEXT), Frame(b"\x90", Opcode.BINARY),
-            Frame(b"\xdc\x00\x00", Opcode.BINARY), Frame("[1]", Opcode.TEXT)]
+    good = [
+        Frame(b"[]", Opcode.TEXT),
+        Frame(b" [1]", Opcode.TEXT),
+        Frame(b"\x90", Opcode.BINARY),
+        Frame(b"\xdc\x00\x00", Opcode.BINARY),
+        Frame("[1]", Opcode.TEXT),
+    ]
     assert values(good) == good
 
 
 def test_bad_frames_become_errors() -> None:
-    out = values([Frame(b"hello", Opcode.TEXT), Frame(b"", Opcode.TEXT),
-                  Frame(b"{}", Opcode.TEXT), Frame(b"[1", Opcode.TEXT, fin=False)])
+    out = values(
+        [
+            Frame(b"hello", Opcode.TEXT),
+            Frame(b"", Opcode.TEXT),
+            Frame(b"{}", Opcode.TEXT),
+            Frame(b"[1", Opcode.TEXT, fin=False),
+        ]
+    )
     assert len(out) == 4 and all(isinstance(x, FrameError) for x in out)
 
 

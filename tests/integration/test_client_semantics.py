@@ -1,0 +1,429 @@
+"""Subscriptions, reconnects, failures and isolation — the client's promises, over real sockets."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from reactivex.disposable import Disposable
+
+from rxalpaca import ConnectionState, StreamClient, errors
+from rxalpaca.client import UnknownMessage
+from rxalpaca.testing import DEFAULT_KEY, DEFAULT_SECRET, Account, AlpacaStreamServer, Fault
+
+from .conftest import Collector
+
+NS = 1_700_000_000_000_000_000
+S = ConnectionState
+pytestmark = pytest.mark.timeout(30)
+
+
+def quote(sym: str, i: int = 0) -> dict[str, Any]:
+    return {
+        "T": "q",
+        "S": sym,
+        "bx": "V",
+        "bp": 1.0 + i,
+        "bs": 1,
+        "ax": "V",
+        "ap": 1.1 + i,
+        "as": 1,
+        "c": ["R"],
+        "z": "C",
+        "t": NS + i,
+    }
+
+
+def subscribe_messages(server: AlpacaStreamServer) -> list[dict[str, Any]]:
+    return [
+        m
+        for c in server.connections()
+        for m in c.received
+        if isinstance(m, dict) and m.get("action") in ("subscribe", "unsubscribe")
+    ]
+
+
+def states(client: StreamClient) -> tuple[list[ConnectionState], threading.Condition]:
+    seen: list[ConnectionState] = []
+    cond = threading.Condition()
+
+    def on(s: ConnectionState) -> None:
+        with cond:
+            seen.append(s)
+            cond.notify_all()
+
+    client.state.subscribe(on)
+    return seen, cond
+
+
+def wait_state(
+    seen: list[ConnectionState],
+    cond: threading.Condition,
+    pred: Callable[[list[ConnectionState]], bool],
+    timeout: float = 5.0,
+) -> None:
+    with cond:
+        assert cond.wait_for(lambda: pred(seen), timeout), seen
+
+
+def test_state_emits_current_at_once(
+    alpaca_server: AlpacaStreamServer, make_client: Callable[..., StreamClient]
+) -> None:
+    client = make_client(alpaca_server)
+    seen, _ = states(client)
+    assert seen == [S.IDLE]
+
+
+def test_refcounted_per_channel_symbol(
+    alpaca_server: AlpacaStreamServer,
+    make_client: Callable[..., StreamClient],
+    collector: Callable[[], Collector],
+) -> None:
+    client = make_client(alpaca_server)
+    a, b = collector(), collector()
+    sub_a = client.quotes("AAPL").subscribe(a)
+    sub_b = client.quotes("AAPL").subscribe(b)
+    alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}})
+    alpaca_server.publish([quote("AAPL")])
+    a.wait_for(1)
+    b.wait_for(1)
+    sub_a.dispose()
+    alpaca_server.publish([quote("AAPL", 1)])
+    b.wait_for(2)
+    assert len(a.items) == 1  # disposed: removed from the router
+    assert [m["action"] for m in subscribe_messages(alpaca_server)] == ["subscribe"]
+    sub_b.dispose()
+    alpaca_server.wait_for_subscriptions({"quotes": set()})
+    assert [m["action"] for m in subscribe_messages(alpaca_server)] == ["subscribe", "unsubscribe"]
+    assert client.metrics.live_subscriptions == 0
+
+
+def test_a_thousand_subscriptions_in_a_loop_are_a_handful_of_messages(
+    alpaca_server: AlpacaStreamServer, make_client: Callable[..., StreamClient]
+) -> None:
+    client = make_client(alpaca_server)
+    client.connect()
+    alpaca_server.wait_for_authenticated()
+    symbols = [f"SYM{i}" for i in range(1000)]
+    subs = [client.trades(s).subscribe(lambda _: None) for s in symbols]
+    alpaca_server.wait_for_subscriptions({"trades": set(symbols)})
+    # "a handful": changes linger 10 ms and one request is in flight at a time
+    assert len(subscribe_messages(alpaca_server)) <= 5
+    for sub in subs:
+        sub.dispose()
+    alpaca_server.wait_for_subscriptions({"trades": set()})
+    assert len(subscribe_messages(alpaca_server)) <= 10
+
+
+def test_subscriptions_made_before_connect_and_during_auth_are_kept(
+    alpaca_server: AlpacaStreamServer, make_client: Callable[..., StreamClient]
+) -> None:
+    alpaca_server.slow_auth(0.3)
+    client = make_client(alpaca_server)
+    seen, cond = states(client)
+    client.trades("BEFORE").subscribe(lambda _: None)  # opens the connection
+    wait_state(seen, cond, lambda s: S.AUTHENTICATING in s)
+    client.quotes("DURING").subscribe(lambda _: None)  # while auth is pending
+    alpaca_server.wait_for_subscriptions({"trades": {"BEFORE"}, "quotes": {"DURING"}})
+
+
+def test_transient_drop_restores_everything_and_completes_nobody(
+    alpaca_server: AlpacaStreamServer,
+    make_client: Callable[..., StreamClient],
+    collector: Callable[[], Collector],
+) -> None:
+    client = make_client(alpaca_server)
+    seen, cond = states(client)
+    q = collector()
+    client.quotes("AAPL", "MSFT").subscribe(q)
+    client.bars("*").subscribe(lambda _: None)
+    first = alpaca_server.wait_for_subscriptions({"quotes": {"AAPL", "MSFT"}, "bars": {"*"}})
+    alpaca_server.drop(first)
+    second = alpaca_server.wait_for_subscriptions(
+        lambda subs: subs.get("quotes") == {"AAPL", "MSFT"} and subs.get("bars") == {"*"} and True,
+        timeout=5,
+    )
+    assert second.id != first.id
+    wait_state(seen, cond, lambda s: s.count(S.AUTHENTICATED) == 2)
+    i = seen.index(S.RECONNECTING)
+    assert seen[i : i + 4] == [S.RECONNECTING, S.CONNECTING, S.AUTHENTICATING, S.AUTHENTICATED]
+    alpaca_server.publish([quote("MSFT", 5)])
+    assert q.wait_for(1)[0].bid_price == 6.0
+    assert not q.completed.is_set() and not q.errors
+    assert client.metrics.reconnects == 1
+
+
+def test_dispose_during_reconnect_is_honoured(
+    alpaca_server: AlpacaStreamServer, make_client: Callable[..., StreamClient]
+) -> None:
+    client = make_client(alpaca_server)
+    keep = client.quotes("KEEP").subscribe(lambda _: None)
+    gone = client.quotes("GONE").subscribe(lambda _: None)
+    first = alpaca_server.wait_for_subscriptions({"quotes": {"KEEP", "GONE"}})
+    alpaca_server.slow_auth(0.3)
+    alpaca_server.drop(first)
+    gone.dispose()  # while reconnecting
+    client.quotes("NEW").subscribe(lambda _: None)
+    alpaca_server.wait_for_subscriptions(
+        lambda subs: subs.get("quotes") == {"KEEP", "NEW"}, timeout=5
+    )
+    keep.dispose()
+
+
+def test_bad_credentials_fail_every_observer_with_auth_failed(
+    alpaca_server: AlpacaStreamServer,
+    make_client: Callable[..., StreamClient],
+    collector: Callable[[], Collector],
+) -> None:
+    client = make_client(alpaca_server, secret="wrong")
+    seen, cond = states(client)
+    q = collector()
+    client.quotes("AAPL").subscribe(q)
+    assert q.errored.wait(5)
+    assert isinstance(q.errors[0], errors.AuthFailed)
+    wait_state(seen, cond, lambda s: s[-1] is S.FAILED)
+    late = collector()
+    client.trades("X").subscribe(late)
+    assert isinstance(late.errors[0], errors.AuthFailed)
+    assert len(alpaca_server.connections()) == 1  # fatal: no reconnect storm
+
+
+def test_insufficient_subscription_is_fatal(
+    alpaca_server_factory: Callable[..., AlpacaStreamServer],
+    make_client: Callable[..., StreamClient],
+    collector: Callable[[], Collector],
+) -> None:
+    server = alpaca_server_factory(accounts={"free": Account("s", plan="free")})
+    client = make_client(server, "sip", key="free", secret="s")
+    q = collector()
+    client.quotes("AAPL").subscribe(q)
+    assert q.errored.wait(5)
+    assert isinstance(q.errors[0], errors.InsufficientSubscription)
+    assert client.current_state is S.FAILED
+
+
+def test_symbol_limit_reaches_only_the_refused_symbols(
+    alpaca_server_factory: Callable[..., AlpacaStreamServer],
+    make_client: Callable[..., StreamClient],
+    collector: Callable[[], Collector],
+) -> None:
+    server = alpaca_server_factory(accounts={"free": Account("s", plan="free")})
+    client = make_client(server, key="free", secret="s")
+    first = [f"A{i}" for i in range(30)]
+    ok = collector()
+    client.quotes(*first).subscribe(ok)
+    server.wait_for_subscriptions({"quotes": set(first)})
+    refused = collector()
+    client.quotes("ONEMORE").subscribe(refused)
+    assert refused.errored.wait(5)
+    err = refused.errors[0]
+    assert isinstance(err, errors.SubscriptionRejected)
+    assert err.symbols == ("ONEMORE",) and isinstance(err.cause, errors.SymbolLimitExceeded)
+    server.publish([quote("A0")])
+    ok.wait_for(1)
+    assert not ok.errors and client.current_state is S.AUTHENTICATED
+    assert client._book.count("quotes", "ONEMORE") == 0
+
+
+def test_observer_exception_is_logged_counted_published_and_harmless(
+    alpaca_server: AlpacaStreamServer,
+    make_client: Callable[..., StreamClient],
+    collector: Callable[[], Collector],
+    log_lines: list[str],
+) -> None:
+    client = make_client(alpaca_server)
+    problems = collector()
+    client.errors.subscribe(problems)
+    good = collector()
+
+    def bad(_q: Any) -> None:
+        raise ValueError("strategy bug")
+
+    client.quotes("AAPL").subscribe(bad)
+    client.quotes("AAPL").subscribe(good)
+    alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}})
+    alpaca_server.publish([quote("AAPL", 0), quote("AAPL", 1)])
+    good.wait_for(2)
+    [first, _] = problems.wait_for(2)
+    assert isinstance(first, errors.HandlerError)
+    assert isinstance(first.__cause__, ValueError)
+    assert client.metrics.handler_errors == 2
+    assert any("strategy bug" in line and "Traceback" in line for line in log_lines)
+    assert client.current_state is S.AUTHENTICATED
+
+
+def test_subscribe_and_dispose_from_inside_an_observer(
+    alpaca_server: AlpacaStreamServer,
+    make_client: Callable[..., StreamClient],
+    collector: Callable[[], Collector],
+) -> None:
+    client = make_client(alpaca_server)
+    follow = collector()
+    holder: dict[str, Disposable] = {}
+
+    def on_quote(q: Any) -> None:  # runs on the socket thread
+        if "t" not in holder:
+            holder["t"] = client.trades(q.symbol).subscribe(follow)
+            holder["self"].dispose()
+
+    holder["self"] = client.quotes("AAPL").subscribe(on_quote)
+    alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}})
+    alpaca_server.publish([quote("AAPL")])
+    alpaca_server.wait_for_subscriptions({"quotes": set(), "trades": {"AAPL"}})
+    alpaca_server.publish(
+        [{"T": "t", "S": "AAPL", "i": 1, "x": "V", "p": 2.0, "s": 1, "c": [], "z": "C", "t": NS}]
+    )
+    assert follow.wait_for(1)[0].price == 2.0
+
+
+def test_corrupt_and_unknown_frames_are_error_values_and_the_stream_goes_on(
+    alpaca_server: AlpacaStreamServer,
+    make_client: Callable[..., StreamClient],
+    collector: Callable[[], Collector],
+) -> None:
+    client = make_client(alpaca_server, encoding="json")
+    problems = collector()
+    client.errors.subscribe(problems)
+    q = collector()
+    client.quotes("AAPL").subscribe(q)
+    conn = alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}})
+    alpaca_server.send_fault(Fault.INVALID, conn)
+    alpaca_server.send_fault(Fault.UNKNOWN_TYPE, conn)
+    alpaca_server.send_fault(Fault.MISSING_FIELDS, conn)
+    alpaca_server.corrupt_next_frame(conn)
+    alpaca_server.publish([quote("AAPL", 0)])
+    alpaca_server.split_next_frame(3, conn)
+    alpaca_server.publish([quote("AAPL", 1)])
+    assert [x.bid_price for x in q.wait_for(1)] in ([2.0], [1.0, 2.0])
+    kinds = {type(p) for p in problems.wait_for(3)}
+    assert errors.FrameError in kinds and UnknownMessage in kinds
+    m = client.metrics
+    assert m.frames_failed >= 1 and m.decode_failures >= 2 and m.unknown_messages == 1
+    assert m.frames_balance() and m.messages_balance()
+    assert client.current_state is S.AUTHENTICATED
+
+
+def test_retryable_server_errors_reconnect(
+    alpaca_server: AlpacaStreamServer, make_client: Callable[..., StreamClient]
+) -> None:
+    client = make_client(alpaca_server)
+    client.quotes("AAPL").subscribe(lambda _: None)
+    first = alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}})
+    alpaca_server.inject_internal_error(first)
+    second = alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}}, timeout=5)
+    assert second.id != first.id or client.metrics.reconnects >= 1
+
+
+def test_connection_limit_backs_off_then_gets_in(
+    alpaca_server: AlpacaStreamServer, make_client: Callable[..., StreamClient]
+) -> None:
+    holder = make_client(alpaca_server)
+    holder.quotes("A").subscribe(lambda _: None)
+    alpaca_server.wait_for_subscriptions({"quotes": {"A"}})
+    second = make_client(alpaca_server)
+    problems: list[Exception] = []
+    second.errors.subscribe(problems.append)
+    second.quotes("B").subscribe(lambda _: None)
+    alpaca_server.wait_for_received(lambda m: m.get("action") == "auth", timeout=5)
+    alpaca_server.wait_for(lambda cs: sum(1 for c in cs) >= 2)
+    holder.close()
+    alpaca_server.wait_for_subscriptions({"quotes": {"B"}}, timeout=10)
+    assert any(isinstance(p, errors.ConnectionLimitExceeded) for p in problems)
+
+
+def test_header_auth(
+    alpaca_server: AlpacaStreamServer,
+    make_client: Callable[..., StreamClient],
+    collector: Callable[[], Collector],
+) -> None:
+    client = make_client(alpaca_server, header_auth=True)
+    client.quotes("AAPL").subscribe(lambda _: None)
+    conn = alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}})
+    assert not any(m.get("action") == "auth" for m in conn.received if isinstance(m, dict))
+
+
+def test_close_is_prompt_idempotent_and_completes_observers(
+    alpaca_server: AlpacaStreamServer,
+    make_client: Callable[..., StreamClient],
+    collector: Callable[[], Collector],
+) -> None:
+    client = make_client(alpaca_server)
+    seen, _ = states(client)
+    q = collector()
+    client.quotes("AAPL").subscribe(q)
+    alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}})
+    t0 = time.monotonic()
+    client.close()
+    assert time.monotonic() - t0 < 1.0
+    client.close()
+    assert q.completed.is_set()
+    assert seen[-1] is S.CLOSED
+    late = collector()
+    client.quotes("X").subscribe(late)
+    assert isinstance(late.errors[0], errors.ClientClosedError)
+
+
+def test_silence_watchdog_reconnects_a_mute_connection(
+    alpaca_server: AlpacaStreamServer,
+    make_client: Callable[..., StreamClient],
+    collector: Callable[[], Collector],
+) -> None:
+    client = make_client(alpaca_server, silence_timeout=0.5)
+    q = collector()
+    client.quotes("AAPL").subscribe(q)
+    first = alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}})
+    alpaca_server.publish([quote("AAPL")])
+    q.wait_for(1)
+    alpaca_server.mute(first)
+    alpaca_server.wait_for_closed(first, timeout=5)
+    alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}}, timeout=5)
+    assert client.metrics.reconnects >= 1
+
+
+def test_secret_never_appears(
+    alpaca_server: AlpacaStreamServer,
+    make_client: Callable[..., StreamClient],
+    log_lines: list[str],
+) -> None:
+    secret = "S3CR3T-do-not-leak"
+    alpaca_server.accounts["leaky"] = Account(secret)
+    client = make_client(alpaca_server, key="leaky", secret=secret)
+    problems: list[Exception] = []
+    client.errors.subscribe(problems.append)
+    client.quotes("AAPL").subscribe(lambda _: (_ for _ in ()).throw(RuntimeError("x")))
+    conn = alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}})
+    alpaca_server.publish([quote("AAPL")])
+    alpaca_server.drop(conn)
+    alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}}, timeout=5)
+    bad = make_client(alpaca_server, key="leaky", secret=secret + "x")
+    bad.quotes("B").subscribe(lambda _: None, lambda _e: None)
+    texts = [
+        *log_lines,
+        repr(client),
+        str(client.health()),
+        repr(client._session),
+        repr(client._transport),
+        *(repr(p) + str(p) for p in problems),
+    ]
+    assert texts and not any(secret in t for t in texts)
+
+
+def test_client_needs_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("APCA_API_KEY_ID", raising=False)
+    monkeypatch.delenv("APCA_API_SECRET_KEY", raising=False)
+    with pytest.raises(errors.ConfigurationError, match="credentials"):
+        StreamClient("iex")
+    monkeypatch.setenv("APCA_API_KEY_ID", DEFAULT_KEY)
+    monkeypatch.setenv("APCA_API_SECRET_KEY", DEFAULT_SECRET)
+    assert StreamClient("iex").url == "wss://stream.data.alpaca.markets/v2/iex"
+
+
+def test_unknown_channel_for_the_feed_is_a_clear_error(
+    alpaca_server: AlpacaStreamServer, make_client: Callable[..., StreamClient]
+) -> None:
+    client = make_client(alpaca_server)
+    with pytest.raises(errors.ConfigurationError, match="orderbooks"):
+        client.orderbooks("BTC/USD")
