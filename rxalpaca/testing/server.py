@@ -915,10 +915,10 @@ class AlpacaStreamServer:
         """Change constructor options at run time (e.g. ``connection_limit=2``)."""
         def run() -> None:
             for name, value in options.items():
-                if name.startswith("_") or not hasattr(self, name):
-                    raise AttributeError(name)
                 if name == "timestamp_width":
                     self._width = WidthCycle() if value == "cycle" else value
+                elif name.startswith("_") or not hasattr(self, name):
+                    raise AttributeError(name)
                 else:
                     setattr(self, name, value)
 

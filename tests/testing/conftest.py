@@ -104,7 +104,7 @@ def decode(opcode: int, data: bytes | str) -> list[dict[str, Any]]:
     if opcode == websocket.ABNF.OPCODE_TEXT:
         out = orjson.loads(data)
     else:
-        out = msgpack.unpackb(data, raw=False, timestamp=3)
+        out = msgpack.unpackb(data, raw=False, timestamp=2)
     assert isinstance(out, list), out
     return out
 
