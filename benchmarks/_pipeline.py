@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from frames import Workload
+from frames import Workload, symbols
 from reactivex.observer.autodetachobserver import AutoDetachObserver
 from reactivex.subject import Subject
 
@@ -55,12 +55,13 @@ def to_frames(w: Workload, encoding: str) -> list[Frame]:
     return [Frame(p, Opcode.BINARY, True, RECEIVED_NS) for p in w.msgpack_frames]
 
 
-def subscribed_router(w: Workload, counter: Counter, metrics: Metrics | None = None) -> Router:
-    """A router with one observer per (channel, symbol) of the workload."""
+def subscribed_router(
+    subscriptions: int, counter: Counter, metrics: Metrics | None = None, seed: int = 1
+) -> Router:
+    """A router with one observer per (channel, symbol) of ``workload(subscriptions)``."""
     router = Router(metrics)
-    names = sorted({m["S"] for b in w.batches for m in b})
     for ch in CHANNELS:
-        for sym in names:
+        for sym in symbols(subscriptions, seed):
             router.add(ch, sym, AutoDetachObserver(on_next=counter))
     return router
 
@@ -69,15 +70,17 @@ def subscribed_router(w: Workload, counter: Counter, metrics: Metrics | None = N
 class Pipeline:
     """reassemble → validate → decode → meter → route, fed through a ``Subject``."""
 
-    w: Workload
+    subscriptions: int
     encoding: str
+    frames_per_run: int = 400
     counter: Counter = field(default_factory=Counter)
     rest: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.w = workload(self.subscriptions, self.frames_per_run)
         self.frames = to_frames(self.w, self.encoding)
         self.metrics = Metrics()
-        self.router = subscribed_router(self.w, self.counter, self.metrics)
+        self.router = subscribed_router(self.subscriptions, self.counter, self.metrics)
         self.codec = Codec("iex", self.encoding)  # type: ignore[arg-type]
         self.subject: Subject[Frame] = Subject()
         self.subject.pipe(

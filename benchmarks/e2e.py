@@ -220,13 +220,13 @@ def latencies_us(results: list[dict[str, Any]]) -> list[float]:
 
 def pipeline_costs(smoke: bool) -> dict[str, dict[int, float]]:
     """µs per frame of the in-process pipeline with 1, 100 and 1,000 subscriptions."""
-    from _pipeline import Pipeline, per_frame_us, workload
+    from _pipeline import Pipeline, per_frame_us
 
     out: dict[str, dict[int, float]] = {}
     for enc in ("json", "msgpack"):
         out[enc] = {}
         for n in (1, 100, 1000):
-            p = Pipeline(workload(n, frames=50 if smoke else 400), enc)
+            p = Pipeline(n, enc, frames_per_run=50 if smoke else 400)
             delivered = p.run()
             if delivered != p.w.messages:
                 raise RuntimeError(f"pipeline {enc}/{n}: {delivered} != {p.w.messages}")
