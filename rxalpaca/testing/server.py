@@ -860,7 +860,11 @@ class AlpacaStreamServer:
             self._enqueue(c, encode_item(trade, enc, self._width), 0)
 
     def split_next_frame(self, n_parts: int = 3, conn: ConnSelector = None) -> None:
-        """Send the next frame to ``conn`` as ``n_parts`` continuation fragments (S34)."""
+        """Send the next frame to ``conn`` split into ``n_parts`` fragments (S34).
+
+        ``websockets`` ends a fragmented message with an empty final continuation frame,
+        so the client sees ``n_parts`` non-empty fragments plus that one.
+        """
         def run() -> None:
             for c in self._select(conn):
                 c.split_next = max(2, n_parts)
