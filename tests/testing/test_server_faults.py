@@ -62,6 +62,7 @@ def test_s34_canned_faults(server: AlpacaStreamServer, connect: PeerFactory, mp:
     assert [m["T"] for m in peer.recv()] == ["t", "success", "t"]
     server.send_fault(Fault.NOT_AN_ARRAY)
     opcode, data = peer.recv_frame()
+    assert opcode in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY)
     obj = orjson.loads(data) if not mp else msgpack.unpackb(data, timestamp=2)
     assert isinstance(obj, dict) and obj["T"] == "t"
 
