@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -50,6 +51,7 @@ DEFAULT_MIX: dict[Family, dict[str, float]] = {
 _STOCK_EXCHANGES = "ABCDHIJKLMNPQSTUVWXYZ"
 _OPTION_EXCHANGES = "ABCDEHIJMNOPQSTWXZ"
 _TRADE_CONDITIONS: tuple[tuple[str, ...], ...] = (("@",), ("@", "I"), ("@", "F", "T"), (" ",))
+_TRADE_SIZES = (1, 5, 10, 50, 100, 200, 300, 1000)
 _NS = 1_000_000_000
 _MINUTE = 60 * _NS
 _DAY = 86_400 * _NS
@@ -80,6 +82,12 @@ class MarketConfig:
             streaming starts, so the server costs nothing while a benchmark runs.
         step_ns: average virtual time between messages (default ``1e9 / rate``).
         start_ns: the virtual clock's start (default: now).
+        encodings: with a ``total``, the encodings to prepare (``"json"``,
+            ``"msgpack"``; default both). Other connections get nothing.
+
+    Live generation (no ``total``) costs roughly 10-15 µs per message, so it tops out
+    at a few tens of thousands of messages per second; for higher rates give a
+    ``total`` so that streaming only joins pre-encoded bytes.
     """
 
     symbols: Sequence[str] = DEFAULT_STOCK_SYMBOLS
@@ -91,6 +99,7 @@ class MarketConfig:
     total: int | None = None
     step_ns: int | None = None
     start_ns: int | None = None
+    encodings: Sequence[str] | None = None
 
     def resolved_family(self) -> Family:
         """``family`` or the family of the first symbol."""
@@ -143,6 +152,7 @@ class Market:
         self.symbols: tuple[str, ...] = tuple(symbols)
         self.family = family if family is not None else family_of_symbol(self.symbols[0])
         self.rng = random.Random(seed)
+        self._random = self.rng.random
         weights = dict(mix if mix is not None else DEFAULT_MIX[self.family])
         self._kinds = [k for k, w in weights.items() if w > 0]
         self._cum: list[float] = []
@@ -180,7 +190,7 @@ class Market:
 
     def _advance(self) -> int:
         # Strictly increasing virtual clock: every timestamp differs from the last.
-        self.now_ns += 1 + int(self.rng.expovariate(1.0) * self.step_ns)
+        self.now_ns += 1 + int(-math.log(1.0 - self._random()) * self.step_ns)
         return self.now_ns
 
     def _walk(self, st: _SymbolState) -> float:
@@ -203,7 +213,7 @@ class Market:
         if self._pending:
             return self._pending.pop(0)
         ts = self._advance()
-        sym = self.symbols[self.rng.randrange(len(self.symbols))]
+        sym = self.symbols[int(self._random() * len(self.symbols))]
         st = self._state[sym]
         minute = ts // _MINUTE
         if self.family in (Family.STOCKS, Family.TEST, Family.CRYPTO) and minute != st.minute:
@@ -211,7 +221,7 @@ class Market:
                 self._pending.extend(self._close_bar(sym, st))
             st.minute = minute
             st.bar = []
-        r = self.rng.random() * self._cum[-1]
+        r = self._random() * self._cum[-1]
         kind = self._kinds[-1]
         for k, c in zip(self._kinds, self._cum, strict=True):
             if r < c:
@@ -280,21 +290,24 @@ class Market:
             return self._crypto(kind, sym, st, ts, mid)
         if fam is Family.OPTIONS:
             return self._option(kind, sym, st, ts, mid)
-        half = st.tick * rng.randint(1, 3)
-        z = "C" if sym[0] < "M" else rng.choice("AB")
+        rnd = self._random
+        half = st.tick * (1 + int(rnd() * 3))
+        z = "C" if sym[0] < "M" else ("A" if rnd() < 0.5 else "B")
+        nex = len(_STOCK_EXCHANGES)
         if kind == "q":
-            return {"T": "q", "S": sym, "bx": rng.choice(_STOCK_EXCHANGES),
-                    "bp": self._round(st, mid - half), "bs": rng.randint(1, 20),
-                    "ax": rng.choice(_STOCK_EXCHANGES), "ap": self._round(st, mid + half),
-                    "as": rng.randint(1, 20), "c": ["R"], "z": z, "t": ts}
+            return {"T": "q", "S": sym, "bx": _STOCK_EXCHANGES[int(rnd() * nex)],
+                    "bp": round(mid - half, 2), "bs": 1 + int(rnd() * 20),
+                    "ax": _STOCK_EXCHANGES[int(rnd() * nex)], "ap": round(mid + half, 2),
+                    "as": 1 + int(rnd() * 20), "c": ["R"], "z": z, "t": ts}
         if kind in ("t", "c", "x") and (kind == "t" or st.last_trade[0] == 0):
             st.trade_id += 1
-            price = self._round(st, mid + rng.choice((-half, half, 0.0)))
-            size = rng.choice((1, 5, 10, 50, 100, 200, 300, 1000))
+            price = round(mid + (-half, half, 0.0)[int(rnd() * 3)], 2)
+            size = _TRADE_SIZES[int(rnd() * len(_TRADE_SIZES))]
             st.last_trade = (st.trade_id, price, size)
             self._add_trade(st, price, size)
-            return {"T": "t", "S": sym, "i": st.trade_id, "x": rng.choice(_STOCK_EXCHANGES),
-                    "p": price, "s": size, "c": list(rng.choice(_TRADE_CONDITIONS)), "z": z,
+            return {"T": "t", "S": sym, "i": st.trade_id, "x": _STOCK_EXCHANGES[int(rnd() * nex)],
+                    "p": price, "s": size,
+                    "c": list(_TRADE_CONDITIONS[int(rnd() * len(_TRADE_CONDITIONS))]), "z": z,
                     "t": ts}
         if kind == "c":
             oi, op, os_ = st.last_trade

@@ -232,6 +232,7 @@ class MarketHandle:
 
 
 _CLOSE = "close"
+_PREPARED = "prepared"  # cache marker: only the encodings present were prepared
 _ABORT = "abort"
 
 
@@ -717,18 +718,20 @@ class AlpacaStreamServer:
         if feed is not None:
             ep = endpoint(feed)
             targets = [c for c in targets if c.endpoint is ep]
-        cache: dict[Encoding, list[bytes | None]] = {}
+        cache: dict[str, list[bytes | None]] = {}
         total = 0
         for c in targets:
             total += self._deliver(c, recs, cache, batch or self.batch_size)
         return total
 
     def _deliver(self, c: _Conn, recs: Sequence[Mapping[str, Any]],
-                 cache: dict[Encoding, list[bytes | None]], batch: int) -> int:
+                 cache: dict[str, list[bytes | None]], batch: int) -> int:
         """Filter ``recs`` by ``c``'s subscriptions, encode (cached) and queue in frames."""
         if c.muted or c.closed or c.ending:
             return 0
         items = cache.get(c.encoding)
+        if items is None and cache.get(_PREPARED) is not None:
+            return 0  # a pre-encoded market without this connection's encoding
         if items is None:
             items = cache[c.encoding] = [None] * len(recs)
         chosen: list[bytes] = []
@@ -1027,7 +1030,7 @@ class AlpacaStreamServer:
                              "t": (now // 60_000_000_000) * 60_000_000_000,
                              "n": market.rng.randint(5, 30), "vw": round((h + lo) / 2, 2)})
                 bar = []
-            cache: dict[Encoding, list[bytes | None]] = {}
+            cache: dict[str, list[bytes | None]] = {}
             for c in targets:
                 self._deliver(c, recs, cache, 1)
 
@@ -1432,17 +1435,21 @@ class _PreparedMarket:
         self.total = cfg.total
         self.width = width
         self.records: list[dict[str, Any]] = []
-        self.items: dict[Encoding, list[bytes | None]] = {}
+        self.items: dict[str, list[bytes | None]] = {}
         if cfg.total is not None:
             self.records = self.market.records(cfg.total)
-            for enc in Encoding:
+            wanted = [Encoding(e) for e in cfg.encodings] if cfg.encodings else list(Encoding)
+            for enc in wanted:
                 self.items[enc] = [encode_item(r, enc, width) for r in self.records]
 
     def take(self, start: int, n: int) -> tuple[list[dict[str, Any]],
-                                                dict[Encoding, list[bytes | None]]]:
+                                                dict[str, list[bytes | None]]]:
         if self.total is not None:
             end = start + n
-            return self.records[start:end], {e: v[start:end] for e, v in self.items.items()}
+            cache: dict[str, list[bytes | None]] = {
+                e: v[start:end] for e, v in self.items.items()}
+            cache[_PREPARED] = []
+            return self.records[start:end], cache
         return self.market.records(n), {}
 
 

@@ -87,14 +87,21 @@ def to_nanos(value: int | datetime) -> int:
 _MICRO = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH
 
 
+_last_second: tuple[int, str] = (-1, "")
+
+
 def rfc3339(ns: int) -> str:
     """RFC 3339 UTC text with the fraction's trailing zeros trimmed (0-9 digits, §4.1)."""
+    global _last_second  # noqa: PLW0603 - a one-entry cache; races only cost a recompute
     sec, frac = divmod(ns, _NS)
-    tm = time.gmtime(sec)
-    base = (
-        f"{tm.tm_year:04d}-{tm.tm_mon:02d}-{tm.tm_mday:02d}"
-        f"T{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d}"
-    )
+    cached_sec, base = _last_second
+    if cached_sec != sec:
+        tm = time.gmtime(sec)
+        base = (
+            f"{tm.tm_year:04d}-{tm.tm_mon:02d}-{tm.tm_mday:02d}"
+            f"T{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d}"
+        )
+        _last_second = (sec, base)
     if frac:
         return f"{base}.{frac:09d}".rstrip("0") + "Z"
     return base + "Z"
@@ -143,16 +150,21 @@ def _json_value(value: Any) -> Any:
 
 
 def _json_obj(record: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if "T" in record:
-        out["T"] = record["T"]  # T is always the first key (S31)
-    for key, value in record.items():
-        if key == "T":
-            continue
-        if _is_timestamp(key, value):
-            out[key] = rfc3339(to_nanos(value))
-        else:
-            out[key] = _json_value(value)
+    out: dict[str, Any] = {"T": record["T"]} if "T" in record else {}  # T first (S31)
+    for key, raw in record.items():
+        value = raw
+        tv = type(raw)
+        if tv is float:
+            if raw.is_integer() and -_MAX_SAFE_INT < raw < _MAX_SAFE_INT:
+                value = int(raw)
+        elif tv is int:
+            if key in TIMESTAMP_KEYS:
+                value = rfc3339(raw)
+        elif tv is list or tv is dict:
+            value = _json_value(raw)
+        elif isinstance(raw, datetime) and key in TIMESTAMP_KEYS:
+            value = rfc3339(to_nanos(raw))
+        out[key] = value
     return out
 
 
