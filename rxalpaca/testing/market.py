@@ -351,21 +351,35 @@ class Market:
         if kind == "o":
             if not st.bids:
                 self._fill_book(st)
-            side = rng.choice(("b", "a"))
+            # Keep the book uncrossed as the mid walks: crossed levels are removed (s=0).
+            gone_b, gone_a = self._prune(st)
+            bids: list[dict[str, float]] = [{"p": p, "s": 0.0} for p in gone_b]
+            asks: list[dict[str, float]] = [{"p": p, "s": 0.0} for p in gone_a]
+            side = "b" if rng.random() < 0.5 else "a"
             book = st.bids if side == "b" else st.asks
             if book and rng.random() < 0.3:
                 price = rng.choice(list(book))
                 del book[price]
                 level = {"p": price, "s": 0.0}
             else:
-                off = st.tick * rng.randint(1, 30)
+                off = st.tick * rng.randint(2, 30)
                 price = self._round(st, mid - off if side == "b" else mid + off)
                 size = round(rng.uniform(0.001, 10), 6)
                 book[price] = size
                 level = {"p": price, "s": size}
-            return {"T": "o", "S": sym, "t": ts, "b": [level] if side == "b" else [],
-                    "a": [level] if side == "a" else []}
+            (bids if side == "b" else asks).append(level)
+            return {"T": "o", "S": sym, "t": ts, "b": bids, "a": asks}
         raise ValueError(f"unknown kind {kind!r} for crypto")
+
+    @staticmethod
+    def _prune(st: _SymbolState) -> tuple[list[float], list[float]]:
+        gone_b = [p for p in st.bids if p >= st.mid]
+        gone_a = [p for p in st.asks if p <= st.mid]
+        for p in gone_b:
+            del st.bids[p]
+        for p in gone_a:
+            del st.asks[p]
+        return gone_b, gone_a
 
     def _fill_book(self, st: _SymbolState) -> None:
         for i in range(1, 6):
@@ -381,7 +395,8 @@ class Market:
             st = self._new_state(symbol) if self.family is Family.CRYPTO else _SymbolState(
                 mid=100.0, tick=0.01, trade_id=0)
             self._state[symbol] = st
-        if not st.bids:
+        self._prune(st)
+        if not st.bids or not st.asks:
             self._fill_book(st)
         when = ts if ts is not None else self._advance()
         return {"T": "o", "S": symbol, "t": when,
