@@ -125,3 +125,88 @@ def per_frame_us(fn: Callable[[], object], frames: int, repeat: int = 7, number:
             fn()
         best = min(best, (time.perf_counter() - t0) / number)
     return best / frames * 1e6
+
+
+STAGES = ("reassemble", "validate", "decode", "meter", "route")
+
+
+def stage_costs(encoding: str, subscriptions: int = 1000, rounds: int = 15) -> dict[str, float]:
+    """µs per frame added by each operator, measured by growing the chain one stage at a
+    time on a ``Subject`` (``"subject"`` is the Subject's own cost, which the transport does
+    not pay), plus the codec alone, decode + dispatch without Rx, and websocket-client's
+    frame parsing (``recv_frame`` over an in-memory buffer: framing without the kernel)."""
+    p = Pipeline(subscriptions, encoding)
+    n = len(p.frames)
+    ops: list[Any] = [
+        reassemble(),
+        validate(),
+        decode(Codec("iex", encoding)),  # type: ignore[arg-type]
+        meter(Metrics()),
+        route(p.router),
+    ]
+    runs: dict[str, Callable[[], object]] = {}
+    for k, name in enumerate(("subject", *STAGES)):
+        subject: Subject[Frame] = Subject()
+        (subject.pipe(*ops[:k]) if k else subject).subscribe(lambda _: None)
+        runs[name] = _feeder(subject.on_next, p.frames)
+    runs["codec_only"] = p.run_decode_only
+    runs["without_rx"] = p.run_without_rx
+    runs["ws_framing"] = websocket_framing(p.frames)
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(rounds):  # interleaved, so drift on a noisy machine hits every run alike
+        for name, fn in runs.items():
+            best[name] = min(best[name], per_frame_us(fn, n, repeat=1, number=2))
+    out: dict[str, float] = {}
+    previous = 0.0
+    for name in ("subject", *STAGES):  # the chain grown one stage at a time: differences
+        out[name] = best[name] - previous
+        previous = best[name]
+    out["total"] = previous
+    for name in ("codec_only", "without_rx", "ws_framing"):
+        out[name] = best[name]
+    out["messages_per_frame"] = p.w.messages / n
+    return out
+
+
+def _feeder(on_next: Callable[[Frame], None], frames: list[Frame]) -> Callable[[], None]:
+    def run() -> None:
+        for f in frames:
+            on_next(f)
+
+    return run
+
+
+def websocket_framing(frames: list[Frame]) -> Callable[[], None]:
+    """websocket-client's ``frame_buffer.recv_frame`` reading the frames from memory in
+    256 KiB chunks (as rxalpaca's buffered recv serves it): framing without the kernel."""
+    from websocket._abnf import frame_buffer
+
+    stream = b"".join(_header(int(f.opcode), len(f.payload)) + bytes(f.payload) for f in frames)
+
+    def run() -> None:
+        pos = 0
+        buf = b""
+        at = 0
+
+        def recv(size: int) -> bytes:
+            nonlocal pos, buf, at
+            if at >= len(buf):
+                buf, at = stream[pos : pos + 256 * 1024], 0
+                pos += len(buf)
+            chunk = buf[at : at + size]
+            at += len(chunk)
+            return chunk
+
+        fb = frame_buffer(recv, True)
+        for _ in frames:
+            fb.recv_frame()
+
+    return run
+
+
+def _header(opcode: int, size: int) -> bytes:
+    if size < 126:
+        return bytes((0x80 | opcode, size))
+    if size < 1 << 16:
+        return bytes((0x80 | opcode, 126)) + size.to_bytes(2, "big")
+    return bytes((0x80 | opcode, 127)) + size.to_bytes(8, "big")
