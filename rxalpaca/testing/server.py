@@ -708,6 +708,10 @@ class AlpacaStreamServer:
 
         Returns:
             how many messages were queued in total, over all connections.
+
+        A single call queues everything at once: more than ``max_buffer_messages``
+        messages for one connection overflow its buffer (S37) even if the client reads
+        fast, so raise the bound for bulk publishes.
         """
         recs = list(records)
         return self._call(lambda: self._publish(recs, conn, feed, batch))
@@ -1027,7 +1031,8 @@ class AlpacaStreamServer:
                 o, h, lo, cl = (round(x, 2) for x in bar)
                 recs.append({"T": "b", "S": "FAKEPACA", "o": o, "h": h, "l": lo, "c": cl,
                              "v": market.rng.randint(50, 500),
-                             "t": (now // 60_000_000_000) * 60_000_000_000,
+                             # a bar covers the minute before the one it is sent in (§4.4)
+                             "t": (now // 60_000_000_000 - 1) * 60_000_000_000,
                              "n": market.rng.randint(5, 30), "vw": round((h + lo) / 2, 2)})
                 bar = []
             cache: dict[str, list[bytes | None]] = {}

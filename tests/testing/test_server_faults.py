@@ -150,6 +150,22 @@ def test_s37_slow_client_is_disconnected(
     assert peer.expect_closed() in (None, 1000, 1006)
 
 
+def test_s37_overflow_sends_407_when_it_can(
+    alpaca_server_factory: Any, connect: PeerFactory
+) -> None:
+    """S37: when the socket can still take it, the 407 'slow client' reaches the client
+    before the connection is dropped; queued data is discarded."""
+    srv = alpaca_server_factory(max_buffer_messages=100, test_stream=False)
+    peer = login(srv, connect)
+    peer.subscribe(trades=["*"])
+    info = srv.wait_for_authenticated()
+    srv.publish([trade(i) for i in range(500)])  # overflows at once
+    err = peer.expect_error(407)
+    assert err["msg"] == "slow client"
+    assert peer.expect_closed() is None  # dropped, no close frame
+    assert srv.wait_for_closed(info).close_reason == "slow client"
+
+
 def test_s37_buffer_bound_in_bytes(alpaca_server_factory: Any, connect: PeerFactory) -> None:
     """S37: the bound can be in bytes too."""
     srv = alpaca_server_factory(max_buffer_messages=None, max_buffer_bytes=200_000,
