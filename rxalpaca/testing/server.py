@@ -280,6 +280,7 @@ class _Conn:
         self.slot: tuple[str, str] | None = None
         self.ending = False
         self.account: Account | None = None
+        self.trading = False
 
     def info(self) -> ConnectionInfo:
         ext = getattr(self.ws.protocol, "extensions", [])
@@ -343,6 +344,9 @@ class AlpacaStreamServer:
         write_limit: bytes the transport may buffer before a send waits (websockets'
             high-water mark).
         close_timeout: seconds to wait for the client's close frame.
+        trading_stream: also serve the account stream ``/stream`` (S40,
+            ``trade_updates``); ``trading_binary_frames``: its JSON goes in binary
+            frames, as on the paper endpoint.
     """
 
     def __init__(
@@ -377,6 +381,8 @@ class AlpacaStreamServer:
         sent_log_size: int = 100_000,
         write_limit: int = 2**15,
         close_timeout: float = 1.0,
+        trading_stream: bool = True,
+        trading_binary_frames: bool = True,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -410,6 +416,8 @@ class AlpacaStreamServer:
         self.sent_log_size = sent_log_size
         self.write_limit = write_limit
         self.close_timeout = close_timeout
+        self.trading_stream = trading_stream
+        self.trading_binary_frames = trading_binary_frames
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -718,7 +726,7 @@ class AlpacaStreamServer:
 
     def _publish(self, recs: list[Mapping[str, Any]], conn: ConnSelector, feed: str | None,
                  batch: int | None) -> int:
-        targets = self._select(conn, authenticated=True)
+        targets = [c for c in self._select(conn, authenticated=True) if not c.trading]
         if feed is not None:
             ep = endpoint(feed)
             targets = [c for c in targets if c.endpoint is ep]
@@ -1006,7 +1014,8 @@ class AlpacaStreamServer:
 
     def _market_targets(self, family: Family) -> list[_Conn]:
         return [c for c in self._conns.values()
-                if c.authenticated and not c.closed and c.endpoint.family is family]
+                if c.authenticated and not c.closed and c.endpoint.family is family
+                and not c.trading]
 
     async def _run_test_stream(self) -> None:
         """S33: FAKEPACA on ``/v2/test`` — a quote every 5 s, a trade now and then, a bar
@@ -1043,6 +1052,8 @@ class AlpacaStreamServer:
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         ep = endpoint_for_path(request.path)
+        if ep is None and self.trading_stream and _is_trading_path(request.path):
+            ep = _TRADING_ENDPOINT
         if ep is None:
             return connection.respond(404, "Not Found\n")  # S1
         if self.rate_limit is not None:  # S6
@@ -1062,11 +1073,15 @@ class AlpacaStreamServer:
     async def _handler(self, ws: ServerConnection) -> None:
         assert ws.request is not None
         ep = endpoint_for_path(ws.request.path)
-        assert ep is not None
+        if ep is None:
+            ep = _TRADING_ENDPOINT
         ctype = ws.request.headers.get("Content-Type", "") or ""
         enc = Encoding.MSGPACK if "msgpack" in ctype.lower() else Encoding.JSON  # S2
         c = _Conn(next(self._ids), ws, ep, enc, self.sent_log_size)
         self._conns[c.id] = c
+        if ep is _TRADING_ENDPOINT:
+            await self._trading_handler(c)
+            return
         c.tasks.append(asyncio.ensure_future(self._writer(c)))
         self._changed()
         try:
@@ -1189,15 +1204,7 @@ class AlpacaStreamServer:
             if code == 402 and self.close_on_auth_failure:
                 self._close_after_flush(c, self.close_code, "auth failed")
             return
-        account: Account | None
-        if key in ("oauth", "access_token"):
-            account = self.tokens.get(secret)
-            identity = f"token:{secret}"
-        else:
-            account = self.accounts.get(key)
-            if account is not None and account.secret != secret:
-                account = None
-            identity = key
+        account, identity = self._lookup(key, secret)
         if account is None:
             self._send_error(c, 402)  # S11
             if self.close_on_auth_failure:
@@ -1223,6 +1230,104 @@ class AlpacaStreamServer:
         c.account = account
         self._send_control(c, {"T": "success", "msg": "authenticated"})  # S9
         self._changed()
+
+    def _lookup(self, key: str, secret: str) -> tuple[Account | None, str]:
+        """The account of these credentials (``None`` if wrong) and its identity."""
+        if key in ("oauth", "access_token"):
+            return self.tokens.get(secret), f"token:{secret}"
+        account = self.accounts.get(key)
+        if account is not None and account.secret != secret:
+            account = None
+        return account, key
+
+    # ------------------------------------------------------------------ trading stream (S40)
+
+    @property
+    def trading_url(self) -> str:
+        """URL of the account stream (``trade_updates``, S40): ``ws://host:port/stream``."""
+        return self.base_url + _TRADING_ENDPOINT.path
+
+    def publish_trade_update(self, data: Mapping[str, Any], conn: ConnSelector = None) -> int:
+        """S40: send ``{"stream":"trade_updates","data":data}`` to every authenticated
+        account-stream connection listening to ``trade_updates``; returns how many."""
+        payload = dict(data)
+
+        def run() -> int:
+            n = 0
+            for c in self._select(conn, authenticated=True):
+                if c.trading and "trade_updates" in c.subs["streams"]:
+                    self._trading_send(c, {"stream": "trade_updates", "data": payload})
+                    self._log_sent(c, {"T": "trade_updates", "S": str(
+                        (payload.get("order") or {}).get("symbol", ""))})
+                    n += 1
+            return n
+
+        return self._call(run)
+
+    def _trading_send(self, c: _Conn, obj: Mapping[str, Any]) -> None:
+        # Frames are single objects, not arrays (§9); JSON in binary frames by default.
+        self._enqueue(c, encode_item(obj, c.encoding), 1,
+                      text=c.encoding is Encoding.JSON and not self.trading_binary_frames)
+
+    async def _trading_handler(self, c: _Conn) -> None:
+        c.trading = True
+        c.subs = {"streams": {}}
+        c.tasks.append(asyncio.ensure_future(self._writer(c)))
+        self._changed()
+        try:
+            async for message in c.ws:
+                self._on_trading_message(c, message)
+        except ConnectionClosed:
+            pass
+        finally:
+            await self._cleanup(c)
+
+    def _on_trading_message(self, c: _Conn, message: str | bytes) -> None:
+        try:
+            msg = decode_client_message(message, c.encoding, self.lenient_decoding)
+        except ValueError:
+            msg = None
+        c.received.append(msg if msg is not None else message)
+        self._changed()
+        if not isinstance(msg, dict):
+            self._trading_send(c, {"stream": "error", "data": {"error": "invalid syntax"}})
+            return
+        action = msg.get("action")
+        raw_data = msg.get("data")
+        data: dict[str, Any] = raw_data if isinstance(raw_data, dict) else {}
+        if action in ("auth", "authenticate"):
+            if action == "auth":
+                key, secret = msg.get("key"), msg.get("secret")
+            elif "oauth_token" in data:
+                key, secret = "oauth", data.get("oauth_token")
+            else:
+                key, secret = data.get("key_id"), data.get("secret_key")
+            account = None
+            identity = ""
+            if isinstance(key, str) and isinstance(secret, str):
+                account, identity = self._lookup(key, secret)
+            if account is not None:
+                c.authenticated = True
+                c.identity = identity
+                c.account = account
+            status = "authorized" if c.authenticated else "unauthorized"
+            self._trading_send(c, {"stream": "authorization",
+                                   "data": {"status": status, "action": "authenticate"}})
+            self._changed()
+        elif action == "listen":
+            if not c.authenticated:
+                self._trading_send(c, {"stream": "authorization",
+                                       "data": {"status": "unauthorized", "action": "listen"}})
+                return
+            asked = data.get("streams")
+            names = asked if isinstance(asked, list) else []
+            # listen replaces the set; unknown stream names are left out of the reply
+            c.subs["streams"] = {n: None for n in names if n in _TRADING_STREAMS}
+            self._trading_send(c, {"stream": "listening",
+                                   "data": {"streams": list(c.subs["streams"])}})
+            self._changed()
+        else:
+            self._trading_send(c, {"stream": "error", "data": {"error": "invalid syntax"}})
 
     def _subscription_change(self, c: _Conn, msg: dict[str, Any], *, subscribe: bool) -> None:
         fam = c.endpoint.family
@@ -1422,6 +1527,15 @@ class AlpacaStreamServer:
         except Exception:  # a broken transport ends the connection, never the server
             if ws.transport is not None:
                 ws.transport.abort()
+
+
+#: The account stream (S40) is not a market-data endpoint, so it is not in ``feeds``.
+_TRADING_ENDPOINT = Endpoint("trade_updates", "/stream", Family.NEWS, ())
+_TRADING_STREAMS = frozenset({"trade_updates"})
+
+
+def _is_trading_path(path: str) -> bool:
+    return (path.split("?", 1)[0].rstrip("/") or "/") == _TRADING_ENDPOINT.path
 
 
 def _cid(conn: ConnectionInfo | int) -> int:
