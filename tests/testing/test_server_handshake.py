@@ -49,7 +49,7 @@ def test_s1_every_endpoint_is_served(
     assert info.feed == feed and info.path == ENDPOINTS[feed].path
 
 
-@pytest.mark.parametrize("path", ["/v2/boats", "/v2/overnight", "/nope", "/v2", "/stream"])
+@pytest.mark.parametrize("path", ["/v2/boats", "/v2/overnight", "/nope", "/v2", "/v2/iex/x"])
 def test_s1_unknown_path_is_404(server: AlpacaStreamServer, path: str) -> None:
     """S1: any other path → HTTP 404, no WebSocket."""
     with pytest.raises(websocket.WebSocketBadStatusException) as exc:
