@@ -1,0 +1,224 @@
+"""Slow consumers: an observer that takes 10 ms per message, fed at 50,000 messages/s.
+
+* **defaults** — observers run on the socket thread, so the socket stops being read,
+  the server's outbound buffer fills and the server drops us (``407 slow client``, S37).
+  The client must say so first: a WARNING from the ``rxalpaca`` logger and
+  ``metrics.slow_consumer_warnings > 0`` before the server gives up on us.
+* **conflation** — ``ops.conflate(key=symbol, scheduler=…)`` moves the slow work off the
+  socket thread and keeps only the latest quote per symbol while the observer is busy:
+  the connection stays healthy (no 407, no reconnect, still authenticated) and the
+  observer ends with the latest value of every symbol.
+
+The server's outbound buffer is set to 30,000 messages (its default is 100,000) so the
+407 comes after about a second and a half. The figures measured are printed by the last
+test (``pytest -s``) for ``docs/reliability.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from reactivex.scheduler import ThreadPoolScheduler
+
+from rxalpaca import ConnectionState, StreamClient, ops
+from rxalpaca.metrics import Metrics
+from rxalpaca.testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer, MarketConfig
+from rxalpaca.testing.wire import to_nanos
+
+from ._fuzz_helpers import timing_factor
+
+TF = timing_factor()
+SYMBOLS = ("AAPL", "MSFT", "AMZN", "NVDA", "SPY", "TSLA")
+RATE = 50_000  # messages per second
+BATCH = 10  # messages per frame
+BUFFER = 30_000  # the server's outbound buffer, in messages (S37)
+WORK_S = 0.010  # what the observer spends on each message
+CONFLATED_RUN_S = 2.5  # longer than the unmitigated client survives
+
+FIGURES: dict[str, Any] = {}
+
+
+class WarningWatch(logging.Handler):
+    """Notes when the ``rxalpaca`` logger warns about slow observers."""
+
+    def __init__(self, metrics: Metrics, t0: list[float]) -> None:
+        super().__init__(logging.WARNING)
+        self.metrics = metrics
+        self.t0 = t0
+        self.records: list[logging.LogRecord] = []
+        self.first_at: float | None = None
+        self.metric_at_first = 0
+        self.event = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name != "rxalpaca" or "socket thread" not in record.getMessage():
+            return
+        self.records.append(record)
+        if self.first_at is None:
+            self.first_at = time.monotonic() - self.t0[0]
+            self.metric_at_first = self.metrics.slow_consumer_warnings
+            self.event.set()
+
+
+@pytest.fixture
+def server() -> Iterator[AlpacaStreamServer]:
+    with AlpacaStreamServer(test_stream=False, max_buffer_messages=BUFFER) as srv:
+        yield srv
+
+
+@pytest.fixture
+def client(server: AlpacaStreamServer) -> Iterator[StreamClient]:
+    c = StreamClient(
+        "iex", url=server.base_url, key=DEFAULT_KEY, secret=DEFAULT_SECRET, ping_interval=None
+    )
+    yield c
+    c.close()
+
+
+def slow_observer(
+    stop: threading.Event, seen: list[Any], cond: threading.Condition
+) -> Callable[[Any], None]:
+    def on_next(quote: Any) -> None:
+        with cond:
+            seen.append(quote)
+            cond.notify_all()
+        stop.wait(WORK_S)  # 10 ms of "work" (cut short once the test is over)
+
+    return on_next
+
+
+def wait_balanced(metrics: Metrics, timeout: float) -> None:
+    """The books balance once the socket thread has finished its last batch."""
+    deadline = time.monotonic() + timeout
+    while not (metrics.frames_balance() and metrics.messages_balance()):
+        assert time.monotonic() < deadline, metrics.snapshot()
+        time.sleep(0.01)
+
+
+def market() -> MarketConfig:
+    return MarketConfig(symbols=list(SYMBOLS), rate=RATE, batch=BATCH, mix={"q": 1})
+
+
+@pytest.mark.timeout(60)
+def test_defaults_warn_before_the_server_drops_a_slow_client(
+    server: AlpacaStreamServer, client: StreamClient
+) -> None:
+    t0 = [0.0]
+    watch = WarningWatch(client.metrics, t0)
+    log = logging.getLogger("rxalpaca")
+    log.addHandler(watch)
+    stop = threading.Event()
+    seen: list[Any] = []
+    cond = threading.Condition()
+    try:
+        client.quotes(*SYMBOLS).subscribe(slow_observer(stop, seen, cond))
+        server.wait_for_subscriptions({"quotes": set(SYMBOLS)}, timeout=5 * TF)
+        t0[0] = time.monotonic()
+        handle = server.start_market(market())
+        dropped = server.wait_for(
+            lambda cs: any(c.close_reason == "slow client" for c in cs), timeout=30 * TF
+        )
+        t_407 = time.monotonic() - t0[0]
+        sent = handle.sent
+        assert watch.event.wait(5 * TF), "no slow-observer warning at all"
+        assert watch.first_at is not None
+        FIGURES["default: time to warning (s)"] = round(watch.first_at, 2)
+        FIGURES["default: time to 407 without mitigation (s)"] = round(t_407, 2)
+        FIGURES["default: messages sent before the 407"] = sent
+        FIGURES["default: messages the observer handled by then"] = len(seen)
+        # The warning came first, with the metric, from the "rxalpaca" logger.
+        assert watch.first_at < t_407, (watch.first_at, t_407)
+        assert watch.metric_at_first > 0
+        record = watch.records[0]
+        assert record.levelno == logging.WARNING
+        assert "407" in record.getMessage() and "conflate" in record.getMessage()
+        assert [c.close_reason for c in dropped] == ["slow client"]
+    finally:
+        stop.set()
+        log.removeHandler(watch)
+        server.stop_market()
+        client.close()
+    assert client.metrics.slow_consumer_warnings > 0
+    wait_balanced(client.metrics, 5 * TF)
+
+
+@pytest.mark.timeout(60)
+def test_conflate_keeps_a_slow_observer_healthy_with_the_latest_values(
+    server: AlpacaStreamServer, client: StreamClient
+) -> None:
+    states: list[ConnectionState] = []
+    client.state.subscribe(states.append)
+    errors: list[Exception] = []
+    client.errors.subscribe(errors.append)
+    stop = threading.Event()
+    seen: list[Any] = []
+    cond = threading.Condition()
+    replaced = [0]
+    scheduler = ThreadPoolScheduler(1)
+    try:
+        client.quotes(*SYMBOLS).pipe(
+            ops.conflate(
+                key=lambda q: q.symbol,
+                scheduler=scheduler,
+                on_conflated=lambda n: replaced.__setitem__(0, n),
+            )
+        ).subscribe(slow_observer(stop, seen, cond))
+        server.wait_for_subscriptions({"quotes": set(SYMBOLS)}, timeout=5 * TF)
+        t0 = time.monotonic()
+        handle = server.start_market(market())
+        # Run well past the point where the unmitigated client was dropped. Nothing to
+        # wait for here: the point is that nothing happens.
+        time.sleep(CONFLATED_RUN_S)
+        server.stop_market(handle)
+        elapsed = time.monotonic() - t0
+        [info] = server.connections()
+        assert not info.closed and info.close_reason == "", info.close_reason
+        # The latest quote of every symbol reaches the observer.
+        last: dict[str, int] = {}
+        for sent in info.sent_data:
+            last[sent.symbol] = to_nanos(sent.record["t"])
+        assert set(last) == set(SYMBOLS)
+
+        def latest_seen() -> bool:
+            latest: dict[str, int] = {}
+            for q in seen[-len(SYMBOLS) * 4 :]:
+                latest[q.symbol] = q.timestamp_ns
+            return latest == last
+
+        with cond:
+            assert cond.wait_for(latest_seen, 10 * TF), "the latest values never arrived"
+        metrics = client.metrics
+        FIGURES["conflate: messages sent"] = info.sent_data_count
+        FIGURES["conflate: achieved rate (msg/s)"] = round(handle.sent / elapsed)
+        FIGURES["conflate: messages the observer saw"] = len(seen)
+        FIGURES["conflate: messages replaced while busy"] = replaced[0]
+        FIGURES["conflate: slow-consumer warnings"] = metrics.slow_consumer_warnings
+        # Healthy: one connection, authenticated all along, no 407, nothing on errors.
+        assert server.connections()[0].close_reason == ""
+        assert client.current_state is ConnectionState.AUTHENTICATED
+        assert states[-1] is ConnectionState.AUTHENTICATED
+        assert ConnectionState.RECONNECTING not in states
+        assert metrics.connects == 1 and metrics.reconnects == 0
+        assert errors == []
+        # Every quote was either shown to the observer or replaced by a newer one.
+        assert metrics.messages_delivered == info.sent_data_count
+        assert len(seen) + replaced[0] == metrics.messages_delivered
+        assert len(seen) < metrics.messages_delivered / 100  # it really was conflated
+    finally:
+        stop.set()
+        client.close()
+        scheduler.executor.shutdown(wait=True)
+    wait_balanced(client.metrics, 5 * TF)
+
+
+@pytest.mark.timeout(10)
+def test_zz_report_slow_consumer_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    """Prints the figures (``-s``) for docs/reliability.md."""
+    with capsys.disabled():
+        for k, v in FIGURES.items():
+            print(f"slow consumers {k}: {v}")
