@@ -151,7 +151,14 @@ class Pusher:
 
 
 def run_client(
-    pusher: Pusher, cfg: Config, client: str, encoding: str, nsym: int, *, mode: str
+    pusher: Pusher,
+    cfg: Config,
+    client: str,
+    encoding: str,
+    nsym: int,
+    *,
+    mode: str,
+    wrapper: list[str] | None = None,
 ) -> dict[str, Any]:
     """One client process; its result dict (raises on any failure)."""
     counts = pusher.info["workloads"][f"{encoding}/{nsym}"]
@@ -171,12 +178,15 @@ def run_client(
         "expected": {k: counts[k] * cycles for k in ("t", "q", "b")},
         "timeout": cfg.timeout,
     }
-    return _spawn(request, cfg.timeout + 15)
+    return _spawn(request, cfg.timeout + 15, wrapper)
 
 
-def _spawn(request: dict[str, Any], timeout: float) -> dict[str, Any]:
+def _spawn(
+    request: dict[str, Any], timeout: float, wrapper: list[str] | None = None
+) -> dict[str, Any]:
+    """Run ``_clients.py`` (under ``wrapper``, e.g. a profiler, if given) on ``request``."""
     proc = subprocess.run(
-        [sys.executable, str(HERE / "_clients.py")],
+        [*(wrapper or ()), sys.executable, str(HERE / "_clients.py")],
         input=json.dumps(request),
         capture_output=True,
         text=True,
