@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 
-pytest_plugins = ["rxalpaca.testing.pytest_plugin"]
+# The server fixtures, and the secret guard that fails any test whose logs reveal
+# a known API secret (issue: "across all suites ... the secret never appears").
+pytest_plugins = ["rxalpaca.testing.pytest_plugin", "tests._secret_guard"]
 
 #: Timing-sensitive tests scale their waits by this factor on slow machines
 #: (python-websockets' habit): RXALPACA_TIMING_FACTOR=3 pytest ...
