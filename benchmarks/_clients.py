@@ -7,7 +7,8 @@ Run as ``python benchmarks/_clients.py`` with a JSON config on stdin::
      "encoding": "json" | "msgpack", "symbols": [...], "expected": {"t": n, "q": n, "b": n},
      "timeout": seconds}
 
-It prints one line, ``RESULT {json}``, and exits 0 — or non-zero if the counts do not
+It prints one line, ``RESULT {json}`` (or writes it to ``"result_file"`` if the config
+names one), and exits 0 — or non-zero if the counts do not
 match. Every client does the same work per message: count it, and for a trade append
 ``time_ns() - trade.id`` (the pusher writes its send time into the id when pacing).
 
@@ -253,8 +254,13 @@ RUNNERS: dict[str, Callable[[dict[str, Any]], Result]] = {
 def main() -> int:
     cfg = json.loads(sys.stdin.read())
     result = RUNNERS[cfg["client"]](cfg)
-    sys.stdout.write("RESULT " + json.dumps(result) + "\n")
-    sys.stdout.flush()
+    line = "RESULT " + json.dumps(result) + "\n"
+    if cfg.get("result_file"):  # e.g. under a profiler that shares our stdout
+        with open(cfg["result_file"], "w") as f:
+            f.write(line)
+    else:
+        sys.stdout.write(line)
+        sys.stdout.flush()
     return 0 if result.get("ok") else 1
 
 

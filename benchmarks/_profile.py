@@ -46,6 +46,7 @@ LAYERS: tuple[tuple[str, str], ...] = (
     ("rxalpaca/operators/_validate.py", "validate"),
     ("rxalpaca/operators/_reassemble.py", "reassemble"),
     ("reactivex/", "Rx (observer hops)"),
+    ("<lambda> (<string>", "NamedTuple construction (Frame, Batch)"),
     ("rxalpaca/transport.py", "transport loop"),
     ("_clients.py", "observer / callback (+ orjson/msgpack in C for the floor)"),
     ("msgpack/", "msgpack"),

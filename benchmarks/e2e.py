@@ -41,6 +41,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -185,15 +186,18 @@ def _spawn(
     request: dict[str, Any], timeout: float, wrapper: list[str] | None = None
 ) -> dict[str, Any]:
     """Run ``_clients.py`` (under ``wrapper``, e.g. a profiler, if given) on ``request``."""
-    proc = subprocess.run(
-        [*(wrapper or ()), sys.executable, str(HERE / "_clients.py")],
-        input=json.dumps(request),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    with tempfile.TemporaryDirectory() as tmp:
+        result_file = Path(tmp) / "result.json"
+        proc = subprocess.run(
+            [*(wrapper or ()), sys.executable, str(HERE / "_clients.py")],
+            input=json.dumps({**request, "result_file": str(result_file)}),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        text = result_file.read_text() if result_file.exists() else ""
+    lines = [ln for ln in text.splitlines() if ln.startswith("RESULT ")]
     what = f"{request['client']} {request.get('encoding', '')} {request.get('url', '')}"
     if not lines:
         raise RuntimeError(f"{what}: no result (exit {proc.returncode})\n{proc.stderr[-2000:]}")
