@@ -318,7 +318,8 @@ class AlpacaStreamServer:
         close_on_auth_failure: close after ``402`` (S11; default keep the socket open).
         connection_limit: sessions per (credentials, endpoint), ``None`` = unlimited (S14).
         close_on_connection_limit: close after ``406`` (default keep open).
-        ghost_session_seconds: keep a vanished client's slot this long (S15; off).
+        ghost_session_seconds: keep the slot of a connection lost without a close
+            handshake (client vanished, or :meth:`drop`) this long (S15; off).
         close_on_insufficient_subscription: close after ``409`` (S16; default yes).
         msgpack_required_timing: send ``412`` right after the greeting or on the
             client's first message (S3).
@@ -340,7 +341,8 @@ class AlpacaStreamServer:
         test_stream: run the FAKEPACA generator for ``/v2/test`` (S33);
             ``test_stream_speed`` scales its cadence (quote every 5 s / speed …).
         market: start this synthetic market with the server (see :meth:`start_market`).
-        sent_log_size: how many data messages each connection's ``sent_data`` keeps.
+        sent_log_size: how many data messages each connection's ``sent_data`` keeps
+            (0: only count them, the cheapest for benchmarks).
         write_limit: bytes the transport may buffer before a send waits (websockets'
             high-water mark).
         close_timeout: seconds to wait for the client's close frame.
@@ -755,7 +757,10 @@ class AlpacaStreamServer:
             if item is None:
                 item = items[idx] = encode_item(rec, c.encoding, self._width)
             chosen.append(item)
-            self._log_sent(c, rec)
+            if self.sent_log_size:
+                self._log_sent(c, rec)
+            else:
+                c.sent_count += 1
             n += 1
             if len(chosen) >= batch:
                 self._enqueue(c, join_items(chosen, c.encoding), len(chosen))
@@ -956,6 +961,9 @@ class AlpacaStreamServer:
         """Stream a synthetic market to every authenticated connection of its family,
         filtered by each one's subscriptions.
 
+        The market pauses while no connection of its family has a subscription, so
+        subscribe first, then start it (nothing is generated for nobody).
+
         ``start_market(symbols=["AAPL"], rate=5000, batch=10)`` is short for
         ``start_market(MarketConfig(symbols=["AAPL"], rate=5000, batch=10))``. With a
         ``total``, every message is generated and encoded before streaming starts.
@@ -990,6 +998,14 @@ class AlpacaStreamServer:
         t0 = time.monotonic()
         try:
             while prep.total is None or handle.sent < prep.total:
+                targets = self._market_targets(family)
+                if not any(any(subs) for c in targets for subs in c.subs.values()):
+                    # Nobody is subscribed: pause (no CPU burnt, nothing wasted) and
+                    # resume at the configured rate without a catch-up burst.
+                    await asyncio.sleep(0.005)
+                    if rate is not None:
+                        t0 = time.monotonic() - handle.sent / rate
+                    continue
                 if rate is not None:
                     due = int((time.monotonic() - t0) * rate) - handle.sent
                     if due <= 0:
@@ -999,7 +1015,7 @@ class AlpacaStreamServer:
                     n = min(due, max(batch * 64, 4096))
                 else:
                     n = batch * 64
-                    for c in self._market_targets(family):
+                    for c in targets:
                         if not c.room.is_set():
                             await c.room.wait()
                 if prep.total is not None:

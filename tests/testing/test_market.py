@@ -205,3 +205,18 @@ def test_server_with_initial_market(connect: PeerFactory) -> None:
         msgs = peer.recv()
         assert msgs[0]["T"] == "q" and msgs[0]["S"] == "BTC/USD"
         peer.close()
+
+
+def test_market_pauses_without_subscribers(
+    server: AlpacaStreamServer, connect: PeerFactory
+) -> None:
+    """Nothing is generated while nobody of the market's family is subscribed."""
+    peer = connect(server.url("iex"))
+    peer.login()
+    handle = server.start_market(symbols=["AAPL"], rate=10_000)
+    time.sleep(0.05)  # asserting an absence needs a (short) wait
+    assert handle.sent == 0
+    peer.subscribe(quotes=["AAPL"])
+    assert peer.recv()[0]["S"] == "AAPL"
+    assert handle.sent > 0
+    server.stop_market()
