@@ -107,21 +107,29 @@ def _client(made: list[StreamClient], url: str, **kw: Any) -> StreamClient:
 # ---------------------------------------------------------------- secrets
 
 
-def test_guard_catches_and_masks_a_leak(guard: SecretGuardHandler) -> None:
+def test_guard_catches_and_masks_a_leak() -> None:
     """Self-test: a secret in a message, in an exception's args or traceback is caught."""
     secret = register_secret("s3cr3t-for-the-guard-self-test")
-    log = logging.getLogger("rxalpaca.selftest")
-    log.debug("plain %s", secret)
+    guard = SecretGuardHandler()
+    log = logging.getLogger("rxalpaca-guard-selftest")
+    log.propagate = False  # this leak is on purpose: keep it away from the real guard
+    log.setLevel(logging.DEBUG)
+    log.addHandler(guard)
     try:
-        raise RuntimeError("boom") from ValueError(secret)
-    except RuntimeError:
-        log.exception("failed")
+        log.debug("plain %s", secret)
+        try:
+            raise RuntimeError("boom") from ValueError(secret)
+        except RuntimeError:
+            log.exception("failed")
+        log.info("harmless")
+    finally:
+        log.removeHandler(guard)
+    assert guard.records == 3
     assert len(guard.findings) == 2
     assert not any(find_secrets(f) for f in guard.findings), "findings must be masked"
     with pytest.raises(pytest.fail.Exception) as failed:
         guard.check()
     assert secret not in str(failed.value)
-    guard.findings.clear()  # the leak was ours, on purpose
     with pytest.raises(pytest.fail.Exception):
         assert_no_secret({"nested": [RuntimeError(secret)]})
     assert_no_secret({"nested": [RuntimeError("harmless")]})
