@@ -60,6 +60,7 @@ class Sink:
         self.done.set()
 
     def result(self, client: str, cfg: dict[str, Any]) -> Result:
+        hwm, rss = _vm_kb("VmHWM"), _vm_kb("VmRSS")  # first: the report below allocates
         counts = {"t": len(self.lat), "q": self.quotes, "b": self.bars}
         elapsed = self.last - self.first if self.last else 0.0
         return {
@@ -72,8 +73,8 @@ class Sink:
             "elapsed_s": elapsed,
             "rate": (self.n - 1) / elapsed if elapsed > 0 else 0.0,
             "lat_ns": self.lat.tolist(),
-            "vmhwm_kb": _vm_kb("VmHWM"),
-            "vmrss_kb": _vm_kb("VmRSS"),
+            "vmhwm_kb": hwm,
+            "vmrss_kb": rss,
         }
 
 
