@@ -112,3 +112,82 @@ def test_alpaca_py_stock_stream_receives_published_records(
     assert not thread.is_alive()
     assert not errors
     server.wait_for(lambda cs: all(c.closed for c in cs))
+
+
+class _Runner:
+    """Runs an alpaca-py data stream in a thread and collects what its handlers get."""
+
+    def __init__(self, stream: Any, server: AlpacaStreamServer) -> None:
+        self.stream = stream
+        self.server = server
+        self.got: list[Any] = []
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.thread = threading.Thread(target=stream.run, name="alpaca-py", daemon=True)
+
+    async def handler(self, rec: Any) -> None:
+        with self.cond:
+            self.got.append(rec)
+            self.cond.notify_all()
+
+    def wait_for(self, n: int, timeout: float = 10) -> list[Any]:
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.got) >= n, timeout), self.got
+            return list(self.got)
+
+    def __enter__(self) -> _Runner:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stream.stop()
+        for c in self.server.connections(include_closed=False):
+            self.server.send_raw(b"\x90", conn=c)  # wake alpaca-py's 5 s receive loop
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
+def test_alpaca_py_crypto_stream_orderbook_snapshot_and_big_ids(
+    alpaca_server: AlpacaStreamServer,
+) -> None:
+    """Crypto: alpaca-py gets the r:true book after subscribing (S27) and a trade whose
+    id exceeds 2^53 (S32) intact."""
+    stream = live.CryptoDataStream(DEFAULT_KEY, DEFAULT_SECRET,
+                                   url_override=alpaca_server.url("crypto/us"))
+    runner = _Runner(stream, alpaca_server)
+    stream.subscribe_orderbooks(runner.handler, "BTC/USD")
+    stream.subscribe_trades(runner.handler, "BTC/USD")
+    with runner:
+        alpaca_server.wait_for_subscriptions({"orderbooks": ["BTC/USD"], "trades": ["BTC/USD"]},
+                                             timeout=10)
+        (book,) = runner.wait_for(1)
+        assert book.symbol == "BTC/USD" and book.reset is True and book.bids and book.asks
+        big = 3447222699101865076
+        alpaca_server.publish([{"T": "t", "S": "BTC/USD", "p": 67000.5, "s": 0.012345678,
+                                "t": T0, "i": big, "tks": "B"}])
+        trade = runner.wait_for(2)[1]
+        assert (trade.symbol, trade.price, trade.size, trade.id) == (
+            "BTC/USD", 67000.5, 0.012345678, big)
+        assert trade.timestamp == _dt(T0)
+
+
+def test_alpaca_py_option_stream(alpaca_server: AlpacaStreamServer) -> None:
+    """Options (MessagePack only): alpaca-py parses trades whose c is a single string."""
+    stream = live.OptionDataStream(DEFAULT_KEY, DEFAULT_SECRET,
+                                   url_override=alpaca_server.url("indicative"))
+    runner = _Runner(stream, alpaca_server)
+    sym = "AAPL240315C00172500"
+    stream.subscribe_trades(runner.handler, sym)
+    stream.subscribe_quotes(runner.handler, sym)
+    with runner:
+        alpaca_server.wait_for_subscriptions({"trades": [sym], "quotes": [sym]}, timeout=10)
+        alpaca_server.publish([
+            {"T": "t", "S": sym, "t": T0, "p": 2.84, "s": 1, "x": "N", "c": "S"},
+            {"T": "q", "S": sym, "t": T0 + 1000, "bx": "C", "bp": 2.8, "bs": 53, "ax": "C",
+             "ap": 2.9, "as": 38, "c": "A"},
+        ])
+        trade, quote = runner.wait_for(2)
+        assert (trade.symbol, trade.price, trade.size) == (sym, 2.84, 1)
+        assert (quote.bid_price, quote.bid_size, quote.ask_price, quote.ask_size) == (
+            2.8, 53, 2.9, 38)
+        assert quote.timestamp == _dt(T0 + 1000)
