@@ -20,7 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from frames import Workload, symbols
+import msgpack
+import orjson
+from frames import Workload, rfc3339, symbols
 from reactivex.observer.autodetachobserver import AutoDetachObserver
 from reactivex.subject import Subject
 
@@ -31,6 +33,7 @@ from rxalpaca.operators import Router, decode, meter, reassemble, route, validat
 
 CHANNELS = ("trades", "quotes", "bars")
 RECEIVED_NS = 1_709_652_600_500_000_000
+UNIVERSE = 1000  # symbols of the stream every case is derived from
 
 
 @dataclass
@@ -44,8 +47,28 @@ class Counter:
 
 
 def workload(subscriptions: int, frames: int = 400, seed: int = 1) -> Workload:
-    """Frames of 1-20 messages over exactly ``subscriptions`` symbols."""
-    return Workload.build(symbols=subscriptions, frames=frames, batch=(1, 20), seed=seed)
+    """Frames of 1-20 messages over exactly ``subscriptions`` symbols.
+
+    Every N gets the *same* frames — the 1,000-symbol stream, each symbol renamed to one of
+    the N — so batch sizes and the message mix are identical and only the routing table's
+    size differs between cases.
+    """
+    if not 1 <= subscriptions <= UNIVERSE:
+        raise ValueError(f"1..{UNIVERSE} subscriptions")
+    base = Workload.build(symbols=UNIVERSE, frames=frames, batch=(1, 20), seed=seed)
+    if subscriptions == UNIVERSE:
+        return base
+    names = symbols(subscriptions, seed)
+    rename = {s: names[i % subscriptions] for i, s in enumerate(symbols(UNIVERSE, seed))}
+    batches = [[{**m, "S": rename[m["S"]]} for m in b] for b in base.batches]
+    json_frames = [orjson.dumps([{**m, "t": rfc3339(m["t"])} for m in b]) for b in batches]
+    msgpack_frames = [
+        msgpack.packb(
+            [{**m, "t": msgpack.Timestamp.from_unix_nano(m["t"])} for m in b], use_bin_type=True
+        )
+        for b in batches
+    ]
+    return Workload(f"{subscriptions}sym-1to20", batches, json_frames, msgpack_frames)
 
 
 def to_frames(w: Workload, encoding: str) -> list[Frame]:
