@@ -98,7 +98,6 @@ _CHANNEL_OF: dict[Family, dict[str, str]] = {
     Family.OPTIONS: {"t": "trades", "q": "quotes"},
     Family.NEWS: {"n": "news"},
 }
-_CONTROL_TYPES = frozenset({"success", "error", "subscription"})
 
 _STOCK_SYMBOL = re.compile(r"[A-Z0-9]+(?:[.\-][A-Z0-9]+)*")
 _CRYPTO_SYMBOL = re.compile(r"[A-Z0-9]{1,15}/[A-Z0-9]{1,15}")
