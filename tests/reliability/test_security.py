@@ -16,7 +16,11 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
 import logging
+import re
 import socket
 import threading
 import time
@@ -29,7 +33,13 @@ import reactivex
 from _secret_guard import SecretGuardHandler, assert_no_secret, find_secrets, register_secret
 
 from rxalpaca import ConnectionState, StreamClient, ops
-from rxalpaca.errors import AuthFailed, ConfigurationError, FrameError, HandlerError
+from rxalpaca.errors import (
+    AuthFailed,
+    ConfigurationError,
+    ConnectionLostError,
+    FrameError,
+    HandlerError,
+)
 from rxalpaca.frames import Frame, Opcode
 from rxalpaca.testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer
 from rxalpaca.testing.wire import Encoding, encode_frame
@@ -335,6 +345,94 @@ def test_reassembly_memory_stays_bounded() -> None:
     assert [type(x).__name__ for x in out] == ["FrameError", "Frame"]
     assert out[1].payload == b"[]"
     assert peak < cap + 3 * chunk + 512 * 1024, f"peak {peak} bytes for a {cap}-byte cap"
+
+
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
+
+
+def _server_frame_header(length: int, opcode: int = Opcode.TEXT) -> bytes:
+    head = bytes([0x80 | opcode])
+    if length < 126:
+        return head + bytes([length])
+    if length < 1 << 16:
+        return head + bytes([126]) + length.to_bytes(2, "big")
+    return head + bytes([127]) + length.to_bytes(8, "big")
+
+
+class _HugeFrameServer:
+    """A hand-written WebSocket peer: greets, authenticates, then announces one text
+    frame of ``announced`` bytes and sends only its first MiB (what a hostile or broken
+    server could do)."""
+
+    def __init__(self, announced: int) -> None:
+        self.announced = announced
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.stop = threading.Event()
+        self.sent_header = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="huge-frame-peer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.listener.settimeout(10)
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        with conn, contextlib.suppress(OSError):  # the client may go first
+            conn.settimeout(10)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            match = re.search(rb"Sec-WebSocket-Key: *(\S+)", request, re.IGNORECASE)
+            assert match is not None
+            accept = base64.b64encode(hashlib.sha1(match.group(1) + _WS_GUID).digest())
+            conn.sendall(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+            )
+            for text in (b'[{"T":"success","msg":"connected"}]',
+                         b'[{"T":"success","msg":"authenticated"}]'):  # fmt: skip
+                conn.sendall(_server_frame_header(len(text)) + text)
+                if b"connected" in text:
+                    conn.recv(4096)  # the client's auth message
+            conn.sendall(_server_frame_header(self.announced) + b"[" + b" " * (1 << 20))
+            self.sent_header.set()
+            self.stop.wait(30)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+        self.thread.join(5)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="rxalpaca weakness: max_message_bytes applies after websocket-client has read a "
+    "whole frame (frame_buffer.recv_strict(length)), so one frame announcing 256 MiB is "
+    "buffered in full (or waited for forever) instead of being refused at its header",
+)
+def test_a_frame_announcing_more_than_the_cap_is_refused_at_once(
+    clients: list[StreamClient],
+) -> None:
+    peer = _HugeFrameServer(announced=256 * 1024 * 1024)
+    try:
+        client = _client(clients, f"ws://127.0.0.1:{peer.port}", encoding="json",
+                         max_message_bytes=64 * 1024)  # fmt: skip
+        box, states = Box(), Box()
+        client.errors.subscribe(box.on_next)
+        client.state.subscribe(states.on_next)
+        client.connect()
+        states.wait(lambda b: ConnectionState.AUTHENTICATED in b.items)
+        assert peer.sent_header.wait(5 * TF)
+        # Refused (a FrameError and the payload skipped, or the connection dropped with
+        # 1009) as soon as the header shows the frame is over the cap.
+        box.wait(lambda b: bool(b.items), timeout=2)
+        assert isinstance(box.items[0], FrameError | ConnectionLostError), box.items
+    finally:
+        for c in clients:
+            c.close()
+        peer.close()
 
 
 # ---------------------------------------------------------------- loopback only
