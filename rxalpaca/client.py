@@ -137,6 +137,9 @@ class StreamClient:
             of the socket thread's time (the server disconnects slow clients, 407).
         subscribe_linger: seconds a subscription change waits for more changes before
             it is sent, so bursts coalesce into a few messages.
+        strict_timestamps: prove every timestamp well formed while decoding, so a
+            malformed one is a ``FrameError`` on ``errors`` rather than a ``ValueError``
+            when read (see :class:`~rxalpaca.codec.Codec`; costs decode speed).
     """
 
     def __init__(
@@ -156,6 +159,7 @@ class StreamClient:
         silence_timeout: float | None = None,
         slow_observer_threshold: float = 0.8,
         subscribe_linger: float = 0.01,
+        strict_timestamps: bool = False,
         name: str = "rxalpaca",
     ) -> None:
         self.endpoint: Endpoint = endpoint(feed)
@@ -172,7 +176,7 @@ class StreamClient:
             )
         self.encoding = encoding
         self.url = _resolve_url(feed, url, sandbox, self.endpoint)
-        self._codec = Codec(self.endpoint.family, encoding)
+        self._codec = Codec(self.endpoint.family, encoding, strict_timestamps=strict_timestamps)
         self.metrics = Metrics()
         self._router = Router(self.metrics, self._on_handler_error)
         self._book = SubscriptionBook(frozenset(self.endpoint.channels))

@@ -953,3 +953,27 @@ def test_decodes_everything_the_test_server_sends(
         if isinstance(item, News):
             assert item.created_at_ns == wire.to_nanos(message["created_at"])
             assert item.symbols == tuple(message["symbols"])
+
+
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+def test_strict_timestamps_turn_a_malformed_time_into_a_frame_error(encoding: str) -> None:
+    good = {
+        "T": "q",
+        "S": "A",
+        "bp": 1,
+        "bs": 1,
+        "ap": 1,
+        "as": 1,
+        "t": "2021-02-22T15:51:45.335689322Z",
+    }
+    bad = {**good, "S": "B", "t": "2021-02-22T15:5a:45.3Z"}
+    lax = Codec("stocks", encoding)  # type: ignore[arg-type]
+    strict = Codec("stocks", encoding, strict_timestamps=True)  # type: ignore[arg-type]
+    frame = strict.encode([good, bad])
+    quote, error = strict.decode(frame, 5)
+    assert isinstance(quote, Quote) and quote.timestamp_ns == 1614009105335689322
+    assert isinstance(error, FrameError) and error.received_ns == 5
+    lazy = lax.decode(frame)[1]  # the default defers parsing: it fails only when read
+    with pytest.raises(ValueError):
+        _ = lazy.timestamp_ns  # type: ignore[union-attr]
+    assert strict.decode(strict.encode([good]))[0] == lax.decode(lax.encode([good]))[0]
