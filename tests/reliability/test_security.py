@@ -204,6 +204,7 @@ def test_wrong_secret_fails_without_revealing_it(
         assert client.current_state is ConnectionState.FAILED
         assert_no_secret(fatal, box.items, client, client.health(), client.metrics.snapshot(),
                          client._session, client._transport)  # fmt: skip
+        assert client.metrics.frames_balance() and client.metrics.messages_balance()
     guard.check()
 
 
@@ -242,6 +243,7 @@ def _refused(client: StreamClient, proxy: TlsProxy) -> ConfigurationError:
     assert client.metrics.connects == 1 and client.metrics.reconnects == 0
     with proxy.changed:
         assert proxy.accepted == 1 and proxy.handshakes_ok == 0
+    assert client.metrics.frames_balance() and client.metrics.messages_balance()
     return err
 
 

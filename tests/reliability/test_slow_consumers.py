@@ -28,7 +28,7 @@ from reactivex.scheduler import ThreadPoolScheduler
 from rxalpaca import ConnectionState, StreamClient, ops
 from rxalpaca.metrics import Metrics
 from rxalpaca.testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer, MarketConfig
-from rxalpaca.testing.wire import to_nanos
+from rxalpaca.testing.wire import Encoding, encode_frame, to_nanos
 
 from ._fuzz_helpers import timing_factor
 
@@ -145,6 +145,72 @@ def test_defaults_warn_before_the_server_drops_a_slow_client(
         client.close()
     assert client.metrics.slow_consumer_warnings > 0
     wait_balanced(client.metrics, 5 * TF)
+
+
+def _quotes_frame(n: int) -> bytes:
+    """One MessagePack frame of ``n`` quotes over SYMBOLS."""
+    return encode_frame(
+        [
+            {"T": "q", "S": SYMBOLS[i % len(SYMBOLS)], "bx": "V", "bp": 1.0, "bs": 1,
+             "ax": "V", "ap": 1.01, "as": 1, "c": ["R"], "z": "C",
+             "t": 1_700_000_000_000_000_000 + i}
+            for i in range(n)
+        ],
+        Encoding.MSGPACK,
+    )  # fmt: skip
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.xfail(
+    strict=True,
+    reason="rxalpaca weakness: the watchdog only sees observer time once route() returns "
+    "from a whole frame (metrics.observer_time_total_ns), so while one large frame is "
+    "being handled nothing warns, and the server drops us first",
+)
+def test_defaults_warn_while_one_large_frame_is_still_being_handled() -> None:
+    """Frames of 1,000 quotes at 50,000 quotes/s, 10 ms each: 10 s inside one dispatch."""
+    frame = _quotes_frame(1_000)
+    with AlpacaStreamServer(test_stream=False, max_buffer_bytes=2 * 1024 * 1024) as server:
+        client = StreamClient(
+            "iex", url=server.base_url, key=DEFAULT_KEY, secret=DEFAULT_SECRET, ping_interval=None
+        )
+        t0 = [0.0]
+        watch = WarningWatch(client.metrics, t0)
+        log = logging.getLogger("rxalpaca")
+        log.addHandler(watch)
+        stop = threading.Event()
+        seen: list[Any] = []
+
+        def flood() -> None:  # a paced producer: 50 frames/s
+            due = time.monotonic()
+            while not stop.is_set():
+                try:
+                    server.send_raw(frame)
+                except Exception:
+                    return
+                due += 1_000 / RATE
+                stop.wait(max(0.0, due - time.monotonic()))
+
+        producer = threading.Thread(target=flood, name="flood", daemon=True)
+        try:
+            client.quotes(*SYMBOLS).subscribe(slow_observer(stop, seen, threading.Condition()))
+            server.wait_for_subscriptions({"quotes": set(SYMBOLS)}, timeout=5 * TF)
+            t0[0] = time.monotonic()
+            producer.start()
+            server.wait_for(
+                lambda cs: any(c.close_reason == "slow client" for c in cs), timeout=30 * TF
+            )
+            t_407 = time.monotonic() - t0[0]
+            FIGURES["1,000-message frames: time to 407 (s)"] = round(t_407, 2)
+            FIGURES["1,000-message frames: warned by then"] = watch.first_at is not None
+            # The warning should have come before the server dropped us.
+            assert watch.first_at is not None and watch.first_at < t_407, (watch.first_at, t_407)
+        finally:
+            stop.set()
+            log.removeHandler(watch)
+            client.close()
+            if producer.is_alive():
+                producer.join(5)
 
 
 @pytest.mark.timeout(60)
