@@ -191,7 +191,12 @@ class StreamClient:
             headers["APCA-API-SECRET-KEY"] = secret
         sslopt = {"ca_certs": ca_file} if ca_file else None
         self._transport = WebSocketTransport(
-            self.url, headers=headers, sslopt=sslopt, ping_interval=ping_interval, name=name
+            self.url,
+            headers=headers,
+            sslopt=sslopt,
+            ping_interval=ping_interval,
+            max_frame_bytes=max_message_bytes,
+            name=name,
         )
         self._state_lock = threading.RLock()
         self._send_lock = threading.Lock()

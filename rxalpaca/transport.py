@@ -40,7 +40,7 @@ import websocket
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
-from .errors import ConfigurationError, ConnectionLostError
+from .errors import ConfigurationError, ConnectionLostError, FrameError
 from .frames import Frame, Opcode
 
 __all__ = ["WebSocketTransport"]
@@ -79,10 +79,50 @@ class _BufferedRecv:
         return buf[pos:end]
 
 
+class _FrameTooLarge(Exception):
+    """A frame header announced more bytes than the transport accepts."""
+
+    def __init__(self, length: int) -> None:
+        super().__init__(length)
+        self.length = length
+
+
+def _cap_frame_length(frame_buffer: Any, limit: int) -> None:
+    """Make websocket-client refuse a frame *before* reading its payload into memory.
+
+    websocket-client reads a frame's whole payload in one ``recv_strict(length)``; a
+    header announcing 1 GiB would be honoured. We check the length as soon as it is
+    parsed. Owned by the socket thread.
+    """
+    read_length = frame_buffer.recv_length
+
+    def recv_length_capped() -> None:
+        read_length()
+        if frame_buffer.length is not None and frame_buffer.length > limit:
+            raise _FrameTooLarge(frame_buffer.length)
+
+    frame_buffer.recv_length = recv_length_capped
+
+
+def _discard_payload(frame_buffer: Any, length: int) -> None:
+    """Skip an oversized frame's payload in bounded chunks, then reset the reader."""
+    if frame_buffer.has_mask():
+        frame_buffer.recv_strict(4)
+    remaining = length
+    while remaining > 0:
+        chunk = frame_buffer.recv(min(remaining, _READ_CHUNK))
+        if not chunk:
+            raise ConnectionLostError("connection closed inside an oversized frame")
+        remaining -= len(chunk)
+    frame_buffer.clear()
+
+
 class _Connection:
     """One socket and its reader thread."""
 
-    def __init__(self, transport: WebSocketTransport, observer: abc.ObserverBase[Frame]) -> None:
+    def __init__(
+        self, transport: WebSocketTransport, observer: abc.ObserverBase[Frame | FrameError]
+    ) -> None:
         self.transport = transport
         self.observer = observer
         # websocket-client is only partly typed; its socket is handled as Any here.
@@ -108,6 +148,8 @@ class _Connection:
             )
             ws.settimeout(None)  # reads block; close() unblocks them with shutdown()
             ws.frame_buffer.recv = _BufferedRecv(ws.frame_buffer.recv)
+            if t.max_frame_bytes is not None:
+                _cap_frame_length(ws.frame_buffer, t.max_frame_bytes)
         except Exception as exc:
             self._finish(exc, "connect failed")
             return
@@ -122,10 +164,39 @@ class _Connection:
         on_next = self.observer.on_next
         recv_frame = ws.recv_frame
         clock = time.time_ns
+        # True while the rest of an oversized message's fragments are being skipped.
+        skipping = False
         try:
             while True:
-                frame = recv_frame()
+                try:
+                    frame = recv_frame()
+                except _FrameTooLarge as big:
+                    # Refused at its header: report the message once, at once, then skip
+                    # its payload in bounded chunks — or, when skipping would mean reading
+                    # an absurd amount, leave with 1009 (RFC 6455 "message too big").
+                    fin = bool(ws.frame_buffer.header[0])
+                    if not skipping:
+                        on_next(
+                            FrameError(
+                                f"message exceeds {t.max_frame_bytes} bytes "
+                                f"(a frame of {big.length} bytes)",
+                                b"",
+                                clock(),
+                            )
+                        )
+                    if big.length > t.max_skip_bytes:
+                        with contextlib.suppress(Exception):
+                            ws.send_close(1009)
+                        raise ConnectionLostError(
+                            f"frame of {big.length} bytes announced; closed with 1009"
+                        ) from None
+                    _discard_payload(ws.frame_buffer, big.length)
+                    skipping = not fin
+                    continue
                 op = frame.opcode
+                if skipping and op == Opcode.CONTINUATION:
+                    skipping = not frame.fin
+                    continue
                 if op == Opcode.PING:
                     ws.pong(frame.data)
                     continue
@@ -224,6 +295,8 @@ class WebSocketTransport:
             Pass ``{"ca_certs": "/path/ca.pem"}`` to trust a private CA.
         ping_interval: seconds between client pings (``None``: never). §2.4.
         connect_timeout: seconds for TCP + TLS + upgrade.
+        max_frame_bytes: refuse a frame announcing more bytes than this before
+            reading it (it becomes a ``FrameError`` value; the connection goes on).
         name: prefix of thread names.
     """
 
@@ -235,6 +308,7 @@ class WebSocketTransport:
         sslopt: dict[str, Any] | None = None,
         ping_interval: float | None = 10.0,
         connect_timeout: float = 5.0,
+        max_frame_bytes: int | None = None,
         name: str = "rxalpaca",
     ) -> None:
         self.url = url
@@ -242,6 +316,10 @@ class WebSocketTransport:
         self.sslopt = sslopt
         self.ping_interval = ping_interval
         self.connect_timeout = connect_timeout
+        self.max_frame_bytes = max_frame_bytes
+        #: An oversized frame up to this size is read and dropped; a larger one closes
+        #: the socket (a reconnect is cheaper than reading gigabytes).
+        self.max_skip_bytes = max(16 * (max_frame_bytes or 0), 16 * 1024 * 1024)
         self.name = name
         self._lock = threading.Lock()
         self._current: _Connection | None = None
@@ -256,11 +334,15 @@ class WebSocketTransport:
         """How many sockets this transport has opened."""
         return self._connections_opened
 
-    def frames(self) -> Observable[Frame]:
-        """A new socket per subscription, pushing frames on its own thread."""
+    def frames(self) -> Observable[Frame | FrameError]:
+        """A new socket per subscription, pushing frames on its own thread.
+
+        A frame over ``max_frame_bytes`` arrives as a ``FrameError`` value instead.
+        """
 
         def subscribe(
-            observer: abc.ObserverBase[Frame], scheduler: abc.SchedulerBase | None = None
+            observer: abc.ObserverBase[Frame | FrameError],
+            scheduler: abc.SchedulerBase | None = None,
         ) -> abc.DisposableBase:
             conn = _Connection(self, observer)
             with self._lock:

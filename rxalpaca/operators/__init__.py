@@ -47,7 +47,7 @@ _T = TypeVar("_T")
 
 def reassemble(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-) -> Callable[[Observable[Frame]], Observable[Frame | FrameError]]:
+) -> Callable[[Observable[Frame | FrameError]], Observable[Frame | FrameError]]:
     """Join continuation frames into whole messages (RFC 6455 §5.4; protocol §6).
 
     ::

@@ -14,11 +14,11 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # news bodies can be large (§4.17
 
 def reassemble_(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-) -> Callable[[Observable[Frame]], Observable[Frame | FrameError]]:
+) -> Callable[[Observable[Frame | FrameError]], Observable[Frame | FrameError]]:
     if max_message_bytes <= 0:
         raise ValueError("max_message_bytes must be positive")
 
-    def reassemble(source: Observable[Frame]) -> Observable[Frame | FrameError]:
+    def reassemble(source: Observable[Frame | FrameError]) -> Observable[Frame | FrameError]:
         def subscribe(
             observer: abc.ObserverBase[Frame | FrameError],
             scheduler: abc.SchedulerBase | None = None,
@@ -29,8 +29,15 @@ def reassemble_(
             size = 0
             discarding = False
 
-            def on_next(frame: Frame) -> None:
+            def on_next(frame: Frame | FrameError) -> None:
                 nonlocal opcode, size, discarding
+                if isinstance(frame, FrameError):
+                    # e.g. the transport refused an oversized frame: a message in
+                    # progress died with it.
+                    parts.clear()
+                    discarding = False
+                    observer.on_next(frame)
+                    return
                 op = frame.opcode
                 if op == Opcode.CONTINUATION:
                     if not parts and not discarding:
