@@ -87,34 +87,34 @@ def _config(args: argparse.Namespace) -> Config:
     clients = ["floor", "rxalpaca"] + (["alpaca-py"] if have_alpaca else [])
     if not have_alpaca:
         print("alpaca-py is not installed: its runs are skipped", file=sys.stderr)
-    if args.smoke:
+    if args.smoke:  # tiny: 100-frame cycles, 1-2 cycles per run, only counts are checked
         return Config(
-            True,
-            (100, 1000),
-            ("json", "msgpack"),
-            tuple(clients),
-            100,
-            2_000,
-            1_000,
-            0.05,
-            args.rate,
-            1,
-            1,
-            20.0,
+            smoke=True,
+            symbols=(100, 1000),
+            encodings=("json", "msgpack"),
+            clients=tuple(clients),
+            frames=100,
+            flood_messages=2_000,
+            alpaca_flood_messages=1_000,
+            paced_seconds=0.05,
+            rate=args.rate,
+            reps=1,
+            paced_reps=1,
+            timeout=10.0,
         )
     return Config(
-        False,
-        tuple(int(s) for s in args.symbols.split(",")),
-        tuple(args.encodings.split(",")),
-        tuple(clients),
-        2000,
-        args.flood_messages,
-        args.alpaca_flood_messages,
-        args.paced_seconds,
-        args.rate,
-        args.reps,
-        args.paced_reps,
-        60.0,
+        smoke=False,
+        symbols=tuple(int(s) for s in args.symbols.split(",")),
+        encodings=tuple(args.encodings.split(",")),
+        clients=tuple(clients),
+        frames=2000,
+        flood_messages=args.flood_messages,
+        alpaca_flood_messages=args.alpaca_flood_messages,
+        paced_seconds=args.paced_seconds,
+        rate=args.rate,
+        reps=args.reps,
+        paced_reps=args.paced_reps,
+        timeout=60.0,
     )
 
 
