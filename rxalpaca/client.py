@@ -59,16 +59,7 @@ from .errors import (
 )
 from .feeds import IMPLICIT_CHANNELS, Channel, Endpoint, Family, endpoint, url_for
 from .metrics import Metrics
-from .operators import (
-    RetryPolicy,
-    Router,
-    decode,
-    meter,
-    reassemble,
-    retry_with_backoff,
-    route,
-    validate,
-)
+from .operators import RetryPolicy, Router, pipeline, retry_with_backoff
 from .operators._reassemble import DEFAULT_MAX_MESSAGE_BYTES
 from .protocol import (
     ConnectionState,
@@ -453,12 +444,9 @@ class StreamClient:
                 self._session.connect()
                 self.metrics.connects += 1
                 self._emit_state()
+            # reassemble → validate → decode → meter → route, fused into one Rx hop.
             return self._transport.frames().pipe(
-                reassemble(max_bytes),
-                validate(),
-                decode(self._codec),
-                meter(self.metrics),
-                route(self._router),
+                pipeline(self._codec, self.metrics, self._router, max_bytes),
                 rx_ops.map(self._on_control),
             )
 

@@ -28,24 +28,37 @@ class Batch(NamedTuple):
     failed: bool = False
 
 
+def decode_step(
+    codec: Codec, emit: Callable[[Batch], None]
+) -> Callable[[Frame | FrameError], None]:
+    """The logic of :func:`decode` as a plain function feeding ``emit``."""
+    dec = codec.decode
+
+    def on_next(item: Frame | FrameError) -> None:
+        if isinstance(item, FrameError):
+            emit(Batch([item], len(item.excerpt), item.received_ns, True))
+            return
+        items = dec(item.payload, item.received_ns)  # never raises
+        # Cheap test first: a failed frame starts with an error (rare path after).
+        failed = (
+            bool(items)
+            and type(items[0]) is FrameError
+            and all(type(x) is FrameError for x in items)
+        )
+        emit(Batch(items, len(item.payload), item.received_ns, failed))
+
+    return on_next
+
+
 def decode_(codec: Codec) -> Callable[[Observable[Frame | FrameError]], Observable[Batch]]:
     def decode(source: Observable[Frame | FrameError]) -> Observable[Batch]:
         def subscribe(
             observer: abc.ObserverBase[Batch],
             scheduler: abc.SchedulerBase | None = None,
         ) -> abc.DisposableBase:
-            dec = codec.decode
-
-            def on_next(item: Frame | FrameError) -> None:
-                if isinstance(item, FrameError):
-                    observer.on_next(Batch([item], len(item.excerpt), item.received_ns, True))
-                    return
-                items = dec(item.payload, item.received_ns)  # never raises
-                failed = bool(items) and all(isinstance(x, FrameError) for x in items)
-                observer.on_next(Batch(items, len(item.payload), item.received_ns, failed))
-
+            step = decode_step(codec, observer.on_next)
             return source.subscribe(
-                on_next, observer.on_error, observer.on_completed, scheduler=scheduler
+                step, observer.on_error, observer.on_completed, scheduler=scheduler
             )
 
         return Observable(subscribe)

@@ -9,7 +9,101 @@ from reactivex import Observable, abc
 from ..errors import FrameError
 from ..frames import Frame, Opcode
 
+_DATA_OPCODES = frozenset({Opcode.TEXT, Opcode.BINARY})
+
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # news bodies can be large (§4.17); still bounded
+
+
+Emit = Callable[[Frame | FrameError], None]
+
+
+def reassemble_step(max_message_bytes: int, emit: Emit) -> Callable[[Frame | FrameError], None]:
+    """The logic of :func:`reassemble` as a plain function feeding ``emit``.
+
+    Each call builds fresh state: one step per subscription (a reconnect starts clean).
+    The fused pipeline chains steps directly, saving an Rx hop per stage.
+    """
+    if max_message_bytes <= 0:
+        raise ValueError("max_message_bytes must be positive")
+    parts: list[bytes] = []
+    opcode = 0
+    size = 0
+    discarding = False
+
+    def on_next(frame: Frame | FrameError) -> None:
+        nonlocal opcode, size, discarding
+        if isinstance(frame, FrameError):
+            # e.g. the transport refused an oversized frame: a message in progress died too.
+            parts.clear()
+            discarding = False
+            emit(frame)
+            return
+        op = frame.opcode
+        if op == Opcode.CONTINUATION:
+            if not parts and not discarding:
+                emit(
+                    FrameError(
+                        "continuation frame without a first fragment",
+                        frame.payload,
+                        frame.received_ns,
+                    )
+                )
+                return
+            if discarding:
+                if frame.fin:
+                    discarding = False
+                return
+            payload = _as_bytes(frame.payload)
+            size += len(payload)
+            if size > max_message_bytes:
+                head = parts[0]
+                parts.clear()
+                discarding = not frame.fin
+                emit(
+                    FrameError(
+                        f"message exceeds {max_message_bytes} bytes", head, frame.received_ns
+                    )
+                )
+                return
+            parts.append(payload)
+            if frame.fin:
+                whole = b"".join(parts)
+                parts.clear()
+                emit(Frame(whole, opcode, True, frame.received_ns))
+            return
+        if op not in _DATA_OPCODES:
+            emit(frame)  # control frames pass through untouched
+            return
+        if parts or discarding:
+            # A new message began before the last one finished: report the stub.
+            stub = parts[0] if parts else b""
+            parts.clear()
+            discarding = False
+            emit(FrameError("message interrupted by a new message", stub, frame.received_ns))
+        if frame.fin:
+            if len(frame.payload) > max_message_bytes:
+                emit(
+                    FrameError(
+                        f"message exceeds {max_message_bytes} bytes",
+                        frame.payload,
+                        frame.received_ns,
+                    )
+                )
+                return
+            emit(frame)
+            return
+        payload = _as_bytes(frame.payload)
+        opcode = op
+        size = len(payload)
+        if size > max_message_bytes:
+            discarding = True
+            emit(
+                FrameError(f"message exceeds {max_message_bytes} bytes", payload, frame.received_ns)
+            )
+            return
+        parts.append(payload)
+
+    return on_next
 
 
 def reassemble_(
@@ -23,94 +117,9 @@ def reassemble_(
             observer: abc.ObserverBase[Frame | FrameError],
             scheduler: abc.SchedulerBase | None = None,
         ) -> abc.DisposableBase:
-            # Per-subscription state: a resubscription (reconnect) starts clean.
-            parts: list[bytes] = []
-            opcode = 0
-            size = 0
-            discarding = False
-
-            def on_next(frame: Frame | FrameError) -> None:
-                nonlocal opcode, size, discarding
-                if isinstance(frame, FrameError):
-                    # e.g. the transport refused an oversized frame: a message in
-                    # progress died with it.
-                    parts.clear()
-                    discarding = False
-                    observer.on_next(frame)
-                    return
-                op = frame.opcode
-                if op == Opcode.CONTINUATION:
-                    if not parts and not discarding:
-                        observer.on_next(
-                            FrameError(
-                                "continuation frame without a first fragment",
-                                frame.payload,
-                                frame.received_ns,
-                            )
-                        )
-                        return
-                    if discarding:
-                        if frame.fin:
-                            discarding = False
-                        return
-                    payload = _as_bytes(frame.payload)
-                    size += len(payload)
-                    if size > max_message_bytes:
-                        head = parts[0]
-                        parts.clear()
-                        discarding = not frame.fin
-                        observer.on_next(
-                            FrameError(
-                                f"message exceeds {max_message_bytes} bytes",
-                                head,
-                                frame.received_ns,
-                            )
-                        )
-                        return
-                    parts.append(payload)
-                    if frame.fin:
-                        whole = b"".join(parts)
-                        parts.clear()
-                        observer.on_next(Frame(whole, opcode, True, frame.received_ns))
-                    return
-                if op not in (Opcode.TEXT, Opcode.BINARY):
-                    observer.on_next(frame)  # control frames pass through untouched
-                    return
-                if parts or discarding:
-                    # A new message began before the last one finished: report the stub.
-                    stub = parts[0] if parts else b""
-                    parts.clear()
-                    discarding = False
-                    observer.on_next(
-                        FrameError("message interrupted by a new message", stub, frame.received_ns)
-                    )
-                if frame.fin:
-                    if len(frame.payload) > max_message_bytes:
-                        observer.on_next(
-                            FrameError(
-                                f"message exceeds {max_message_bytes} bytes",
-                                frame.payload,
-                                frame.received_ns,
-                            )
-                        )
-                        return
-                    observer.on_next(frame)
-                    return
-                payload = _as_bytes(frame.payload)
-                opcode = op
-                size = len(payload)
-                if size > max_message_bytes:
-                    discarding = True
-                    observer.on_next(
-                        FrameError(
-                            f"message exceeds {max_message_bytes} bytes", payload, frame.received_ns
-                        )
-                    )
-                    return
-                parts.append(payload)
-
+            step = reassemble_step(max_message_bytes, observer.on_next)
             return source.subscribe(
-                on_next, observer.on_error, observer.on_completed, scheduler=scheduler
+                step, observer.on_error, observer.on_completed, scheduler=scheduler
             )
 
         return Observable(subscribe)
