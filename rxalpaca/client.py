@@ -623,7 +623,10 @@ class StreamClient:
         while not self._watchdog_stop.wait(tick):
             now = time.perf_counter_ns()
             total = m.observer_time_total_ns
+            started = m.dispatch_started_ns
             busy = (total - last_total) / max(1, now - last_at)
+            if started and now - started > tick * 1e9 * self._slow_threshold:
+                busy = 1.0  # one batch still running: a huge frame must not hide it
             last_total, last_at = total, now
             if self._slow_threshold and busy > self._slow_threshold:
                 m.slow_consumer_warnings += 1
@@ -633,7 +636,7 @@ class StreamClient:
                         "observers use %.0f%% of the socket thread; the server disconnects "
                         "clients that fall behind (407). Move slow work off it with "
                         "ops.conflate(...) or ops.observe_on(...)",
-                        busy * 100,
+                        min(busy, 1.0) * 100,
                     )
             if (
                 self._silence_timeout

@@ -87,6 +87,8 @@ class Metrics:
         self.observer_time = TimingWindow()
         #: Total time the socket thread spent inside observers (for the slow-observer check).
         self.observer_time_total_ns = 0
+        #: ``perf_counter_ns()`` when the batch being dispatched started; 0 between batches.
+        self.dispatch_started_ns = 0
 
     @property
     def messages_by_type(self) -> dict[str, int]:
