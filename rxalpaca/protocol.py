@@ -19,6 +19,7 @@ State diagram (generated from the table by :func:`state_diagram`)::
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
@@ -187,7 +188,8 @@ class Session:
     secret: str = field(repr=False)
     header_auth: bool = False
     state: ConnectionState = ConnectionState.IDLE
-    history: list[ConnectionState] = field(default_factory=list, repr=False)
+    #: The most recent states (bounded: a client reconnecting all day must not grow).
+    history: deque[ConnectionState] = field(default_factory=lambda: deque(maxlen=64), repr=False)
 
     def _move(self, event: Event) -> ConnectionState:
         try:

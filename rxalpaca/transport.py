@@ -123,7 +123,10 @@ class _FrameReader:
             buf = self._fill(head + n)
             pos = 0
             end = head + n
-        self._pos = end
+        if end == len(buf):
+            self._buf, self._pos = b"", 0  # consumed: don't hold up to 256 KiB idle
+        else:
+            self._pos = end
         return b1 & 0x0F, bool(b1 & 0x80), buf[pos + head : end]
 
     def skip(self, n: int) -> None:

@@ -47,7 +47,7 @@ def test_happy_path_sends_auth_after_greeting() -> None:
     assert effects == [Send({"action": "auth", "key": "key", "secret": "very-secret"})]
     assert s.receive(AUTHENTICATED) == []
     assert s.state is S.AUTHENTICATED
-    assert s.history == [S.CONNECTING, S.AUTHENTICATING, S.AUTHENTICATED]
+    assert list(s.history) == [S.CONNECTING, S.AUTHENTICATING, S.AUTHENTICATED]
 
 
 def test_header_auth_sends_nothing_and_accepts_unprompted_authenticated() -> None:
@@ -128,7 +128,12 @@ def test_lost_then_reconnect_path() -> None:
     s.connect()
     s.receive(CONNECTED)
     s.receive(AUTHENTICATED)
-    assert s.history[-4:] == [S.RECONNECTING, S.CONNECTING, S.AUTHENTICATING, S.AUTHENTICATED]
+    assert list(s.history)[-4:] == [
+        S.RECONNECTING,
+        S.CONNECTING,
+        S.AUTHENTICATING,
+        S.AUTHENTICATED,
+    ]
 
 
 def test_illegal_event_raises_and_changes_nothing() -> None:
@@ -137,7 +142,7 @@ def test_illegal_event_raises_and_changes_nothing() -> None:
         s.receive(AUTHENTICATED)  # not even connecting
     assert info.value.state == "idle" and info.value.event == "authenticated"
     assert s.state is S.IDLE
-    assert s.history == []
+    assert list(s.history) == []
 
 
 def test_greeting_after_authenticated_is_a_violation() -> None:
@@ -202,3 +207,11 @@ def test_every_code_maps_to_its_class(cls: type[errors.StreamError]) -> None:
     assert type(err) is cls
     assert err.msg == cls.default_msg
     assert not (err.fatal and err.retryable)
+
+
+def test_history_is_bounded() -> None:
+    s = authenticated()
+    for _ in range(1000):
+        s.lost()
+        s.connect()
+    assert len(s.history) == s.history.maxlen
