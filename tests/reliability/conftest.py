@@ -7,7 +7,10 @@ scaled by ``TIMING_FACTOR`` (``RXALPACA_TIMING_FACTOR=3`` on a slow machine).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -150,12 +153,14 @@ class CountingObserver:
 # ---------------------------------------------------------------- fixtures
 
 
-def new_client(server: AlpacaStreamServer, feed: str = "iex", **kw: Any) -> StreamClient:
+def new_client(server: AlpacaStreamServer | str, feed: str = "iex", **kw: Any) -> StreamClient:
+    """A client of ``server`` (or of a base URL) with test defaults."""
     kw.setdefault("key", DEFAULT_KEY)
     kw.setdefault("secret", DEFAULT_SECRET)
     kw.setdefault("retry", FAST_RETRY)
     kw.setdefault("ping_interval", None)
-    return StreamClient(feed, url=server.base_url, **kw)
+    url = server if isinstance(server, str) else server.base_url
+    return StreamClient(feed, url=url, **kw)
 
 
 @pytest.fixture
@@ -207,3 +212,44 @@ def wait_server_pairs(
         return all(subs.get(ch, set()) == want[ch] for ch in channels)
 
     return server.wait_for_subscriptions(check, timeout=timeout)
+
+
+_CHILD_SERVER = """
+import json, sys
+from rxalpaca.testing import AlpacaStreamServer, MarketConfig
+opts = json.loads(sys.argv[1])
+market = opts.pop("market", None)
+with AlpacaStreamServer(**opts) as server:
+    if market:
+        server.start_market(MarketConfig(**market))
+    print(server.base_url, flush=True)
+    sys.stdin.read()  # until the parent closes our stdin
+"""
+
+
+@contextlib.contextmanager
+def child_server(**options: Any) -> Iterator[str]:
+    """An ``AlpacaStreamServer`` in a child process; yields its base URL.
+
+    For memory measurements: nothing the server allocates (it logs every connection
+    and message by design) is traced in the test's process.
+    """
+    import json
+
+    with subprocess.Popen(
+        [sys.executable, "-c", _CHILD_SERVER, json.dumps(options)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    ) as proc:
+        assert proc.stdout is not None and proc.stdin is not None
+        try:
+            url = proc.stdout.readline().strip()
+            assert url.startswith("ws://"), f"child server did not start: {url!r}"
+            yield url
+        finally:
+            proc.stdin.close()
+            try:
+                proc.wait(10 * TIMING_FACTOR)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
