@@ -253,3 +253,26 @@ def test_connect_close_cycles_leave_no_thread_socket_or_memory(quiet_logs: None)
     assert left == [], left
     assert sockets_after <= sockets_before, (sockets_before, sockets_after)
     assert grown < CONNECT_GROWTH_BOUND, _top_growth(snap0, snap1)
+
+
+@pytest.mark.timeout(60)
+def test_session_history_stays_bounded() -> None:
+    """A day-long client sees ~10^5-10^6 acks; its per-transition history must not grow.
+
+    (Found by the subscribe/dispose leak cycles: ``Session.history`` once kept every
+    transition — one per ack — for the life of the client.)"""
+    from rxalpaca.models import SubscriptionMessage, SuccessMessage
+    from rxalpaca.protocol import Session
+
+    s = Session("key", "secret")
+    s.connect()
+    s.receive(SuccessMessage(msg="connected"))
+    s.receive(SuccessMessage(msg="authenticated"))
+    for i in range(20_000):
+        s.receive(SubscriptionMessage(trades=(f"S{i % 50}",)))
+        if i % 100 == 0:  # a reconnect now and then
+            s.lost()
+            s.connect()
+            s.receive(SuccessMessage(msg="connected"))
+            s.receive(SuccessMessage(msg="authenticated"))
+    assert len(s.history) <= 10_000, len(s.history)
