@@ -186,7 +186,8 @@ class ChaosRun:
             if not c.authenticated:
                 continue
             pool = sorted(self.expected_pairs()) + [(ch, s) for ch in CHANNELS for s in CHURN[:5]]
-            pairs = self.rng.sample(pool, k=min(len(pool), self.rng.randint(5, 25)))
+            k = self.rng.randint(10, 60) if self.rng.random() < 0.9 else len(pool)
+            pairs = self.rng.sample(pool, k=min(len(pool), k))
             self.publish(c.id, pairs, batch=self.rng.choice((1, 1, 3, 10)))
 
     def sync(self) -> ConnectionInfo:

@@ -126,6 +126,9 @@ def test_hundred_threads_subscribe_and_dispose(
 
     uid = 0
     dropped = 0
+    all_dropped = threading.Event()
+    if drops == 0:
+        all_dropped.set()
 
     def publisher() -> None:
         nonlocal uid, dropped
@@ -134,8 +137,12 @@ def test_hundred_threads_subscribe_and_dispose(
         while not stop.is_set():
             rounds += 1
             if dropped < drops and rounds % 10 == 0:
-                server.drop()  # every open connection, abruptly: the churn goes on
-                dropped += 1
+                live = server.connections(include_closed=False)
+                if live:  # (between connections there is nothing to drop)
+                    server.drop(live[-1].id)  # abruptly: the churn goes on
+                    dropped += 1
+                    if dropped == drops:
+                        all_dropped.set()
             recs = []
             for _ in range(8):
                 uid += 1
@@ -170,6 +177,7 @@ def test_hundred_threads_subscribe_and_dispose(
     with pool.cond:
         ok = pool.cond.wait_for(lambda: pool.socket_ops >= MIN_SOCKET_OPS,
                                 30 * TIMING_FACTOR)
+    assert all_dropped.wait(30 * TIMING_FACTOR), f"only {dropped} of {drops} drops"
     stop.set()
     pub.join(10)
     assert ok, f"only {pool.socket_ops} operations on the socket thread"
