@@ -132,7 +132,7 @@ def assert_no_secret(*objects: Any) -> None:
 class SecretGuardHandler(logging.Handler):
     """Checks every record as it is emitted; keeps the offending lines (masked)."""
 
-    def __init__(self, keep: int = 2000) -> None:
+    def __init__(self, keep: int = 20) -> None:
         super().__init__(logging.DEBUG)
         self.setFormatter(
             logging.Formatter("%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s")
@@ -173,12 +173,12 @@ class SecretGuardHandler(logging.Handler):
 class _Attached:
     """The handler of one test and the logger levels to restore."""
 
-    def __init__(self) -> None:
+    def __init__(self, root_level: int = logging.DEBUG) -> None:
         self.handler = SecretGuardHandler()
         root = logging.getLogger()
         self._root_level = root.level
         root.addHandler(self.handler)
-        root.setLevel(logging.DEBUG)
+        root.setLevel(root_level)
         self._levels: list[tuple[logging.Logger, int]] = []
         for name, level in QUIET_LOGGERS.items():
             lg = logging.getLogger(name)
@@ -198,10 +198,24 @@ class _Attached:
 _KEY = pytest.StashKey[_Attached]()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "secret_guard_level(level): root logger level while the secret guard watches this "
+        "test (default DEBUG). At DEBUG pytest's own log capture also keeps every DEBUG/INFO "
+        "record, which memory-growth tests may count: they can ask for logging.WARNING.",
+    )
+
+
+def _level(item: pytest.Item) -> int:
+    marker = item.get_closest_marker("secret_guard_level")
+    return int(marker.args[0]) if marker and marker.args else logging.DEBUG
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> Iterable[None]:
     if _KEY not in item.stash:
-        item.stash[_KEY] = _Attached()
+        item.stash[_KEY] = _Attached(_level(item))
     return (yield)
 
 
@@ -221,5 +235,5 @@ def secret_guard(request: pytest.FixtureRequest) -> SecretGuardHandler:
     """This test's guard: ``.register(secret)``, ``.findings``, ``.records``, ``.recent``."""
     attached = request.node.stash.get(_KEY, None)
     if attached is None:  # pragma: no cover - the hooks always attach first
-        attached = request.node.stash[_KEY] = _Attached()
+        attached = request.node.stash[_KEY] = _Attached(_level(request.node))
     return attached.handler
