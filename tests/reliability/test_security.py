@@ -408,12 +408,6 @@ class _HugeFrameServer:
         self.thread.join(5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rxalpaca weakness: max_message_bytes applies after websocket-client has read a "
-    "whole frame (frame_buffer.recv_strict(length)), so one frame announcing 256 MiB is "
-    "buffered in full (or waited for forever) instead of being refused at its header",
-)
 def test_a_frame_announcing_more_than_the_cap_is_refused_at_once(
     clients: list[StreamClient],
 ) -> None:

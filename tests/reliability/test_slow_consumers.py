@@ -161,12 +161,6 @@ def _quotes_frame(n: int) -> bytes:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="rxalpaca weakness: the watchdog only sees observer time once route() returns "
-    "from a whole frame (metrics.observer_time_total_ns), so while one large frame is "
-    "being handled nothing warns, and the server drops us first",
-)
 def test_defaults_warn_while_one_large_frame_is_still_being_handled() -> None:
     """Frames of 1,000 quotes at 50,000 quotes/s, 10 ms each: 10 s inside one dispatch."""
     frame = _quotes_frame(1_000)
