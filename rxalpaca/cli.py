@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import sys
 import threading
 import time
@@ -222,7 +221,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if "APCA_API_SECRET_KEY" in os.environ and args.verbose:
-        logging.getLogger("rxalpaca").info("credentials from the environment")
     result: int = args.func(args)
     return result

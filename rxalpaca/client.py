@@ -23,7 +23,8 @@ Threading — who owns what:
   step, so a request can never reach a socket of a later session);
 * ``_state_lock`` (re-entrant) orders Session transitions with their emission on
   ``state``, so every observer sees transitions in order;
-* the **retry timer thread** only resubscribes; the **watchdog thread** (optional)
+* the **retry timer thread** only resubscribes; the **flush timer thread** only
+  sends the next subscription request after the linger; the **watchdog thread**
   only reads counters and aborts a silent socket.
 No lock is held while observers run, so an observer may subscribe or dispose.
 """
