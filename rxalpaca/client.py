@@ -25,7 +25,8 @@ Threading — who owns what:
   ``state``, so every observer sees transitions in order;
 * the **retry timer thread** only resubscribes; the **flush timer thread** only
   sends the next subscription request after the linger; the **watchdog thread**
-  only reads counters and aborts a silent socket.
+  only reads counters and deadlines and aborts a silent socket or one whose reply
+  is overdue.
 No lock is held while observers run, so an observer may subscribe or dispose.
 """
 
@@ -46,7 +47,7 @@ from reactivex.disposable import Disposable
 from reactivex.subject import BehaviorSubject, Subject
 
 from . import models
-from .book import SubscriptionBook
+from .book import Request, SubscriptionBook
 from .codec import Codec, Decoded
 from .errors import (
     ClientClosedError,
@@ -54,6 +55,7 @@ from .errors import (
     ConnectionLostError,
     FrameError,
     HandlerError,
+    ReplyTimeout,
     RxAlpacaError,
     StreamError,
     SubscriptionRejected,
@@ -129,6 +131,11 @@ class StreamClient:
             of the socket thread's time (the server disconnects slow clients, 407).
         subscribe_linger: seconds a subscription change waits for more changes before
             it is sent, so bursts coalesce into a few messages.
+        reply_timeout: seconds to wait for the server's answer — the greeting and auth
+            reply after connecting, the ack of each subscription request — before
+            dropping the socket as :class:`~rxalpaca.errors.ReplyTimeout` and
+            reconnecting (which replays every subscription). A lost control frame
+            would otherwise stall the client; ``None`` waits forever.
         strict_timestamps: prove every timestamp well formed while decoding, so a
             malformed one is a ``FrameError`` on ``errors`` rather than a ``ValueError``
             when read (see :class:`~rxalpaca.codec.Codec`; costs decode speed).
@@ -151,6 +158,7 @@ class StreamClient:
         silence_timeout: float | None = None,
         slow_observer_threshold: float = 0.8,
         subscribe_linger: float = 0.01,
+        reply_timeout: float | None = 5.0,
         strict_timestamps: bool = False,
         name: str = "rxalpaca",
     ) -> None:
@@ -207,6 +215,14 @@ class StreamClient:
         self._linger = subscribe_linger
         self._flush_lock = threading.Lock()
         self._flush_timer: threading.Timer | None = None
+        if reply_timeout is not None and reply_timeout <= 0:
+            raise ConfigurationError("reply_timeout must be positive (or None)")
+        self._reply_timeout = reply_timeout
+        # Reply deadlines (time.monotonic()), read by the watchdog. Single assignments
+        # of immutable values, so readers need no lock: the connecting socket's
+        # deadline for authentication, and the sent request with its ack deadline.
+        self._auth_deadline: float | None = None
+        self._request_deadline: tuple[Request, float] | None = None
 
     # ------------------------------------------------------------------ public
 
@@ -429,7 +445,9 @@ class StreamClient:
                 close_now = False
         if close_now:
             sub.dispose()
-        if (self._silence_timeout or self._slow_threshold) and self._watchdog is None:
+        if (
+            self._silence_timeout or self._slow_threshold or self._reply_timeout
+        ) and self._watchdog is None:
             self._watchdog = threading.Thread(
                 target=self._watch, name=f"{self._name}-watchdog", daemon=True
             )
@@ -444,6 +462,9 @@ class StreamClient:
                     return reactivex.empty()
                 self._session.connect()
                 self.metrics.connects += 1
+                self._request_deadline = None
+                if self._reply_timeout is not None:
+                    self._auth_deadline = time.monotonic() + self._reply_timeout
                 self._emit_state()
             # reassemble → validate → decode → meter → route, fused into one Rx hop.
             return self._transport.frames().pipe(
@@ -483,6 +504,7 @@ class StreamClient:
             if after is not before:
                 self._emit_state()
         if after is ConnectionState.AUTHENTICATED and before is not after:
+            self._auth_deadline = None
             self._book.connected()
             self._flush()  # replay every live subscription at once
         for effect in effects:
@@ -551,6 +573,8 @@ class StreamClient:
             req = self._book.take_request()
             if req is None:
                 return
+            if self._reply_timeout is not None:
+                self._request_deadline = (req, time.monotonic() + self._reply_timeout)
             try:
                 self._transport.send(self._codec.encode(req.message()), self._codec.opcode)
             except ConnectionLostError:
@@ -614,15 +638,56 @@ class StreamClient:
 
     # ------------------------------------------------------------------ watchdog
 
+    def _next_wait(self, tick: float) -> float:
+        """Seconds until the watchdog's next look: a tick, or sooner if a reply is due."""
+        wait = tick
+        now = time.monotonic()
+        auth, req = self._auth_deadline, self._request_deadline
+        for deadline in (auth, req[1] if req is not None else None):
+            if deadline is not None:
+                wait = min(wait, deadline - now)
+        return max(wait, 0.001)
+
+    def _check_replies(self) -> None:
+        """Watchdog thread: drop a socket whose auth reply or subscription ack is overdue.
+
+        An overdue deadline is cleared whether or not it fires (the reply may have come,
+        or the socket may already be gone), so it is acted on at most once.
+        """
+        now = time.monotonic()
+        state = self.current_state
+        auth = self._auth_deadline
+        if auth is not None and now >= auth:
+            self._auth_deadline = None
+            if state in (ConnectionState.CONNECTING, ConnectionState.AUTHENTICATING):
+                self._reply_overdue(f"not authenticated {self._reply_timeout} s after connecting")
+                return
+        pending = self._request_deadline
+        if pending is not None and now >= pending[1]:
+            self._request_deadline = None
+            # Still unanswered: the book's in-flight request is this very one.
+            if state is ConnectionState.AUTHENTICATED and self._book.in_flight is pending[0]:
+                self._reply_overdue(f"no reply to {pending[0].action} in {self._reply_timeout} s")
+
+    def _reply_overdue(self, what: str) -> None:
+        self.metrics.reply_timeouts += 1
+        err = ReplyTimeout(what)
+        logger.warning("%s; reconnecting", err)
+        self._transport.abort(err)
+
     def _watch(self) -> None:
-        """Watchdog thread: silence detection and the slow-observer warning."""
+        """Watchdog thread: reply deadlines, silence detection, the slow-observer warning."""
         m = self.metrics
         tick = 0.5
         last_total = m.observer_time_total_ns
         last_at = time.perf_counter_ns()
         last_warn = 0.0
-        while not self._watchdog_stop.wait(tick):
+        while not self._watchdog_stop.wait(self._next_wait(tick)):
+            if self._reply_timeout is not None:
+                self._check_replies()
             now = time.perf_counter_ns()
+            if now - last_at < tick * 1e9 * 0.5:
+                continue  # woken early for a deadline: keep the slow-observer window whole
             total = m.observer_time_total_ns
             started = m.dispatch_started_ns
             busy = (total - last_total) / max(1, now - last_at)

@@ -59,6 +59,7 @@ __all__ = [
     "MsgpackRequired",
     "NotAuthenticated",
     "ProtocolViolation",
+    "ReplyTimeout",
     "RxAlpacaError",
     "SlowClient",
     "StarNotAllowed",
@@ -110,6 +111,15 @@ class ConnectionLostError(RxAlpacaError):
     """The socket closed or failed. Transient: the client reconnects."""
 
     retryable = True
+
+
+class ReplyTimeout(ConnectionLostError):
+    """The server did not answer in time (the auth reply, a subscription ack).
+
+    A lost or corrupted control frame would otherwise leave the client waiting
+    forever; the client drops the socket instead, and the reconnect replays every
+    live subscription on a fresh session.
+    """
 
 
 class StreamError(RxAlpacaError):

@@ -83,6 +83,8 @@ class Metrics:
         self.connects = 0
         self.last_message_ns = 0
         self.slow_consumer_warnings = 0
+        #: Sockets dropped because the auth reply or a subscription ack was overdue.
+        self.reply_timeouts = 0
         self.live_subscriptions = 0
         self.observer_time = TimingWindow()
         #: Total time the socket thread spent inside observers (for the slow-observer check).
@@ -126,6 +128,7 @@ class Metrics:
             "connects": self.connects,
             "last_message_ns": self.last_message_ns,
             "slow_consumer_warnings": self.slow_consumer_warnings,
+            "reply_timeouts": self.reply_timeouts,
             "live_subscriptions": self.live_subscriptions,
             "observer_time_p50_us": self.observer_time.percentile(0.5) / 1000.0,
             "observer_time_p99_us": self.observer_time.percentile(0.99) / 1000.0,

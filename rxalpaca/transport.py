@@ -165,6 +165,9 @@ class _Connection:
         self.ws: Any = None
         self.closing = threading.Event()
         self.opened = threading.Event()
+        # Set by abort() before it breaks the socket; the reader reports it instead of
+        # the bare socket error it then sees.
+        self.abort_reason: ConnectionLostError | None = None
         self.thread = threading.Thread(
             target=self._run, name=f"{transport.name}-socket", daemon=True
         )
@@ -190,6 +193,10 @@ class _Connection:
             return
         self.opened.set()
         if self.closing.is_set():
+            self._shutdown()
+            return
+        if self.abort_reason is not None:  # aborted while the socket was still opening
+            self._finish(self.abort_reason, "aborted")
             self._shutdown()
             return
         pinger = None
@@ -253,8 +260,10 @@ class _Connection:
     def _finish(self, exc: BaseException, what: str) -> None:
         if self.closing.is_set():
             return  # we closed it ourselves: nobody is listening any more
-        if isinstance(exc, ConnectionLostError):
-            err: Exception = exc
+        if self.abort_reason is not None:
+            err: Exception = self.abort_reason
+        elif isinstance(exc, ConnectionLostError):
+            err = exc
         else:
             err = ConnectionLostError(f"{what}: {type(exc).__name__}: {exc}")
             err.__cause__ = exc
@@ -300,8 +309,9 @@ class _Connection:
         with contextlib.suppress(Exception):
             ws.shutdown()
 
-    def abort(self) -> None:
-        """Break the socket so the reader reports it lost (used by the silence watchdog)."""
+    def abort(self, reason: ConnectionLostError | None = None) -> None:
+        """Break the socket so the reader reports it lost, as ``reason`` if given."""
+        self.abort_reason = reason
         self._shutdown()
 
     def close(self, timeout: float = 1.0) -> None:
@@ -415,14 +425,15 @@ class WebSocketTransport:
         if conn is not None:
             conn.close()
 
-    def abort(self, reason: Exception | None = None) -> None:
-        """Drop the current socket as if the network failed: the observer gets an error
-        and a retry operator reconnects (any thread)."""
+    def abort(self, reason: ConnectionLostError | None = None) -> None:
+        """Drop the current socket as if the network failed: the observer gets
+        ``reason`` (or a generic ``ConnectionLostError``) and a retry operator
+        reconnects (any thread)."""
         with self._lock:
             conn = self._current
         if conn is not None:
             logger.info("aborting connection to %s: %s", self.url, reason)
-            conn.abort()
+            conn.abort(reason)
 
     def threads_alive(self) -> int:
         """Socket threads of this transport still running (for leak checks)."""

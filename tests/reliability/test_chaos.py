@@ -48,6 +48,7 @@ from rxalpaca.errors import (
     ConnectionLostError,
     FrameError,
     InternalServerError,
+    ReplyTimeout,
     SlowClient,
 )
 from rxalpaca.testing import AlpacaStreamServer, ConnectionInfo, Fault
@@ -138,8 +139,11 @@ class ChaosRun:
             self.log.cond.notify_all()
 
     def start(self) -> None:
-        streams = {"trades": self.client.trades, "quotes": self.client.quotes,
-                   "bars": self.client.bars}
+        streams = {
+            "trades": self.client.trades,
+            "quotes": self.client.quotes,
+            "bars": self.client.bars,
+        }
         for ch in CHANNELS:
             rec = self.recorders[ch] = Recorder(ch, self.log)
             self.core_subs.append(streams[ch](*CORE).subscribe(rec))
@@ -156,8 +160,11 @@ class ChaosRun:
         ch = self.rng.choice(CHANNELS)
         sym = self.rng.choice(CHURN if self.rng.random() < 0.7 else CORE)
         obs = CountingObserver()
-        stream = {"trades": self.client.trades, "quotes": self.client.quotes,
-                  "bars": self.client.bars}[ch]
+        stream = {
+            "trades": self.client.trades,
+            "quotes": self.client.quotes,
+            "bars": self.client.bars,
+        }[ch]
         self.churn.append((ch, sym, stream(sym).subscribe(obs), obs))
         self.churn_observers.append(obs)
 
@@ -203,8 +210,11 @@ class ChaosRun:
 
             def ready(cs: list[ConnectionInfo], want: dict[str, set[str]] = want) -> bool:
                 live = [c for c in cs if not c.closed]
-                return bool(live) and live[-1].authenticated and all(
-                    live[-1].subscriptions.get(ch, set()) == want[ch] for ch in CHANNELS)
+                return (
+                    bool(live)
+                    and live[-1].authenticated
+                    and all(live[-1].subscriptions.get(ch, set()) == want[ch] for ch in CHANNELS)
+                )
 
             remaining = deadline - time.monotonic()
             assert remaining > 0, (
@@ -283,7 +293,8 @@ class ChaosRun:
         self.sync()
         since_sync = 0
         while time.monotonic() - t0 < seconds and (
-                max_faults is None or sum(self.faults.values()) < max_faults):
+            max_faults is None or sum(self.faults.values()) < max_faults
+        ):
             if self.rng.random() < 0.3:
                 self.churn_step()
             self.publish_round()
@@ -330,8 +341,11 @@ def check_delivery(run: ChaosRun, conns: list[ConnectionInfo]) -> dict[str, int]
         totals["connections"] += 1
         sent_all = [wire_uid(r.record) for r in c.sent_data]
         pos = {u: i for i, u in enumerate(sent_all)}
-        core = [(i, u) for i, (u, r) in enumerate(zip(sent_all, c.sent_data, strict=True))
-                if r.symbol in CORE_SET]
+        core = [
+            (i, u)
+            for i, (u, r) in enumerate(zip(sent_all, c.sent_data, strict=True))
+            if r.symbol in CORE_SET
+        ]
         got = received_by_conn.pop(c.id, [])
         for u in got:
             assert u in pos, f"message {u} received but never sent on connection {c.id}"
@@ -373,8 +387,7 @@ def check_delivery(run: ChaosRun, conns: list[ConnectionInfo]) -> dict[str, int]
 def test_chaos(alpaca_server_factory: Any) -> None:
     seconds = float(_ENV_SECONDS) if _ENV_SECONDS else CI_SECONDS
     max_faults = None if _ENV_SECONDS else CI_FAULTS
-    server: AlpacaStreamServer = alpaca_server_factory(
-        sent_log_size=10_000_000, test_stream=False)
+    server: AlpacaStreamServer = alpaca_server_factory(sent_log_size=10_000_000, test_stream=False)
     client = new_client(server)
     try:
         run = ChaosRun(server, client, SEED)
@@ -435,23 +448,26 @@ def test_chaos(alpaca_server_factory: Any) -> None:
 
 # ---------------------------------------------------------------- control frames lost
 # The chaos run corrupts data frames only (so the loss is countable). A corrupted
-# *control* frame is a different matter: the client waits for it forever.
+# *control* frame is a different matter: without a reply deadline the client would
+# wait for it forever. With one, it drops the socket and the reconnect replays.
 
-RECOVERY_S = 6.0  # a fix (a reply timeout of a few seconds) must recover within this
+REPLY_TIMEOUT = 1.0  # shorter than the 5 s default so the tests stay quick
+RECOVERY_S = 6.0  # the deadline plus a reconnect, with room for a busy machine
+
+
+def _errors_of(client: Any) -> list[Exception]:
+    seen: list[Exception] = []
+    client.errors.subscribe(seen.append)
+    return seen
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="a lost subscription ack wedges the SubscriptionBook: book.py keeps the "
-    "request in flight until an ack/error that never comes, so every later change is "
-    "held back until a reconnect (client.py: no reply timeout on the in-flight request)",
-)
 def test_lost_subscription_ack_does_not_wedge_later_changes(
     alpaca_server_factory: Any,
 ) -> None:
     server: AlpacaStreamServer = alpaca_server_factory(test_stream=False)
-    client = new_client(server)
+    client = new_client(server, reply_timeout=REPLY_TIMEOUT)
+    errors = _errors_of(client)
     try:
         client.trades("A").subscribe(lambda _: None)
         conn = server.wait_for_subscriptions({"trades": {"A"}}, timeout=5 * TIMING_FACTOR)
@@ -459,28 +475,50 @@ def test_lost_subscription_ack_does_not_wedge_later_changes(
         client.trades("B").subscribe(lambda _: None)
         server.wait_for_subscriptions({"trades": {"A", "B"}}, timeout=5 * TIMING_FACTOR)
         client.trades("C").subscribe(lambda _: None)
-        server.wait_for_subscriptions({"trades": {"A", "B", "C"}},
-                                      timeout=RECOVERY_S * TIMING_FACTOR)
+        final = server.wait_for_subscriptions(
+            {"trades": {"A", "B", "C"}}, timeout=RECOVERY_S * TIMING_FACTOR
+        )
+        # Recovered by dropping the wedged socket: a new connection holds everything.
+        assert final.id != conn.id
+        assert client.metrics.reply_timeouts == 1
+        timeouts = [e for e in errors if isinstance(e, ReplyTimeout)]
+        assert len(timeouts) == 1 and "subscribe" in str(timeouts[0])
     finally:
         client.close()
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="a lost auth reply leaves the client in AUTHENTICATING forever: the server "
-    "thinks it is authenticated (no 404 auth timeout comes), and client.py/protocol.py "
-    "have no timeout of their own on the greeting or the auth reply",
-)
 def test_lost_auth_reply_is_recovered(alpaca_server_factory: Any) -> None:
     server: AlpacaStreamServer = alpaca_server_factory(test_stream=False)
     server.slow_auth(0.3)  # time to target the connection between greeting and reply
-    client = new_client(server)
+    client = new_client(server, reply_timeout=REPLY_TIMEOUT)
+    errors = _errors_of(client)
     try:
         client.trades("A").subscribe(lambda _: None)
         conn = server.wait_for_connection(1, timeout=5 * TIMING_FACTOR)
         server.corrupt_next_frame(conn.id)  # the next frame is "authenticated"
-        server.wait_for_subscriptions({"trades": {"A"}}, timeout=RECOVERY_S * TIMING_FACTOR)
+        final = server.wait_for_subscriptions({"trades": {"A"}}, timeout=RECOVERY_S * TIMING_FACTOR)
+        assert final.id != conn.id
         assert client.current_state is ConnectionState.AUTHENTICATED
+        assert client.metrics.reply_timeouts == 1
+        timeouts = [e for e in errors if isinstance(e, ReplyTimeout)]
+        assert len(timeouts) == 1 and "authenticated" in str(timeouts[0])
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_slow_reply_within_the_deadline_is_not_a_timeout(
+    alpaca_server_factory: Any,
+) -> None:
+    """The deadline must not fire on a server that is merely slow."""
+    server: AlpacaStreamServer = alpaca_server_factory(test_stream=False)
+    server.slow_auth(0.5)
+    client = new_client(server, reply_timeout=REPLY_TIMEOUT * 3 * TIMING_FACTOR)
+    try:
+        client.trades("A").subscribe(lambda _: None)
+        conn = server.wait_for_subscriptions({"trades": {"A"}}, timeout=10 * TIMING_FACTOR)
+        assert len(server.connections()) == 1 and conn.authenticated
+        assert client.metrics.reply_timeouts == 0
     finally:
         client.close()
