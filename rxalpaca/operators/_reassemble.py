@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from reactivex import Observable, abc
@@ -23,6 +24,15 @@ def reassemble_step(max_message_bytes: int, emit: Emit) -> Callable[[Frame | Fra
     Each call builds fresh state: one step per subscription (a reconnect starts clean).
     The fused pipeline chains steps directly, saving an Rx hop per stage.
     """
+    return reassemble_steps(max_message_bytes, emit)[0]
+
+
+def reassemble_steps(
+    max_message_bytes: int, emit: Emit
+) -> tuple[Callable[[Frame | FrameError], None], Callable[[int], None]]:
+    """``(on_next, on_end)``: :func:`reassemble_step` plus what to do when the source
+    completes — ``on_end(now_ns)`` reports a message left unfinished as a FrameError,
+    so nothing is lost without a trace."""
     if max_message_bytes <= 0:
         raise ValueError("max_message_bytes must be positive")
     parts: list[bytes] = []
@@ -103,7 +113,15 @@ def reassemble_step(max_message_bytes: int, emit: Emit) -> Callable[[Frame | Fra
             return
         parts.append(payload)
 
-    return on_next
+    def on_end(now_ns: int) -> None:
+        nonlocal discarding
+        if parts:
+            stub = parts[0]
+            parts.clear()
+            emit(FrameError("stream ended inside a fragmented message", stub, now_ns))
+        discarding = False
+
+    return on_next, on_end
 
 
 def reassemble_(
@@ -117,10 +135,15 @@ def reassemble_(
             observer: abc.ObserverBase[Frame | FrameError],
             scheduler: abc.SchedulerBase | None = None,
         ) -> abc.DisposableBase:
-            step = reassemble_step(max_message_bytes, observer.on_next)
-            return source.subscribe(
-                step, observer.on_error, observer.on_completed, scheduler=scheduler
-            )
+            step, end = reassemble_steps(max_message_bytes, observer.on_next)
+
+            def on_completed() -> None:
+                # A message cut off by the end of the stream becomes an error value. (On
+                # on_error the error itself says the stream broke; nothing to add.)
+                end(time.time_ns())
+                observer.on_completed()
+
+            return source.subscribe(step, observer.on_error, on_completed, scheduler=scheduler)
 
         return Observable(subscribe)
 

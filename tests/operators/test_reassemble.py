@@ -72,8 +72,25 @@ def test_state_is_per_subscription() -> None:
     xs = scheduler.create_cold_observable(on_next(10, Frame(b"[1,", T, False, 1)), on_completed(20))
     op = ops.reassemble()
     r1 = scheduler.start(lambda: xs.pipe(op))
-    assert [m.value.kind for m in r1.messages] == ["C"]  # the stub is not carried over
+    # The stub is reported at the end and not carried over to the next subscription.
+    assert [m.value.kind for m in r1.messages] == ["N", "C"]
+    assert isinstance(r1.messages[0].value.value, FrameError)
     scheduler2 = TestScheduler()
     xs2 = scheduler2.create_cold_observable(on_next(10, Frame(b"2]", C, True, 2)), on_completed(20))
     r2 = scheduler2.start(lambda: xs2.pipe(op))
     assert isinstance(r2.messages[0].value.value, FrameError)
+
+
+def test_message_unfinished_at_completion_is_an_error_value() -> None:
+    """The stream ends mid-message: the stub is reported before the completion."""
+    out, (res, _) = run([Frame(b"[1]", T, True, 1), Frame(b"[{", B, False, 2)])
+    assert out[0] == Frame(b"[1]", T, True, 1)
+    assert len(out) == 2 and isinstance(out[1], FrameError)
+    assert "ended inside a fragmented message" in str(out[1]) and out[1].excerpt == b"[{"
+    assert [m.value.kind for m in res.messages] == ["N", "N", "C"]
+
+
+def test_skipped_oversized_message_at_completion_reports_nothing_more() -> None:
+    """An oversized message was already reported once; its end needs no second error."""
+    out, _ = run([Frame(b"[" + b"1" * 20, B, False, 1)], max_message_bytes=8)
+    assert len(out) == 1 and "exceeds" in str(out[0])
