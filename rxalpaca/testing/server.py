@@ -243,6 +243,7 @@ class _Out:
     action: str = ""  # "" = send, _CLOSE / _ABORT = end the connection
     code: int = 1000
     reason: str = ""
+    split: int = 0  # send as this many fragments (Fault.SPLIT marks its own frame)
 
 
 class _Conn:
@@ -873,13 +874,14 @@ class AlpacaStreamServer:
             self._send_frame(c, [trade, {"T": "success", "msg": "authenticated"},
                                  {**trade, "i": 2}])
         elif kind is Fault.SPLIT:
-            c.split_next = max(c.split_next, 3)
-            self._send_frame(c, [trade])
+            # Marks this very frame, not whatever frame happens to be written next.
+            self._send_frame(c, [trade], split=3)
         elif kind is Fault.NOT_AN_ARRAY:
             self._enqueue(c, encode_item(trade, enc, self._width), 0)
 
     def split_next_frame(self, n_parts: int = 3, conn: ConnSelector = None) -> None:
-        """Send the next frame to ``conn`` split into ``n_parts`` fragments (S34).
+        """Send the next non-empty frame written to ``conn`` (whatever is already
+        queued comes first) split into ``n_parts`` fragments (S34).
 
         ``websockets`` ends a fragmented message with an empty final continuation frame,
         so the client sees ``n_parts`` non-empty fragments plus that one.
@@ -1452,19 +1454,19 @@ class AlpacaStreamServer:
         """A control message, alone in its frame (S24, §6)."""
         self._enqueue(c, join_items([encode_item(obj, c.encoding, self._width)], c.encoding), 0)
 
-    def _send_frame(self, c: _Conn, recs: Sequence[Mapping[str, Any]]) -> None:
+    def _send_frame(self, c: _Conn, recs: Sequence[Mapping[str, Any]], split: int = 0) -> None:
         items = [encode_item(r, c.encoding, self._width) for r in recs]
-        self._enqueue(c, join_items(items, c.encoding), 0)
+        self._enqueue(c, join_items(items, c.encoding), 0, split=split)
 
     def _send_error(self, c: _Conn, code: int, msg: str | None = None) -> None:
         text = msg if msg is not None else error_for_code(code).msg
         self._send_control(c, {"T": "error", "code": code, "msg": text})
 
     def _enqueue(self, c: _Conn, payload: bytes, data_count: int, *,
-                 text: bool | None = None) -> None:
+                 text: bool | None = None, split: int = 0) -> None:
         if c.closed or c.ending:
             return
-        c.out.append(_Out(payload, c.text if text is None else text, data_count))
+        c.out.append(_Out(payload, c.text if text is None else text, data_count, split=split))
         c.out_bytes += len(payload)
         c.out_msgs += max(data_count, 1)
         if len(c.out) >= 32:
@@ -1529,9 +1531,11 @@ class AlpacaStreamServer:
                 if c.corrupt_next:
                     c.corrupt_next = False
                     payload = payload[: max(1, len(payload) // 2)]
-                if c.split_next:
-                    n = c.split_next
-                    c.split_next = 0
+                n = item.split
+                if not n and c.split_next and payload:
+                    # An empty frame has nothing to split: the request waits for the next.
+                    n, c.split_next = c.split_next, 0
+                if n and payload:
                     size = max(1, -(-len(payload) // n))
                     parts = [payload[i:i + size] for i in range(0, len(payload), size)]
                     await ws.send(parts, text=item.text)

@@ -19,16 +19,24 @@ pytestmark = pytest.mark.timeout(30)
 T0 = 1_700_000_000_000_000_000
 
 
-def login(server: AlpacaStreamServer, connect: PeerFactory, feed: str = "iex",
-          **kw: Any) -> Any:
+def login(server: AlpacaStreamServer, connect: PeerFactory, feed: str = "iex", **kw: Any) -> Any:
     peer = connect(server.url(feed), **kw)
     peer.login()
     return peer
 
 
 def trade(i: int) -> dict[str, Any]:
-    return {"T": "t", "S": "AAPL", "i": i, "x": "V", "p": 100.25, "s": 10, "c": ["@", "I"],
-            "z": "C", "t": T0 + i}
+    return {
+        "T": "t",
+        "S": "AAPL",
+        "i": i,
+        "x": "V",
+        "p": 100.25,
+        "s": 10,
+        "c": ["@", "I"],
+        "z": "C",
+        "t": T0 + i,
+    }
 
 
 def undecodable(opcode: int, data: bytes) -> bool:
@@ -88,6 +96,45 @@ def test_s34_split_next_frame(server: AlpacaStreamServer, connect: PeerFactory) 
     assert peer.recv_one()["T"] == "t"  # websocket-client reassembles
 
 
+def _read_message(peer: Any) -> list[Any]:
+    frames = []
+    while True:
+        frame = peer.ws.recv_frame()
+        frames.append(frame)
+        if frame.fin:
+            return frames
+
+
+def test_s34_split_fault_splits_its_own_frame(
+    server: AlpacaStreamServer, connect: PeerFactory
+) -> None:
+    """Fault.SPLIT fragments the trade it sends, never a frame queued before it."""
+    peer = login(server, connect)
+    peer.subscribe(trades=["AAPL"])
+    server.publish([trade(1)])
+    server.send_fault(Fault.SPLIT)
+    first = _read_message(peer)
+    assert len(first) == 1 and orjson.loads(first[0].data)[0]["i"] == 1
+    second = _read_message(peer)
+    assert len([f for f in second if f.data]) == 3
+
+
+def test_s34_split_next_frame_skips_an_empty_frame(
+    server: AlpacaStreamServer, connect: PeerFactory
+) -> None:
+    """An empty frame cannot be split: it goes out whole and the next frame is split."""
+    peer = login(server, connect)
+    peer.subscribe(trades=["AAPL"])
+    server.split_next_frame(2)
+    server.send_raw(b"", text=True)
+    server.publish([trade(1)])
+    empty = _read_message(peer)
+    assert len(empty) == 1 and empty[0].data == b""
+    split = _read_message(peer)
+    assert len([f for f in split if f.data]) == 2
+    assert orjson.loads(b"".join(f.data for f in split))[0]["i"] == 1
+
+
 def test_s34_corrupt_next_frame(server: AlpacaStreamServer, connect: PeerFactory) -> None:
     """S34: the next frame is truncated; the one after is fine."""
     peer = login(server, connect, msgpack_mode=True)
@@ -132,9 +179,7 @@ def test_s36_mute(server: AlpacaStreamServer, connect: PeerFactory) -> None:
     assert peer.recv_one()["i"] == 2
 
 
-def test_s37_slow_client_is_disconnected(
-    alpaca_server_factory: Any, connect: PeerFactory
-) -> None:
+def test_s37_slow_client_is_disconnected(alpaca_server_factory: Any, connect: PeerFactory) -> None:
     """S37: a client that stops reading overflows its bounded buffer and is dropped."""
     srv = alpaca_server_factory(max_buffer_messages=2000, test_stream=False)
     peer = login(srv, connect, rcvbuf=4096)
@@ -168,8 +213,9 @@ def test_s37_overflow_sends_407_when_it_can(
 
 def test_s37_buffer_bound_in_bytes(alpaca_server_factory: Any, connect: PeerFactory) -> None:
     """S37: the bound can be in bytes too."""
-    srv = alpaca_server_factory(max_buffer_messages=None, max_buffer_bytes=200_000,
-                                test_stream=False, batch_size=100)
+    srv = alpaca_server_factory(
+        max_buffer_messages=None, max_buffer_bytes=200_000, test_stream=False, batch_size=100
+    )
     peer = login(srv, connect, rcvbuf=4096)
     peer.subscribe(trades=["*"])
     info = srv.wait_for_authenticated()
