@@ -423,6 +423,13 @@ def test_client_needs_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     assert StreamClient("iex").url == "wss://stream.data.alpaca.markets/v2/iex"
 
 
+@pytest.mark.parametrize("bad", [0, -1.0])
+def test_reply_timeout_must_be_positive(bad: float) -> None:
+    with pytest.raises(errors.ConfigurationError, match="reply_timeout"):
+        StreamClient("iex", key=DEFAULT_KEY, secret=DEFAULT_SECRET, reply_timeout=bad)
+    assert StreamClient("iex", key=DEFAULT_KEY, secret=DEFAULT_SECRET, reply_timeout=None)
+
+
 def test_unknown_channel_for_the_feed_is_a_clear_error(
     alpaca_server: AlpacaStreamServer, make_client: Callable[..., StreamClient]
 ) -> None:
