@@ -7,8 +7,8 @@ builds is, in order::
     frames$ ─► reassemble() ─► validate() ─► decode(codec) ─► meter(metrics) ─► route(router)
 
 (fused into one hop by ``pipeline(...)`` on the hot path), and around the
-connection ``retry_with_backoff(policy)``. ``throttle`` and ``conflate`` are for
-users' own pipelines.
+connection ``retry_with_backoff(policy)``. ``throttle``, ``conflate`` and
+``bounded_buffer`` are for users' own pipelines.
 
 Example::
 
@@ -18,7 +18,7 @@ Example::
 
 Threading: the socket thread runs ``reassemble`` through ``route`` and, by
 default, every observer. ``throttle`` emits trailing items from timer threads;
-``conflate`` hands items to a scheduler of your choice.
+``conflate`` and ``bounded_buffer`` hand items to a scheduler of your choice.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from ..codec import Codec, Decoded
 from ..errors import FrameError
 from ..frames import Frame
 from ..metrics import Metrics
+from ._buffer import BufferOverflow, OverflowPolicy, bounded_buffer_
 from ._conflate import conflate_
 from ._decode import Batch, decode_
 from ._meter import meter_
@@ -58,9 +59,10 @@ def reassemble(
                    reassemble()
         out:     -----------------------TCC------T--|
 
-    A continuation without a start, a message interrupted by another, or a message
-    over ``max_message_bytes`` becomes a :class:`~rxalpaca.errors.FrameError` value
-    (memory stays bounded: an oversized message is discarded as it arrives).
+    A continuation without a start, a message interrupted by another, a message
+    over ``max_message_bytes``, or one left unfinished when the source completes
+    becomes a :class:`~rxalpaca.errors.FrameError` value (memory stays bounded: an
+    oversized message is discarded as it arrives).
 
     Args:
         max_message_bytes: the largest message kept.
@@ -225,10 +227,60 @@ def conflate(
     return conflate_(key, scheduler, on_conflated)
 
 
+def bounded_buffer(
+    size: int,
+    overflow: OverflowPolicy = "drop_oldest",
+    scheduler: abc.SchedulerBase | None = None,
+    on_overflow: Callable[[int], None] | None = None,
+) -> Callable[[Observable[_T]], Observable[_T]]:
+    """Deliver on ``scheduler``'s thread through a queue of at most ``size`` items.
+
+    For slow observers that must see items in order (``conflate`` keeps only the
+    latest per key). Items leave in arrival order, none twice; an error or completion
+    comes after the items queued before it; disposing stops the delivery at once and
+    drops what is queued. When the queue is full, ``overflow`` decides::
+
+        source:       -a-b-c-d-e-|        (size=2; the observer is busy with a until after e)
+                       bounded_buffer(2, overflow)
+        drop_oldest:  -a--------d-e-|     (b, c evicted: on_overflow(1), on_overflow(2))
+        drop_newest:  -a--------b-c-|     (d, e dropped)
+        block:        -a--------b-c-d-e-| (the producer waited at d and at e)
+        error:        -a--------b-c-#     (# = BufferOverflow at d; the source is let go)
+
+    ``"block"`` makes the producer wait for room. On a client's stream the producer
+    is the socket thread: while it waits the socket is not read, and a server that
+    stays behind disconnects the client (``407 slow client``, then a reconnect).
+    Disposing (or an observer that raises) frees a waiting producer. ``block`` never
+    waits on the consumer's own thread (an observer feeding its own source, or a
+    same-thread scheduler such as virtual time): a full queue then ends the stream
+    with :class:`BufferOverflow` rather than deadlocking — or silently dropping,
+    which ``block`` promises not to do.
+
+    Example::
+
+        client.trades("AAPL").pipe(
+            ops.bounded_buffer(10_000, "drop_oldest", on_overflow=report_dropped),
+        ).subscribe(write_to_database)
+
+    Args:
+        size: the queue's capacity, in items (at least 1).
+        overflow: ``"drop_oldest"`` (default), ``"drop_newest"``, ``"block"`` or ``"error"``.
+        scheduler: the consumer's scheduler (default: the thread pool ``conflate`` uses).
+        on_overflow: called on the producer's thread with the running count of dropped
+            items (drop policies); if it raises, the stream ends with that error.
+
+    Raises:
+        ValueError: ``size`` is not a positive int or ``overflow`` is not a policy.
+    """
+    return bounded_buffer_(size, overflow, scheduler, on_overflow)
+
+
 __all__ = [  # noqa: PLE0604 - reactivex's names are strings too
     "Batch",
+    "BufferOverflow",
     "RetryPolicy",
     "Router",
+    "bounded_buffer",
     "conflate",
     "decode",
     "meter",

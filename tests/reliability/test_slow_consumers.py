@@ -8,6 +8,10 @@
   socket thread and keeps only the latest quote per symbol while the observer is busy:
   the connection stays healthy (no 407, no reconnect, still authenticated) and the
   observer ends with the latest value of every symbol.
+* **bounded buffer** — ``ops.bounded_buffer(size, "drop_oldest", scheduler=…)`` moves the
+  slow work off the socket thread through a queue of ``size`` quotes, evicting the oldest
+  when it is full: the connection stays healthy, the observer sees quotes in order and ends
+  with the newest ``size`` of them, and every quote was either seen or counted as dropped.
 
 The server's outbound buffer is set to 30,000 messages (its default is 100,000) so the
 407 comes after about a second and a half. The figures measured are printed by the last
@@ -16,6 +20,7 @@ test (``pytest -s``) for ``docs/reliability.md``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -39,6 +44,8 @@ BATCH = 10  # messages per frame
 BUFFER = 30_000  # the server's outbound buffer, in messages (S37)
 WORK_S = 0.010  # what the observer spends on each message
 CONFLATED_RUN_S = 2.5  # longer than the unmitigated client survives
+BUFFERED_RUN_S = 2.0  # longer than the unmitigated client survives
+QUEUE_SIZE = 100  # the bounded buffer's capacity: one second of the observer's work
 
 FIGURES: dict[str, Any] = {}
 
@@ -269,6 +276,78 @@ def test_conflate_keeps_a_slow_observer_healthy_with_the_latest_values(
         assert metrics.messages_delivered == info.sent_data_count
         assert len(seen) + replaced[0] == metrics.messages_delivered
         assert len(seen) < metrics.messages_delivered / 100  # it really was conflated
+    finally:
+        stop.set()
+        client.close()
+        scheduler.executor.shutdown(wait=True)
+    wait_balanced(client.metrics, 5 * TF)
+
+
+@pytest.mark.timeout(60)
+def test_bounded_buffer_drop_oldest_keeps_a_slow_observer_healthy_with_the_newest_values(
+    server: AlpacaStreamServer, client: StreamClient
+) -> None:
+    states: list[ConnectionState] = []
+    client.state.subscribe(states.append)
+    errors: list[Exception] = []
+    client.errors.subscribe(errors.append)
+    stop = threading.Event()
+    seen: list[Any] = []
+    cond = threading.Condition()
+    dropped = [0]
+    scheduler = ThreadPoolScheduler(1)
+    try:
+        client.quotes(*SYMBOLS).pipe(
+            ops.bounded_buffer(
+                QUEUE_SIZE,
+                "drop_oldest",
+                scheduler=scheduler,
+                on_overflow=lambda n: dropped.__setitem__(0, n),
+            )
+        ).subscribe(slow_observer(stop, seen, cond))
+        server.wait_for_subscriptions({"quotes": set(SYMBOLS)}, timeout=5 * TF)
+        t0 = time.monotonic()
+        handle = server.start_market(market())
+        # As with conflate: run past the point where the unmitigated client was dropped;
+        # the point is that nothing happens.
+        time.sleep(BUFFERED_RUN_S)
+        server.stop_market(handle)
+        elapsed = time.monotonic() - t0
+        [info] = server.connections()
+        assert not info.closed and info.close_reason == "", info.close_reason
+        metrics = client.metrics
+
+        def all_accounted_for() -> bool:
+            delivered = metrics.messages_delivered
+            return delivered == info.sent_data_count == len(seen) + dropped[0]
+
+        # The queue drains at the observer's pace (QUEUE_SIZE x WORK_S at most).
+        with cond:
+            assert cond.wait_for(all_accounted_for, 10 * TF), (
+                len(seen),
+                dropped[0],
+                metrics.messages_delivered,
+                info.sent_data_count,
+            )
+        FIGURES["bounded_buffer: messages sent"] = info.sent_data_count
+        FIGURES["bounded_buffer: achieved rate (msg/s)"] = round(handle.sent / elapsed)
+        FIGURES["bounded_buffer: messages the observer saw"] = len(seen)
+        FIGURES["bounded_buffer: messages dropped (oldest first)"] = dropped[0]
+        FIGURES["bounded_buffer: slow-consumer warnings"] = metrics.slow_consumer_warnings
+        # Healthy: one connection, authenticated all along, no 407, nothing on errors.
+        assert server.connections()[0].close_reason == ""
+        assert client.current_state is ConnectionState.AUTHENTICATED
+        assert states[-1] is ConnectionState.AUTHENTICATED
+        assert ConnectionState.RECONNECTING not in states
+        assert metrics.connects == 1 and metrics.reconnects == 0
+        assert errors == []
+        # In order and never twice: the market's clock is strictly increasing.
+        stamps = [q.timestamp_ns for q in seen]
+        assert all(a < b for a, b in itertools.pairwise(stamps))
+        # The observer ends with the newest QUEUE_SIZE quotes, exactly as they were sent.
+        newest_sent = [(r.symbol, to_nanos(r.record["t"])) for r in info.sent_data[-QUEUE_SIZE:]]
+        assert [(q.symbol, q.timestamp_ns) for q in seen[-QUEUE_SIZE:]] == newest_sent
+        assert dropped[0] > metrics.messages_delivered / 2  # it really was overflowing
     finally:
         stop.set()
         client.close()
