@@ -20,17 +20,24 @@ d. ``msgpack.unpackb`` into plain dicts
 e. our ``Codec.decode`` in MessagePack mode (msgspec typed MessagePack decode)
 
 plus, for reference, the standard library's ``json.loads`` and (c) without the stamping.
+
+``test_timestamp_check`` measures eager timestamp checks against (c)/(e), the default, which
+parses timestamps only when read: ``strict_timestamps=True`` and prototypes of cheaper checks
+(``docs/benchmarks.md``, "Eager timestamp checks").
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import operator
+import re
 import sys
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from statistics import median
-from typing import Any
+from typing import Annotated, Any, Union
 
 import msgpack
 import msgspec
@@ -41,7 +48,7 @@ from msgspec import Raw
 
 from rxalpaca.codec import Codec
 from rxalpaca.errors import FrameError
-from rxalpaca.models import Bar, MarketRecord, Quote, Trade
+from rxalpaca.models import Bar, MarketRecord, Quote, Record, Trade
 
 RECEIVED_NS = 1_709_652_600_500_000_000
 
@@ -245,6 +252,179 @@ def test_salvage_cost(benchmark: Any, kind: str) -> None:
     assert benchmark(c_codec_json, frames) == expected
 
 
+# ---------------------------------------------------------------- eager timestamp checks
+#
+# The default codec keeps ``t`` raw and parses it when read. Each candidate below is the
+# default ``Codec.decode`` plus one way of proving every timestamp at decode time; the
+# prototypes put their check inline after the call, as it would sit in the fast path.
+
+JSON_STRICT = Codec("stocks", "json", strict_timestamps=True)
+MSGPACK_STRICT = Codec("stocks", "msgpack", strict_timestamps=True)
+_raw_time = operator.attrgetter("raw_time")
+_AwareList = list[Annotated[dt.datetime, msgspec.Meta(tz=True)]]
+_JSON_TIMES = msgspec.json.Decoder(_AwareList).decode
+_MSGPACK_TIMES = msgspec.msgpack.Decoder(_AwareList).decode
+#: Shape only (digits and separators): no ranges, no calendar — weaker than the proof.
+_JSON_SHAPES = re.compile(rb'(?:"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z")*').fullmatch
+
+
+def _with_t_as(t_type: Any) -> Codec:
+    """A JSON codec whose Trade/Quote/Bar decode ``t`` as ``t_type`` (a constraint checked
+    inside the one msgspec call) instead of ``msgspec.Raw``; records otherwise the same."""
+    classes = []
+    for cls in (Trade, Quote, Bar):
+        spec: list[Any] = []
+        for f in msgspec.structs.fields(cls):
+            typ = t_type if f.encode_name == "t" else f.type
+            if f.default is not msgspec.NODEFAULT:
+                spec.append((f.name, typ, f.default))
+            elif f.default_factory is not msgspec.NODEFAULT:
+                spec.append((f.name, typ, msgspec.field(default_factory=f.default_factory)))
+            else:
+                spec.append((f.name, typ))
+        config = cls.__struct_config__
+        classes.append(
+            msgspec.defstruct(
+                f"{cls.__name__}T",
+                spec,
+                kw_only=True,
+                frozen=True,
+                gc=False,
+                tag_field="T",
+                tag=config.tag,
+                rename={f.name: f.encode_name for f in msgspec.structs.fields(cls)},
+            )
+        )
+    codec = Codec("stocks", "json")
+    union: Any = Union[tuple(classes)]  # noqa: UP007 - a runtime union of a tuple
+    codec._decode_frame = msgspec.json.Decoder(list[union]).decode  # type: ignore[misc]
+    return codec
+
+
+_PATTERN_CODEC = _with_t_as(
+    Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")]
+)
+_DATETIME_CODEC = _with_t_as(dt.datetime)
+_LENGTH_CODEC = _with_t_as(Annotated[str, msgspec.Meta(min_length=20, max_length=30)])
+
+
+def _decode_all(codec: Codec) -> Callable[[list[bytes]], int]:
+    def run(frames: list[bytes]) -> int:
+        n = 0
+        decode = codec.decode
+        for f in frames:
+            n += len(decode(f, RECEIVED_NS))
+        return n
+
+    return run
+
+
+def t_join_only(frames: list[bytes]) -> int:
+    n = 0
+    decode = JSON_CODEC.decode
+    for f in frames:
+        records = decode(f, RECEIVED_NS)
+        b"".join(map(_raw_time, records))
+        n += len(records)
+    return n
+
+
+def t_join_regex(frames: list[bytes]) -> int:
+    n = 0
+    decode = JSON_CODEC.decode
+    for f in frames:
+        records = decode(f, RECEIVED_NS)
+        if _JSON_SHAPES(b"".join(map(_raw_time, records))) is None:
+            raise ValueError("malformed timestamp")
+        n += len(records)
+    return n
+
+
+def t_join_datetimes(frames: list[bytes]) -> int:
+    n = 0
+    decode = JSON_CODEC.decode
+    for f in frames:
+        records = decode(f, RECEIVED_NS)
+        _JSON_TIMES(b"[" + b",".join(map(_raw_time, records)) + b"]")
+        n += len(records)
+    return n
+
+
+def t_msgpack_join_datetimes(frames: list[bytes]) -> int:
+    n = 0
+    decode = MSGPACK_CODEC.decode
+    for f in frames:
+        records = decode(f, RECEIVED_NS)
+        k = len(records)
+        head = bytes((0x90 | k,)) if k < 16 else b"\xdc" + k.to_bytes(2, "big")
+        _MSGPACK_TIMES(head + b"".join(map(_raw_time, records)))
+        n += len(records)
+    return n
+
+
+def t_parse_each(frames: list[bytes]) -> int:
+    n = 0
+    decode = JSON_CODEC.decode
+    for f in frames:
+        records = decode(f, RECEIVED_NS)
+        for r in records:
+            r.timestamp_ns  # noqa: B018
+        n += len(records)
+    return n
+
+
+# name → (function, encoding of the frames it reads); the first of each encoding is its
+# group's baseline.
+TIME_CHECKS: dict[str, tuple[Callable[[list[bytes]], int], str]] = {
+    "default: lazy (parsed when read)": (c_codec_json, "json"),
+    "strict_timestamps=True (2nd msgspec pass)": (_decode_all(JSON_STRICT), "json"),
+    "proto: + join raw times (floor of any post-pass)": (t_join_only, "json"),
+    "proto: + joined times -> msgspec list[datetime]": (t_join_datetimes, "json"),
+    "proto: + joined times -> one regex (shape only)": (t_join_regex, "json"),
+    "proto: + parse_time_ns on each record": (t_parse_each, "json"),
+    "proto: t as str + Meta(min/max_length), in C": (_decode_all(_LENGTH_CODEC), "json"),
+    "proto: t as str + Meta(pattern), in the call": (_decode_all(_PATTERN_CODEC), "json"),
+    "proto: t as datetime, in C (loses ns)": (_decode_all(_DATETIME_CODEC), "json"),
+    "MessagePack default: lazy": (e_codec_msgpack, "msgpack"),
+    "MessagePack strict_timestamps=True": (_decode_all(MSGPACK_STRICT), "msgpack"),
+    "MessagePack proto: + joined times -> list[datetime]": (t_msgpack_join_datetimes, "msgpack"),
+}
+TIME_WORKLOADS = [w for w in WORKLOADS if w != "1,000-msg frame"]
+
+
+@pytest.mark.parametrize("check", list(TIME_CHECKS))
+@pytest.mark.parametrize("workload_name", TIME_WORKLOADS)
+def test_timestamp_check(benchmark: Any, workload_name: str, check: str) -> None:
+    w = workload(workload_name)
+    fn, encoding = TIME_CHECKS[check]
+    frames = w.json_frames if encoding == "json" else w.msgpack_frames
+    kind = "JSON" if encoding == "json" else "MessagePack"
+    benchmark.group = f"timestamp checks, {kind}: {workload_name}"
+    benchmark.name = check
+    baseline = check == next(k for k, (_, e) in TIME_CHECKS.items() if e == encoding)
+    benchmark.extra_info.update(
+        workload=workload_name,
+        candidate=check,
+        frames=w.frames,
+        messages=w.messages,
+        baseline=baseline,
+    )
+    assert benchmark(fn, frames) == w.messages
+
+
+def test_time_check_prototypes_catch_what_they_claim() -> None:
+    """The prototypes really check: a bad time fails them (or is refused by the decoder)."""
+    bad = b'[{"T":"q","S":"A","bp":1,"bs":1,"ap":1,"as":1,"t":"2021-02-22T15:51:4a.5Z"}]'
+    for fn in (t_join_regex, t_join_datetimes, t_parse_each):
+        with pytest.raises(ValueError):
+            fn([bad])
+    for codec in (_PATTERN_CODEC, _DATETIME_CODEC):  # their fast path (the part measured)
+        with pytest.raises(msgspec.ValidationError):
+            codec._decode_frame(bad)
+    assert _LENGTH_CODEC._decode_frame(bad)[0].raw_time == "2021-02-22T15:51:4a.5Z"  # missed
+    assert not any(isinstance(x, Record) for x in JSON_STRICT.decode(bad))
+
+
 # ---------------------------------------------------------------- encoding
 
 SUBSCRIBE: dict[str, Any] = {
@@ -294,7 +474,12 @@ def report(paths: list[str]) -> str:
             groups.setdefault(bench["group"], []).append(bench)
         for group, benches in groups.items():
             base = next(
-                (b for b in benches if b["extra_info"]["candidate"] == BASELINE), benches[0]
+                (
+                    b
+                    for b in benches
+                    if b["extra_info"].get("baseline") or b["extra_info"]["candidate"] == BASELINE
+                ),
+                benches[0],
             )
             for b in benches:
                 key = (group, b["extra_info"]["candidate"])

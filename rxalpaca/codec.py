@@ -17,6 +17,12 @@ Decoding takes two paths:
   them); a bad message becomes one :class:`~rxalpaca.errors.FrameError`. A frame that is not
   JSON/MessagePack at all, or not an array, gives exactly one ``FrameError``.
 
+Timestamps stay raw (``msgspec.Raw``) in the records and are parsed when first read
+(``timestamp_ns``), where a malformed one raises a ``ValueError`` naming the field. With
+``strict_timestamps=True`` a second C pass proves them at decode time instead: a message with
+a malformed time becomes a ``FrameError`` and every delivered timestamp is readable. No check
+cheap enough to be the default was found (``docs/benchmarks.md``, "Eager timestamp checks").
+
 :meth:`Codec.decode` never raises: errors are values (``design.md``, "Errors are values too").
 
 Example::
@@ -33,7 +39,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final, Literal, TypeAlias, Union
+from typing import Annotated, Any, Final, Literal, TypeAlias, Union
 
 import msgspec
 import orjson
@@ -116,17 +122,29 @@ _JSON_LEADS: Final = frozenset(b" \t\r\n[{")
 _RawList: TypeAlias = list[msgspec.Raw]
 
 
+_Time: TypeAlias = Annotated[_dt.datetime, msgspec.Meta(tz=True)]
+_NO_TIME: Final = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+
+
 class _TimeCheck(msgspec.Struct, gc=False):
-    """Only the timestamps of a message, parsed in C to prove they are well formed.
+    """Only the timestamp of a market message, parsed in C to prove it well formed.
 
     Records keep timestamps raw and parse them on demand (fast decoding); with
     ``strict_timestamps`` this second, C-only pass turns a malformed time into a
-    FrameError at decode time instead of a ValueError when it is first read.
+    FrameError at decode time instead of a ValueError when it is first read. Whatever
+    msgspec accepts here ``models.parse_time_ns`` parses (aware times only, ``null`` only
+    where a record allows it; the same RFC 3339 strings), so a delivered time always reads.
+    The default only stands for messages without the field (control messages).
     """
 
-    t: _dt.datetime | None = None
-    created_at: _dt.datetime | None = None
-    updated_at: _dt.datetime | None = None
+    t: _Time = _NO_TIME
+
+
+class _NewsTimeCheck(msgspec.Struct, gc=False):
+    """The same for news articles, whose times are ``created_at`` and ``updated_at``."""
+
+    created_at: _Time = _NO_TIME
+    updated_at: _Time | None = None
 
 
 def _family(name: Family | str) -> Family:
@@ -161,9 +179,12 @@ class Codec:
         encoding: ``"json"`` (text frames) or ``"msgpack"`` (binary frames), as negotiated
             with ``Content-Type`` on the upgrade request (§1.3).
         strict_timestamps: also prove every timestamp well formed while decoding (a
-            second pass, in C), so a malformed time becomes a ``FrameError`` instead of
-            a ``ValueError`` when ``timestamp_ns`` is first read. Costs about +15 % on
-            MessagePack and +60 % on JSON frames (docs/benchmarks.md); off by default.
+            second pass, in C): a message with a malformed time becomes a ``FrameError``
+            (the rest of its frame is still delivered), so ``timestamp_ns`` never raises
+            on a delivered record. Off by default, where a malformed time is delivered
+            and raises ``ValueError`` (naming the field) when first read. Costs about
+            +50 % on JSON and +40 % on MessagePack frames; no cheaper eager check was
+            found (docs/benchmarks.md, "Eager timestamp checks").
 
     A codec holds no mutable state once built (msgspec decoders and encoders are immutable),
     so one instance may serve several connections and threads. Building one takes ~65 µs.
@@ -191,13 +212,15 @@ class Codec:
 
     __slots__ = (
         "_check_frame",
-        "_check_one",
         "_decode_frame",
         "_json_any",
+        "_json_check_frame",
+        "_json_check_one",
         "_json_frame",
         "_json_one",
         "_json_raw",
         "_msgpack_any",
+        "_msgpack_check_one",
         "_msgpack_enc",
         "_msgpack_frame",
         "_msgpack_one",
@@ -239,15 +262,23 @@ class Codec:
         self._decode_frame: Callable[[Any], list[Any]] = (
             self._json_frame.decode if encoding == "json" else self._msgpack_frame.decode
         )
+        # strict_timestamps: the second pass, for frames in this codec's encoding
+        # (_check_frame), JSON frames on a MessagePack codec and single elements (salvage).
         self._check_frame: Callable[[Any], object] | None = None
-        self._check_one: Callable[[Any], object] | None = None
+        self._json_check_frame: Callable[[Any], object] | None = None
+        self._json_check_one: Callable[[Any], object] | None = None
+        self._msgpack_check_one: Callable[[Any], object] | None = None
         if strict_timestamps:
-            if encoding == "json":
-                self._check_frame = msgspec.json.Decoder(list[_TimeCheck]).decode
-                self._check_one = msgspec.json.Decoder(_TimeCheck).decode
-            else:
-                self._check_frame = msgspec.msgpack.Decoder(list[_TimeCheck]).decode
-                self._check_one = msgspec.msgpack.Decoder(_TimeCheck).decode
+            # Only the fields this family's records hold: other keys are ignored (§4.1).
+            check: Any = _NewsTimeCheck if self.family is Family.NEWS else _TimeCheck
+            self._json_check_frame = msgspec.json.Decoder(list[check]).decode
+            self._json_check_one = msgspec.json.Decoder(check).decode
+            self._msgpack_check_one = msgspec.msgpack.Decoder(check).decode
+            self._check_frame = (
+                self._json_check_frame
+                if encoding == "json"
+                else msgspec.msgpack.Decoder(list[check]).decode
+            )
 
     def __repr__(self) -> str:
         return f"Codec({self.family.value!r}, {self.encoding!r})"
@@ -320,6 +351,8 @@ class Codec:
             if is_json and self.encoding != "json":
                 try:
                     records: list[Any] = self._json_frame.decode(payload)
+                    if self._json_check_frame is not None:
+                        self._json_check_frame(payload)
                 except Exception:
                     pass
                 else:
@@ -347,7 +380,7 @@ class Codec:
         one = self._json_one if is_json else self._msgpack_one
         any_ = self._json_any if is_json else self._msgpack_any
         out: list[Decoded] = []
-        check = self._check_one if is_json == (self.encoding == "json") else None
+        check = self._json_check_one if is_json else self._msgpack_check_one
         for element in elements:
             try:
                 record = one.decode(element)

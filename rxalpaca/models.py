@@ -10,7 +10,9 @@ Timestamps keep the exchange's nanoseconds: the wire value is kept as it came
 (``raw_time``: an RFC 3339 string in JSON, extension type -1 in MessagePack) and
 ``timestamp_ns`` turns it into exact integer nanoseconds on demand, so decoding
 stays as fast as possible and precision is never lost. ``timestamp`` is a
-``datetime`` view (microseconds, as ``datetime`` allows).
+``datetime`` view (microseconds, as ``datetime`` allows). A malformed wire timestamp
+raises ``ValueError``, naming the field, when it is read — unless the codec was built with
+``strict_timestamps=True``, which turns such a message into a ``FrameError`` instead.
 
 Every market record also carries ``received_ns`` (``time.time_ns()`` when its
 frame arrived), so ``rec.received_ns - rec.timestamp_ns`` is the feed's lag.
@@ -77,29 +79,58 @@ _I64 = _struct.Struct(">q")
 
 
 def _parse_rfc3339_ns(text: str) -> int:
-    """``YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z`` (or ``+00:00``) to integer nanoseconds since the epoch."""
-    if len(text) < 20 or text[4] != "-" or text[10] not in "Tt ":
+    """``YYYY-MM-DD[Tt ]HH:MM:SS[.f+](Z|z|±HH:MM|±HHMM)`` to integer nanoseconds since the epoch.
+
+    The grammar msgspec's aware ``datetime`` decoder accepts (``strict_timestamps=True``
+    proves timestamps with it, so what it lets through must parse here): a real calendar
+    date (years 0001-9999), hours 00-23, minutes and seconds 00-59, zone hours 00-23.
+    Fractional digits past the ninth are below a nanosecond and are dropped.
+    """
+    n = len(text)
+    if (
+        n < 20
+        or not text.isascii()
+        or text[4] != "-"
+        or text[7] != "-"
+        or text[10] not in "Tt "
+        or text[13] != ":"
+        or text[16] != ":"
+        or not (
+            text[0:4] + text[5:7] + text[8:10] + text[11:13] + text[14:16] + text[17:19]
+        ).isdigit()
+    ):
         raise ValueError(f"not an RFC 3339 time: {text!r}")
-    days = _dt.date(int(text[0:4]), int(text[5:7]), int(text[8:10])).toordinal() - _EPOCH_ORDINAL
-    seconds = days * 86400 + int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])
-    rest = text[19:]
+    hour, minute, second = int(text[11:13]), int(text[14:16]), int(text[17:19])
+    if hour > 23 or minute > 59 or second > 59:
+        raise ValueError(f"time of day out of range in {text!r}")
+    try:
+        date = _dt.date(int(text[0:4]), int(text[5:7]), int(text[8:10]))
+    except ValueError:
+        raise ValueError(f"no such date in {text!r}") from None
+    end = 19
     frac_ns = 0
-    if rest.startswith("."):
-        end = 1
-        while end < len(rest) and rest[end].isdigit():
+    if text[19] == ".":
+        end = 20
+        while end < n and "0" <= text[end] <= "9":
             end += 1
-        digits = rest[1:end]
-        if not digits or len(digits) > 9:
+        if end == 20:
             raise ValueError(f"bad fractional seconds in {text!r}")
-        frac_ns = int(digits.ljust(9, "0"))
-        rest = rest[end:]
-    if rest in ("Z", "z", "+00:00"):
+        frac_ns = int(text[20 : min(end, 29)].ljust(9, "0"))
+    zone = text[end:]
+    if zone in ("Z", "z"):
         offset = 0
-    elif len(rest) == 6 and rest[0] in "+-" and rest[3] == ":":
-        offset = (int(rest[1:3]) * 3600 + int(rest[4:6]) * 60) * (1 if rest[0] == "+" else -1)
     else:
-        raise ValueError(f"bad zone in RFC 3339 time {text!r}")
-    return (seconds - offset) * _NS + frac_ns
+        if len(zone) == 6 and zone[3] == ":":  # ±HH:MM
+            hh, mm = zone[1:3], zone[4:6]
+        elif len(zone) == 5:  # ±HHMM (not RFC 3339, but msgspec takes it)
+            hh, mm = zone[1:3], zone[3:5]
+        else:
+            raise ValueError(f"bad zone in RFC 3339 time {text!r}")
+        if zone[0] not in "+-" or not (hh + mm).isdigit() or int(hh) > 23 or int(mm) > 59:
+            raise ValueError(f"bad zone in RFC 3339 time {text!r}")
+        offset = (int(hh) * 3600 + int(mm) * 60) * (1 if zone[0] == "+" else -1)
+    days = date.toordinal() - _EPOCH_ORDINAL
+    return (days * 86400 + hour * 3600 + minute * 60 + second - offset) * _NS + frac_ns
 
 
 def _parse_msgpack_ts_ns(data: bytes) -> int:
@@ -110,20 +141,72 @@ def _parse_msgpack_ts_ns(data: bytes) -> int:
         return seconds * _NS
     if n == 8:
         value: int = _U64.unpack(data)[0]
-        return (value & 0x3_FFFF_FFFF) * _NS + (value >> 34)
-    if n == 12:
-        nanos: int = _U32.unpack(data[:4])[0]
-        wide_seconds: int = _I64.unpack(data[4:])[0]
-        return wide_seconds * _NS + nanos
-    raise ValueError(f"bad MessagePack timestamp length {n}")
+        nanos = value >> 34
+        wide_seconds = value & 0x3_FFFF_FFFF
+    elif n == 12:
+        nanos = _U32.unpack(data[:4])[0]
+        wide_seconds = _I64.unpack(data[4:])[0]
+    else:
+        raise ValueError(f"bad MessagePack timestamp length {n}")
+    if nanos >= _NS:
+        raise ValueError(f"MessagePack timestamp nanoseconds out of range ({nanos})")
+    return wide_seconds * _NS + nanos
+
+
+#: MessagePack extension heads: lead byte -> (offset of the type byte, payload size); size 0:
+#: ext 8/16/32, whose big-endian payload size sits between the lead and the type byte.
+_EXT_HEADS: dict[int, tuple[int, int]] = {
+    0xD6: (1, 4),  # fixext 4
+    0xD7: (1, 8),  # fixext 8
+    0xC7: (2, 0),  # ext 8
+    0xC8: (3, 0),  # ext 16
+    0xC9: (5, 0),  # ext 32
+}
+
+
+def _msgpack_ext_ns(data: bytes) -> int:
+    """A MessagePack extension value that must be a timestamp (type -1) to ns.
+
+    ``fixext 4``/``fixext 8``/``ext 8`` (with 12 bytes) are the canonical forms; any ext
+    container holding a 4-, 8- or 12-byte payload is accepted, as msgspec does.
+    """
+    type_at, size = _EXT_HEADS[data[0]]
+    if not size:
+        size = int.from_bytes(data[1:type_at], "big")
+    if len(data) != type_at + 1 + size:
+        raise ValueError(f"malformed MessagePack extension {data[:16]!r}")
+    if data[type_at] != 0xFF:
+        code = int.from_bytes(data[type_at : type_at + 1], "big", signed=True)
+        raise ValueError(f"MessagePack extension type {code} is not a timestamp (type -1)")
+    return _parse_msgpack_ts_ns(data[type_at + 1 :])
+
+
+def _json_string(data: bytes) -> str:
+    """The text of a JSON string value (with its quotes)."""
+    if len(data) < 2 or data[-1] != 0x22:
+        raise ValueError(f"not a JSON string: {data[:40]!r}")
+    if b"\\" in data:  # escapes: let a JSON decoder resolve them
+        try:
+            return msgspec.json.decode(data, type=str)
+        except msgspec.DecodeError:
+            raise ValueError(f"not a JSON string: {data[:40]!r}") from None
+    try:
+        return data[1:-1].decode("ascii")
+    except UnicodeDecodeError:
+        raise ValueError(f"not an RFC 3339 time (not ASCII): {data[:40]!r}") from None
 
 
 def parse_time_ns(raw: Raw | bytes | str | int | _dt.datetime) -> int:
     """Exact nanoseconds since the epoch from any timestamp form the protocol uses (§4.1).
 
     Accepts the raw wire value of a JSON string (with its quotes), a MessagePack
-    timestamp extension (``d6 ff``, ``d7 ff``, ``c7 0c ff`` + payload), a bare RFC 3339
-    ``str``, an ``int`` (already nanoseconds) or an aware ``datetime``.
+    timestamp extension (``d6 ff``, ``d7 ff``, ``c7 0c ff`` + payload), a MessagePack
+    string, a bare RFC 3339 ``str``, an ``int`` (already nanoseconds) or an aware
+    ``datetime``.
+
+    Raises:
+        ValueError: anything else, or an impossible time (a 30th of February, 24:00, a
+            MessagePack timestamp with more than 999,999,999 nanoseconds).
     """
     if isinstance(raw, int):
         return raw
@@ -137,16 +220,27 @@ def parse_time_ns(raw: Raw | bytes | str | int | _dt.datetime) -> int:
         raise ValueError("empty timestamp")
     lead = data[0]
     if lead == 0x22:  # '"' — a JSON string
-        return _parse_rfc3339_ns(data[1:-1].decode("ascii"))
-    if lead == 0xD6 and len(data) == 6 and data[1] == 0xFF:  # fixext 4
-        return _parse_msgpack_ts_ns(data[2:])
-    if lead == 0xD7 and len(data) == 10 and data[1] == 0xFF:  # fixext 8
-        return _parse_msgpack_ts_ns(data[2:])
-    if lead == 0xC7 and len(data) == 15 and data[1] == 12 and data[2] == 0xFF:  # ext 8, 12 bytes
-        return _parse_msgpack_ts_ns(data[3:])
+        return _parse_rfc3339_ns(_json_string(data))
+    if lead in _EXT_HEADS:
+        return _msgpack_ext_ns(data)
     if 0xA0 <= lead <= 0xBF or lead in (0xD9, 0xDA, 0xDB):  # a MessagePack str
-        return _parse_rfc3339_ns(msgspec.msgpack.decode(data, type=str))
+        try:
+            text = msgspec.msgpack.decode(data, type=str)
+        except msgspec.DecodeError:
+            raise ValueError(f"not a MessagePack string: {data[:40]!r}") from None
+        return _parse_rfc3339_ns(text)
     raise ValueError(f"unrecognised timestamp encoding {data[:16]!r}")
+
+
+def _field_ns(record: object, attribute: str, wire: str, raw: Raw) -> int:
+    """``parse_time_ns(raw)``, its error naming the record's field."""
+    try:
+        return parse_time_ns(raw)
+    except ValueError as exc:
+        raise ValueError(
+            f"{type(record).__name__}.{attribute} (wire field {wire!r}) is not a valid "
+            f"timestamp: {exc}"
+        ) from None
 
 
 def format_rfc3339_ns(ns: int) -> str:
@@ -196,8 +290,15 @@ class MarketRecord(Record, frozen=True, kw_only=True, gc=False):
 
     @property
     def timestamp_ns(self) -> int:
-        """Exchange time in exact integer nanoseconds since the epoch (UTC)."""
-        return parse_time_ns(self.raw_time)
+        """Exchange time in exact integer nanoseconds since the epoch (UTC).
+
+        Raises:
+            ValueError: the wire timestamp ``t`` is malformed (the error names the field).
+                Parsed on demand, so this is where a bad ``t`` shows, unless the codec was
+                built with ``strict_timestamps=True`` (then the message is a ``FrameError``
+                instead and never delivered).
+        """
+        return _field_ns(self, "raw_time", "t", self.raw_time)
 
     @property
     def timestamp(self) -> _dt.datetime:
@@ -448,8 +549,8 @@ class News(Record, frozen=True, kw_only=True, gc=False, tag="n"):
 
     @property
     def created_at_ns(self) -> int:
-        """Creation time, exact nanoseconds since the epoch."""
-        return parse_time_ns(self.raw_created_at)
+        """Creation time, exact nanoseconds since the epoch (``ValueError`` if malformed)."""
+        return _field_ns(self, "raw_created_at", "created_at", self.raw_created_at)
 
     @property
     def created_at(self) -> _dt.datetime:
@@ -462,7 +563,7 @@ class News(Record, frozen=True, kw_only=True, gc=False, tag="n"):
         raw = self.raw_updated_at
         if not raw or bytes(raw) in (b"null", b"\xc0"):  # absent, JSON null, MessagePack nil
             return None
-        return parse_time_ns(raw)
+        return _field_ns(self, "raw_updated_at", "updated_at", raw)
 
     @property
     def updated_at(self) -> _dt.datetime | None:

@@ -973,7 +973,88 @@ def test_strict_timestamps_turn_a_malformed_time_into_a_frame_error(encoding: st
     quote, error = strict.decode(frame, 5)
     assert isinstance(quote, Quote) and quote.timestamp_ns == 1614009105335689322
     assert isinstance(error, FrameError) and error.received_ns == 5
+    assert "$.t" in error.reason  # the FrameError names the field
     lazy = lax.decode(frame)[1]  # the default defers parsing: it fails only when read
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"Quote\.raw_time \(wire field 't'\)"):
         _ = lazy.timestamp_ns  # type: ignore[union-attr]
     assert strict.decode(strict.encode([good]))[0] == lax.decode(lax.encode([good]))[0]
+
+
+_GOOD_QUOTE: dict[str, Any] = {"T": "q", "S": "A", "bp": 1, "bs": 1, "ap": 1, "as": 1}
+
+
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+@pytest.mark.parametrize(
+    ("time", "readable"),
+    [
+        ("2021-02-22T15:51:44.335689322Z", True),
+        ("2021-02-22T15:51:44.1234567890Z", True),  # a 10th digit: dropped, as msgspec does
+        ("2021-02-22T16:51:44+0100", True),  # no colon in the offset
+        ("2021-02-22t15:51:44z", True),
+        ("2021-02-22T15:51:44", False),  # no zone: msgspec's naive datetime, refused here
+        ("2021-02-22T24:00:00Z", False),
+        ("2021-02-30T00:00:00Z", False),
+        ("2021-02-22T15x51x44Z", False),
+        (None, False),  # null
+        (12, False),  # a number
+    ],
+)
+def test_strict_timestamps_deliver_exactly_what_reads(
+    encoding: str, time: object, readable: bool
+) -> None:
+    """strict_timestamps and ``timestamp_ns`` agree on every form: no delivered time fails."""
+    lax = Codec("stocks", encoding)  # type: ignore[arg-type]
+    strict = Codec("stocks", encoding, strict_timestamps=True)  # type: ignore[arg-type]
+    frame = lax.encode([{**_GOOD_QUOTE, "t": time}])
+    [lazy] = lax.decode(frame)
+    [checked] = strict.decode(frame)
+    assert isinstance(lazy, Quote)
+    if readable:
+        assert checked == lazy and isinstance(checked.timestamp_ns, int)
+    else:
+        assert isinstance(checked, FrameError)
+        with pytest.raises(ValueError, match="wire field 't'"):
+            _ = lazy.timestamp_ns
+
+
+def test_strict_timestamps_ignore_keys_the_records_do_not_hold() -> None:
+    """Unknown keys are ignored (§4.1), even when named like another family's times."""
+    stocks = Codec("stocks", strict_timestamps=True)
+    quote = {**_GOOD_QUOTE, "t": "2021-02-22T15:51:44Z", "created_at": "x", "updated_at": 1}
+    assert isinstance(stocks.decode(orjson.dumps([quote]))[0], Quote)
+    news = Codec("news", strict_timestamps=True)
+    article = {"T": "n", "id": 1, "created_at": "2022-01-05T22:00:37Z", "t": "x"}
+    assert isinstance(news.decode(orjson.dumps([article]))[0], News)
+
+
+def test_strict_timestamps_check_json_frames_on_a_msgpack_codec() -> None:
+    strict = Codec("stocks", "msgpack", strict_timestamps=True)
+    good = {**_GOOD_QUOTE, "t": "2021-02-22T15:51:45.335689322Z"}
+    frame = orjson.dumps([good, {**good, "S": "B", "t": "yesterday"}])
+    quote, error = strict.decode(frame, 5)
+    assert isinstance(quote, Quote) and quote.timestamp_ns == 1614009105335689322
+    assert isinstance(error, FrameError) and b"yesterday" in error.excerpt
+    assert len(Codec("stocks", "msgpack").decode(frame)) == 2  # lax: delivered, raises on read
+
+
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+def test_strict_timestamps_check_news_times(encoding: str) -> None:
+    strict = Codec("news", encoding, strict_timestamps=True)  # type: ignore[arg-type]
+    news = {"T": "n", "id": 1, "created_at": "2022-01-05T22:00:37Z", "symbols": []}
+    frame = strict.encode(
+        [
+            news,
+            {**news, "id": 2, "updated_at": None},
+            {**news, "id": 3, "updated_at": "2022-01-05T22:00:38Z"},
+            {**news, "id": 4, "created_at": None},
+            {**news, "id": 5, "updated_at": "later"},
+        ]
+    )
+    out = strict.decode(frame)
+    assert [getattr(x, "id", None) for x in out] == [1, 2, 3, None, None]
+    assert all(isinstance(x, FrameError) for x in out[3:])
+    lazy = Codec("news", encoding).decode(frame)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"News\.raw_created_at \(wire field 'created_at'\)"):
+        _ = lazy[3].created_at_ns  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match=r"News\.raw_updated_at \(wire field 'updated_at'\)"):
+        _ = lazy[4].updated_at_ns  # type: ignore[union-attr]

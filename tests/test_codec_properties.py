@@ -17,11 +17,20 @@ from hypothesis import strategies as st
 
 from rxalpaca.codec import Codec
 from rxalpaca.errors import FrameError
-from rxalpaca.models import Bar, Quote, Record, Trade, Unknown, format_rfc3339_ns
+from rxalpaca.models import (
+    Bar,
+    MarketRecord,
+    Quote,
+    Record,
+    Trade,
+    Unknown,
+    format_rfc3339_ns,
+)
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ENCODINGS = ["json", "msgpack"]
 CODECS = {enc: Codec("stocks", enc) for enc in ENCODINGS}  # type: ignore[call-overload]
+STRICT = {enc: Codec("stocks", enc, strict_timestamps=True) for enc in ENCODINGS}  # type: ignore[call-overload]
 
 # ---------------------------------------------------------------- valid messages
 
@@ -200,6 +209,76 @@ def test_valid_frames_decode_exactly(encoding: str, messages: list[dict[str, Any
     for message, record in zip(messages, out, strict=True):
         _check(record, message)
         assert record.received_ns == 9  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------- strict_timestamps
+
+
+def _readable(item: object) -> bool:
+    if not isinstance(item, MarketRecord):
+        return True
+    try:
+        item.timestamp_ns  # noqa: B018 - parsing is the point
+    except ValueError:
+        return False
+    return True
+
+
+def _assert_strict_is_lax_minus_unreadable(payload: bytes, encoding: str) -> int:
+    """The strict codec delivers exactly the lax codec's records whose timestamps read.
+
+    Each record the strict codec drops is one more FrameError; nothing else differs.
+    Returns how many were dropped.
+    """
+    lax = CODECS[encoding].decode(payload, 7)
+    strict = STRICT[encoding].decode(payload, 7)
+    _assert_well_formed(strict, 7)
+    records = [x for x in lax if isinstance(x, Record)]
+    readable = [r for r in records if _readable(r)]
+    assert [x for x in strict if isinstance(x, Record)] == readable
+    assert all(_readable(x) for x in strict)
+    dropped = len(records) - len(readable)
+    errors = [sum(isinstance(x, FrameError) for x in out) for out in (lax, strict)]
+    assert errors[1] == errors[0] + dropped
+    assert [x for x in strict if isinstance(x, Unknown)] == [
+        x for x in lax if isinstance(x, Unknown)
+    ]
+    return dropped
+
+
+_MARKER = "__T__"
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    messages=st.lists(valid_messages(), max_size=4),
+    ns=times_ns,
+    data=st.data(),
+)
+def test_strict_timestamps_deliver_exactly_the_readable_times(
+    encoding: str, messages: list[dict[str, Any]], ns: int, data: st.DataObject
+) -> None:
+    """A mutated timestamp among good messages: strict drops it iff reading it would fail."""
+    if encoding == "json":
+        good, marker = orjson.dumps(format_rfc3339_ns(ns)), orjson.dumps(_MARKER)
+    else:
+        good, marker = msgpack.packb(msgpack.Timestamp.from_unix_nano(ns)), msgpack.packb(_MARKER)
+    bad = data.draw(mutations(good))
+    target = {"T": "q", "S": "M", "bp": 1.0, "bs": 1, "ap": 2.0, "as": 1, "t": _MARKER}
+    at = data.draw(st.integers(min_value=0, max_value=len(messages)))
+    frame = _frame([*messages[:at], target, *messages[at:]], encoding)
+    _assert_strict_is_lax_minus_unreadable(frame.replace(marker, bad), encoding)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+@FAST
+@given(messages=st.lists(valid_messages(), min_size=1, max_size=8), data=st.data())
+def test_strict_timestamps_on_mutated_frames(
+    encoding: str, messages: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    payload = data.draw(mutations(_frame(messages, encoding)))
+    _assert_strict_is_lax_minus_unreadable(payload, encoding)
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)

@@ -48,6 +48,13 @@ BASE_NS = BASE_S * 1_000_000_000
         ("2021-02-22T16:51:44+01:00", BASE_NS),
         ("2021-02-22T10:51:44.000000007-05:00", BASE_NS + 7),
         ("2021-02-22t15:51:44z", BASE_NS),
+        ("2021-02-22 15:51:44Z", BASE_NS),
+        # Not what the server writes, but msgspec's datetime (strict_timestamps) takes them,
+        # so they must parse: digits past the ninth dropped, an offset without its colon.
+        ("2021-02-22T15:51:44.1234567890Z", BASE_NS + 123_456_789),
+        ("2021-02-22T15:51:44.000000001999999Z", BASE_NS + 1),
+        ("2021-02-22T15:51:44+0000", BASE_NS),
+        ("2021-02-22T10:51:44.5-0500", BASE_NS + 500_000_000),
         ("1970-01-01T00:00:00Z", 0),
         ("2262-04-11T23:47:16.854775807Z", 2**63 - 1),
     ],
@@ -112,16 +119,63 @@ def test_parse_msgpack_string_int_and_datetime() -> None:
         "yesterday",
         "2021-02-22T15:51:44",  # no zone
         "2021-02-22T15:51:44.Z",
-        "2021-02-22T15:51:44.1234567890Z",  # 10 digits
-        "2021-02-22T15:51:44+0000",
+        "2021-02-22T15:51:44+00",
+        "2021-02-22T15:51:44+00:0",
+        "2021-02-22T15:51:44+000:0",
+        "2021-02-22T15:51:44+24:00",  # zone out of range
+        "2021-02-22T15:51:44+01:60",
+        "2021-02-22T24:00:00Z",  # time of day out of range
+        "2021-02-22T23:60:00Z",
+        "2021-02-22T23:59:60Z",  # leap second (msgspec and datetime refuse it too)
+        "2021-02-29T00:00:00Z",  # not a leap year
+        "2021-04-31T00:00:00Z",
+        "0000-01-01T00:00:00Z",
+        "2021-02-22T15x51x44Z",  # separators
+        "2021-02-22T1 :51:44Z",  # int() would take " 1"
+        "2021-02-22T+1:51:44Z",  # ... and "+1"
+        "+021-02-22T15:51:44Z",
+        "2021-02-22T15:51:44Z ",
+        "2021-02-22T15:51:44.5Zjunk",
+        "2021-02-22T15:51:44.00\u00e40001Z",  # not ASCII
+        "2021-02-22T15:51:4\u0661Z",  # a non-ASCII digit
         b"",
+        b'"',
+        b'"2021-02-22T15:51:44Z',  # unterminated JSON string
+        b'"2021-02-22T15:51:44.00\xe40001Z"',  # a flipped byte: not ASCII
+        b"12",  # a JSON number
+        b"null",
         b"\xd6\xff\x00",  # truncated extension
+        b"\xd6\x05\x00\x00\x00\x01",  # extension type 5, not -1
+        b"\xd7\xff" + struct.pack(">Q", (1_000_000_000 << 34) | BASE_S),  # nanos out of range
+        b"\xc7\x0c\xff" + struct.pack(">Iq", 1_000_000_000, BASE_S),
+        b"\xc7\x05\xff\x00\x00\x00\x00\x01",  # a 5-byte payload
+        b"\xd8\xff" + bytes(16),  # fixext 16
+        b"\xa4nope",  # a MessagePack string that is not a time
+        b"\xd9\x05abc",  # truncated MessagePack string
         b"\x05",
     ],
 )
 def test_parse_rejects_garbage_with_value_error(bad: str | bytes) -> None:
     with pytest.raises(ValueError):
         parse_time_ns(bad)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\xc7\x04\xff" + struct.pack(">I", BASE_S),  # ext 8 holding the 4-byte form
+        b"\xc7\x08\xff" + struct.pack(">Q", BASE_S),  # ... and the 8-byte form
+        b"\xc8\x00\x0c\xff" + struct.pack(">Iq", 0, BASE_S),  # ext 16, 12 bytes
+        b"\xc9\x00\x00\x00\x0c\xff" + struct.pack(">Iq", 0, BASE_S),  # ext 32, 12 bytes
+        b'"2021-02-22T15:51:44\\u005a"',  # a JSON escape ("Z")
+        msgspec.msgpack.encode("2021-02-22T15:51:44Z"),
+    ],
+)
+def test_parse_takes_the_other_encodings_msgspec_takes(raw: bytes) -> None:
+    """Non-canonical but unambiguous forms that strict_timestamps (msgspec) lets through."""
+    assert parse_time_ns(raw) == BASE_NS
+    module = msgspec.json if raw[:1] == b'"' else msgspec.msgpack
+    assert module.decode(raw, type=dt.datetime) == dt.datetime.fromtimestamp(BASE_S, dt.UTC)
 
 
 # ---------------------------------------------------------------- formatting
@@ -189,6 +243,26 @@ def test_repr_is_readable() -> None:
 def test_repr_of_unparseable_raw_shows_bytes() -> None:
     trade = Trade(symbol="X", raw_time=Raw(b"12"), price=1.0, size=1)
     assert "raw_time=b'12'" in repr(trade)
+
+
+@pytest.mark.parametrize(
+    "raw", [b'"yesterday"', b"12", b'"2021-02-22T15:51:44.00\xe40001Z"', b"\xa4nope"]
+)
+def test_a_malformed_time_raises_value_error_naming_the_field(raw: bytes) -> None:
+    """Parsed when read: the error says which record, attribute and wire field."""
+    trade = Trade(symbol="X", raw_time=Raw(raw), price=1.0, size=1)
+    for read in (
+        lambda: trade.timestamp_ns,
+        lambda: trade.timestamp,
+        lambda: trade.lag_ns,
+    ):
+        with pytest.raises(ValueError, match=r"^Trade\.raw_time \(wire field 't'\) is not a valid"):
+            read()
+    news = News(id=1, raw_created_at=Raw(raw), raw_updated_at=Raw(raw))
+    with pytest.raises(ValueError, match=r"^News\.raw_created_at \(wire field 'created_at'\)"):
+        _ = news.created_at_ns
+    with pytest.raises(ValueError, match=r"^News\.raw_updated_at \(wire field 'updated_at'\)"):
+        _ = news.updated_at
 
 
 def test_records_are_frozen() -> None:

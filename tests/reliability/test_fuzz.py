@@ -37,7 +37,7 @@ from rxalpaca.codec import Codec
 from rxalpaca.errors import FrameError
 from rxalpaca.frames import Frame, Opcode
 from rxalpaca.metrics import Metrics
-from rxalpaca.models import Record, Unknown
+from rxalpaca.models import MarketRecord, Record, Unknown
 from rxalpaca.operators import Router
 from rxalpaca.testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer
 from rxalpaca.testing.wire import Encoding, encode_frame, encode_item, join_items
@@ -82,8 +82,9 @@ class _Sink:
 def safe_key(rec: Any) -> tuple[str, str, Any]:
     """``record_key``, or the raw timestamp bytes when it does not parse.
 
-    A mutated frame can yield a record whose timestamp is garbage: it is delivered and
-    ``timestamp_ns`` raises on access (see ``test_malformed_timestamp_is_a_frame_error``).
+    A mutated frame can yield a record whose timestamp is garbage: by default it is delivered
+    and ``timestamp_ns`` raises on access (see
+    ``test_malformed_timestamp_is_delivered_and_raises_when_read``).
     """
     try:
         return record_key(rec)
@@ -91,7 +92,9 @@ def safe_key(rec: Any) -> tuple[str, str, Any]:
         return (type(rec).__name__, rec.symbol, bytes(rec.raw_time))
 
 
-def run_pipeline(frames: list[Frame], enc: Encoding) -> tuple[_Sink, Metrics]:
+def run_pipeline(
+    frames: list[Frame], enc: Encoding, *, strict_timestamps: bool = False
+) -> tuple[_Sink, Metrics]:
     metrics = Metrics()
     sink = _Sink()
     handler_errors: list[BaseException] = []
@@ -106,7 +109,7 @@ def run_pipeline(frames: list[Frame], enc: Encoding) -> tuple[_Sink, Metrics]:
     reactivex.from_iterable(frames).pipe(
         ops.reassemble(MAX_BYTES),
         ops.validate(),
-        ops.decode(Codec("stocks", enc.value)),  # type: ignore[arg-type]
+        ops.decode(Codec("stocks", enc.value, strict_timestamps=strict_timestamps)),  # type: ignore[arg-type]
         ops.meter(metrics),
         ops.route(router),
     ).subscribe(sink.on_rest, sink.errors.append, done)
@@ -154,16 +157,45 @@ def test_pipeline_fuzz(enc: Encoding, data: st.DataObject) -> None:
     us = data.draw(units(enc))
     frames = list(frames_for(us))
     sink, metrics = run_pipeline(frames, enc)
+    _check_fuzz_outcome(us, sink, metrics, enc, "in-process")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("enc", ENCODINGS, ids=lambda e: e.value)
+@settings(
+    max_examples=IN_PROCESS_EXAMPLES // 2,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(data=st.data())
+def test_pipeline_fuzz_strict_timestamps(enc: Encoding, data: st.DataObject) -> None:
+    """The same with ``strict_timestamps``: also, no delivered record has an unreadable time.
+
+    Mutated frames are where bad timestamps come from (a flipped digit, a cut ``Z``…):
+    strict mode turns each such message into a FrameError instead of delivering it.
+    """
+    us = data.draw(units(enc))
+    sink, metrics = run_pipeline(list(frames_for(us)), enc, strict_timestamps=True)
+    for group in (*sink.routed.values(), *sink.rest.values()):
+        for item in group:
+            if isinstance(item, MarketRecord):
+                item.timestamp_ns  # noqa: B018 - must not raise
+    _check_fuzz_outcome(us, sink, metrics, enc, "in-process-strict")
+
+
+def _check_fuzz_outcome(
+    us: list[Unit], sink: _Sink, metrics: Metrics, enc: Encoding, level: str
+) -> None:
     # Count the downstream FrameErrors before check_units pops them.
     frame_errors = sum(isinstance(x, FrameError) for g in sink.rest.values() for x in g)
     routed = sum(len(g) for g in sink.routed.values())
     check_units(us, sink, metrics)
     assert metrics.decode_failures == frame_errors
     assert metrics.messages_delivered == routed
-    CASES[f"in-process/{enc.value}"] += 1
-    CASES[f"in-process/{enc.value}/frames"] += len(frames)
+    CASES[f"{level}/{enc.value}"] += 1
+    CASES[f"{level}/{enc.value}/frames"] += sum(len(u.frames) for u in us)
     for u in us:
-        CASES[f"in-process/{enc.value}/{u.kind}"] += 1
+        CASES[f"{level}/{enc.value}/{u.kind}"] += 1
 
 
 @pytest.mark.timeout(60)
@@ -198,16 +230,8 @@ _BAD_TIMES: list[tuple[str, Any]] = [
 ]
 
 
-@pytest.mark.timeout(10)
-@pytest.mark.xfail(
-    strict=True,
-    reason="rxalpaca bug: timestamps are parsed lazily (MarketRecord.timestamp_ns), so a "
-    "message with a malformed 't' decodes, is delivered, and raises only when read",
-)
-@pytest.mark.parametrize(("enc", "raw_time"), _BAD_TIMES, ids=lambda v: repr(v)[:20])
-def test_malformed_timestamp_is_a_frame_error(enc: str, raw_time: bytes) -> None:
-    """A message whose timestamp cannot be parsed is a FrameError, like any bad field."""
-    encoding = Encoding(enc)
+def _frame_with_bad_time(encoding: Encoding, raw_time: bytes) -> Frame:
+    """Trades 1, 9, 2 in one frame; trade 9's ``t`` is ``raw_time`` (encoded bytes)."""
     good = [
         {"T": "t", "S": "AAA", "i": n, "x": "V", "p": 1.0, "s": 1, "c": ["@"], "z": "C",
          "t": 1_700_000_000_000_000_000 + n}
@@ -217,14 +241,46 @@ def test_malformed_timestamp_is_a_frame_error(enc: str, raw_time: bytes) -> None
     bad = encode_item({**good[0], "i": 9, "t": "__T__"}, encoding).replace(marker, raw_time)
     payload = join_items([encode_item(good[0], encoding), bad, encode_item(good[1], encoding)],
                          encoding)  # fmt: skip
-    frame = Frame(payload, Opcode.TEXT if encoding is Encoding.JSON else Opcode.BINARY, True, 1)
-    sink, metrics = run_pipeline([frame], encoding)
+    return Frame(payload, Opcode.TEXT if encoding is Encoding.JSON else Opcode.BINARY, True, 1)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(("enc", "raw_time"), _BAD_TIMES, ids=lambda v: repr(v)[:20])
+def test_malformed_timestamp_is_a_frame_error(enc: str, raw_time: bytes) -> None:
+    """With ``strict_timestamps``, a message whose timestamp cannot be parsed is a FrameError,
+    like any bad field; the good messages of its frame still arrive."""
+    encoding = Encoding(enc)
+    frame = _frame_with_bad_time(encoding, raw_time)
+    sink, metrics = run_pipeline([frame], encoding, strict_timestamps=True)
     routed = sink.routed.get(1, [])
     errors = [x for x in sink.rest.get(1, []) if isinstance(x, FrameError)]
     for rec in routed:
         rec.timestamp_ns  # noqa: B018 - a delivered record must have a readable timestamp
     assert [r.id for r in routed] == [1, 2]
     assert len(errors) == 1
+    assert "$.t" in errors[0].reason  # names the field
+    assert metrics.decode_failures == 1 and metrics.messages_delivered == 2
+    assert metrics.frames_balance() and metrics.messages_balance()
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(("enc", "raw_time"), _BAD_TIMES, ids=lambda v: repr(v)[:20])
+def test_malformed_timestamp_is_delivered_and_raises_when_read(enc: str, raw_time: bytes) -> None:
+    """By default timestamps are parsed when read, not at decode time (no eager check is
+    cheap enough for the fast path: docs/benchmarks.md, "Eager timestamp checks"). The
+    message is delivered; reading its time raises a ValueError naming the field."""
+    encoding = Encoding(enc)
+    sink, metrics = run_pipeline([_frame_with_bad_time(encoding, raw_time)], encoding)
+    routed = sink.routed.get(1, [])
+    assert [r.id for r in routed] == [1, 9, 2]
+    assert not [x for x in sink.rest.get(1, []) if isinstance(x, FrameError)]
+    assert [r.timestamp_ns for r in (routed[0], routed[2])] == [
+        1_700_000_000_000_000_001,
+        1_700_000_000_000_000_002,
+    ]
+    with pytest.raises(ValueError, match=r"^Trade\.raw_time \(wire field 't'\) is not a valid"):
+        routed[1].timestamp_ns  # noqa: B018
+    assert metrics.decode_failures == 0 and metrics.messages_delivered == 3
     assert metrics.frames_balance() and metrics.messages_balance()
 
 
