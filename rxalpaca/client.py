@@ -138,7 +138,8 @@ class StreamClient:
             would otherwise stall the client; ``None`` waits forever.
         strict_timestamps: prove every timestamp well formed while decoding, so a
             malformed one is a ``FrameError`` on ``errors`` rather than a ``ValueError``
-            when read (see :class:`~rxalpaca.codec.Codec`; costs decode speed).
+            when read (see :class:`~rxalpaca.codec.Codec`; about +50 % JSON and
+            +40 % MessagePack decode time).
     """
 
     def __init__(
