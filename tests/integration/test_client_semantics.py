@@ -110,8 +110,10 @@ def test_a_thousand_subscriptions_in_a_loop_are_a_handful_of_messages(
     symbols = [f"SYM{i}" for i in range(1000)]
     subs = [client.trades(s).subscribe(lambda _: None) for s in symbols]
     alpaca_server.wait_for_subscriptions({"trades": set(symbols)})
-    # "a handful": changes linger 10 ms and one request is in flight at a time
-    assert len(subscribe_messages(alpaca_server)) <= 5
+    # "a handful": changes linger 10 ms and one request is in flight at a time, so the
+    # count is about (loop time / round trip); without coalescing it would be 1,000.
+    # The bound allows a loop slowed down by a busy machine (seen: 6 under load).
+    assert len(subscribe_messages(alpaca_server)) <= 10
     for sub in subs:
         sub.dispose()
     alpaca_server.wait_for_subscriptions({"trades": set()})
