@@ -45,7 +45,7 @@ def _vm_kb(field: str) -> int:
 class Sink:
     """The per-message work every client does, and the clock around it."""
 
-    __slots__ = ("bars", "done", "first", "last", "lat", "n", "quotes", "total")
+    __slots__ = ("bars", "done", "first", "last", "lat", "n", "phases", "quotes", "total")
 
     def __init__(self, total: int) -> None:
         self.total = total
@@ -54,6 +54,15 @@ class Sink:
         self.lat = array("q")
         self.first = self.last = 0.0
         self.done = threading.Event()
+        #: VmRSS (kB) after the imports and at the first data message (connected,
+        #: authenticated, every subscription acknowledged), and the threads then (rss.py).
+        self.phases: dict[str, int] = {"imported_kb": _vm_kb("VmRSS")}
+
+    def started(self) -> None:
+        """The first data message: the subscribed, idle client's footprint."""
+        self.first = time.perf_counter()
+        self.phases["first_message_kb"] = _vm_kb("VmRSS")
+        self.phases["threads"] = threading.active_count()
 
     def finish(self) -> None:
         self.last = time.perf_counter()
@@ -75,6 +84,7 @@ class Sink:
             "lat_ns": self.lat.tolist(),
             "vmhwm_kb": hwm,
             "vmrss_kb": rss,
+            "phases": self.phases,
         }
 
 
@@ -116,7 +126,7 @@ def run_floor(cfg: dict[str, Any]) -> Result:
             return  # control messages
         sink.n += 1
         if sink.n == 1:
-            sink.first = time.perf_counter()
+            sink.started()
         if sink.n == total:
             sink.finish()
 
@@ -152,7 +162,7 @@ def run_rxalpaca(cfg: dict[str, Any]) -> Result:
     def counted() -> None:
         sink.n += 1
         if sink.n == 1:
-            sink.first = time.perf_counter()
+            sink.started()
         if sink.n == total:
             sink.finish()
 
@@ -201,7 +211,7 @@ def run_alpaca_py(cfg: dict[str, Any]) -> Result:
     async def counted() -> None:
         sink.n += 1
         if sink.n == 1:
-            sink.first = time.perf_counter()
+            sink.started()
         if sink.n == total:
             sink.finish()
             await stream.stop_ws()

@@ -29,7 +29,7 @@ from reactivex.subject import Subject
 from rxalpaca.codec import Codec
 from rxalpaca.frames import Frame, Opcode
 from rxalpaca.metrics import Metrics
-from rxalpaca.operators import Router, decode, meter, reassemble, route, validate
+from rxalpaca.operators import Router, decode, meter, pipeline, reassemble, route, validate
 
 CHANNELS = ("trades", "quotes", "bars")
 RECEIVED_NS = 1_709_652_600_500_000_000
@@ -91,11 +91,17 @@ def subscribed_router(
 
 @dataclass
 class Pipeline:
-    """reassemble → validate → decode → meter → route, fed through a ``Subject``."""
+    """reassemble → validate → decode → meter → route, fed through a ``Subject``.
+
+    ``fused=True``: the five stages as ``ops.pipeline`` fuses them into one Rx hop — what
+    ``StreamClient`` runs on its socket thread; ``False``: the five operators piped one
+    after another (each an Rx hop), as ``stage_costs`` grows them.
+    """
 
     subscriptions: int
     encoding: str
     frames_per_run: int = 400
+    fused: bool = False
     counter: Counter = field(default_factory=Counter)
     rest: list[Any] = field(default_factory=list)
 
@@ -106,13 +112,17 @@ class Pipeline:
         self.router = subscribed_router(self.subscriptions, self.counter, self.metrics)
         self.codec = Codec("iex", self.encoding)  # type: ignore[arg-type]
         self.subject: Subject[Frame] = Subject()
-        self.subject.pipe(
-            reassemble(),
-            validate(),
-            decode(self.codec),
-            meter(self.metrics),
-            route(self.router),
-        ).subscribe(self.rest.append)
+        if self.fused:
+            chain = self.subject.pipe(pipeline(self.codec, self.metrics, self.router))
+        else:
+            chain = self.subject.pipe(
+                reassemble(),
+                validate(),
+                decode(self.codec),
+                meter(self.metrics),
+                route(self.router),
+            )
+        chain.subscribe(self.rest.append)
 
     def run(self) -> int:
         """Push every frame; return the messages delivered."""
@@ -201,7 +211,7 @@ def _feeder(on_next: Callable[[Frame], None], frames: list[Frame]) -> Callable[[
 
 def websocket_framing(frames: list[Frame]) -> Callable[[], None]:
     """websocket-client's ``frame_buffer.recv_frame`` reading the frames from memory in
-    256 KiB chunks (as rxalpaca's buffered recv serves it): framing without the kernel."""
+    64 KiB chunks (as rxalpaca's buffered recv serves it): framing without the kernel."""
     from websocket._abnf import frame_buffer
 
     stream = b"".join(_header(int(f.opcode), len(f.payload)) + bytes(f.payload) for f in frames)
@@ -214,7 +224,7 @@ def websocket_framing(frames: list[Frame]) -> Callable[[], None]:
         def recv(size: int) -> bytes:
             nonlocal pos, buf, at
             if at >= len(buf):
-                buf, at = stream[pos : pos + 256 * 1024], 0
+                buf, at = stream[pos : pos + 64 * 1024], 0
                 pos += len(buf)
             chunk = buf[at : at + size]
             at += len(chunk)

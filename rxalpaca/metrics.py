@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
+from array import array
 from collections import Counter
 from typing import Any
 
@@ -33,7 +34,8 @@ class TimingWindow:
     __slots__ = ("_buf", "_count", "_size")
 
     def __init__(self, size: int = 4096) -> None:
-        self._buf = [0] * size
+        # Machine integers: a full window is 32 KiB, not 4,096 int objects besides.
+        self._buf = array("q", bytes(8 * size))
         self._size = size
         self._count = 0
 

@@ -23,7 +23,7 @@ off (``skip_utf8_validation=True``) — the decoder validates UTF-8 in C anyway.
 Its frame reader asks the kernel for 2 bytes of header, then the length, then
 the payload: three system calls and several Python layers per frame. We keep
 websocket-client for the handshake, TLS and every write, and read frames with
-``_FrameReader``, which slices them out of reads of up to 256 KiB.
+``_FrameReader``, which slices them out of reads of up to 64 KiB.
 """
 
 from __future__ import annotations
@@ -48,7 +48,10 @@ __all__ = ["WebSocketTransport"]
 
 logger = logging.getLogger(__name__)
 
-_READ_CHUNK = 256 * 1024
+#: Bytes asked of the kernel per ``recv``: dozens of frames at a time under load, and a
+#: small peak RSS (64 KiB measured 0.5 MB less than 256 KiB at the same cost per frame,
+#: docs/benchmarks.md).
+_READ_CHUNK = 64 * 1024
 
 
 class _ProtocolError(Exception):
@@ -60,7 +63,7 @@ class _FrameReader:
 
     websocket-client's reader asks the kernel for 2 bytes of header, then the
     extended length, then the payload — three system calls and several Python
-    layers per frame. This reader takes up to 256 KiB per ``recv`` and slices frames
+    layers per frame. This reader takes up to 64 KiB per ``recv`` and slices frames
     out of it: about 1 µs per frame instead of 5-6 (docs/benchmarks.md). The
     handshake and all writes stay with websocket-client.
 
@@ -78,16 +81,21 @@ class _FrameReader:
 
     def _fill(self, need: int) -> bytes:
         """Make ``need`` bytes available from ``_pos``; returns the (new) buffer."""
-        chunks = [self._buf[self._pos :]]
-        have = len(chunks[0])
+        rest = self._buf[self._pos :]
+        # Drop the consumed buffer before reading the next: at most one chunk and the
+        # joined copy are alive at once (peak RSS, docs/benchmarks.md).
+        self._buf, self._pos = b"", 0
+        chunks = [rest] if rest else []
+        have = len(rest)
         while have < need:
             data = self._raw(max(_READ_CHUNK, need - have))
             if not data:
                 raise ConnectionLostError("the server closed the TCP connection")
             chunks.append(data)
             have += len(data)
-        self._buf = buf = b"".join(chunks)
-        self._pos = 0
+        # One chunk (the frames ended with the last read, as when the stream is not a
+        # flood): no copy.
+        self._buf = buf = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return buf
 
     def read(self) -> tuple[int, bool, bytes]:
@@ -124,7 +132,7 @@ class _FrameReader:
             pos = 0
             end = head + n
         if end == len(buf):
-            self._buf, self._pos = b"", 0  # consumed: don't hold up to 256 KiB idle
+            self._buf, self._pos = b"", 0  # consumed: don't hold up to 64 KiB idle
         else:
             self._pos = end
         return b1 & 0x0F, bool(b1 & 0x80), buf[pos + head : end]

@@ -5,8 +5,8 @@ for the channel's ``"*"`` observers, whatever the number of subscriptions.
 
 Threading: ``dispatch`` runs on the socket thread and takes no lock. ``add`` and
 ``remove`` may run on any thread; they serialise on the router's lock and publish
-a *new* tuple of observers (copy-on-write), so a dispatch in progress keeps
-iterating the tuple it already read.
+a *new* entry (copy-on-write), so a dispatch in progress keeps delivering to the
+observers it already read.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 from reactivex import Observable, abc
 
@@ -25,7 +25,23 @@ from ._decode import Batch
 
 HandlerErrorCallback = Callable[[BaseException, object, Any], None]
 
-_EMPTY: tuple[abc.ObserverBase[Any], ...] = ()
+_Observer: TypeAlias = abc.ObserverBase[Any]
+#: A routing-table entry: the one observer of a (channel, symbol) itself — the common
+#: case, and one object fewer per entry for dispatch to touch (a cache miss per message
+#: with thousands of subscriptions, docs/benchmarks.md) — or a tuple of two or more.
+_Entry: TypeAlias = "_Observer | tuple[_Observer, ...]"
+
+_EMPTY: tuple[_Observer, ...] = ()
+
+
+def _as_tuple(entry: _Entry | None) -> tuple[_Observer, ...]:
+    if entry is None:
+        return _EMPTY
+    return entry if type(entry) is tuple else (entry,)  # type: ignore[return-value]
+
+
+def _as_entry(observers: tuple[_Observer, ...]) -> _Entry:
+    return observers[0] if len(observers) == 1 else observers
 
 
 class Router:
@@ -44,37 +60,38 @@ class Router:
         on_handler_error: HandlerErrorCallback | None = None,
     ) -> None:
         self._lock = threading.Lock()
-        self._table: dict[str, dict[str, tuple[abc.ObserverBase[Any], ...]]] = {}
+        self._table: dict[str, dict[str, _Entry]] = {}
         # channel → its "*" observers, mirrored out of _table so dispatch needs one lookup
         # for them per message (and none when a channel has no wildcard).
-        self._stars: dict[str, tuple[abc.ObserverBase[Any], ...]] = {}
+        self._stars: dict[str, tuple[_Observer, ...]] = {}
         self.metrics = metrics if metrics is not None else Metrics()
         self._on_handler_error = on_handler_error
 
     # ---- registry (any thread)
 
-    def add(self, channel: str, symbol: str, observer: abc.ObserverBase[Any]) -> None:
+    def add(self, channel: str, symbol: str, observer: _Observer) -> None:
         """Deliver ``channel`` records of ``symbol`` (or ``"*"``: all symbols) to ``observer``."""
         with self._lock:
             by_symbol = self._table.get(channel)
             if by_symbol is None:
                 by_symbol = self._table[channel] = {}
-            by_symbol[symbol] = (*by_symbol.get(symbol, _EMPTY), observer)
+            observers = (*_as_tuple(by_symbol.get(symbol)), observer)
+            by_symbol[symbol] = _as_entry(observers)
             if symbol == "*":
-                self._stars[channel] = by_symbol[symbol]
+                self._stars[channel] = observers
 
-    def remove(self, channel: str, symbol: str, observer: abc.ObserverBase[Any]) -> bool:
+    def remove(self, channel: str, symbol: str, observer: _Observer) -> bool:
         """Stop delivering to ``observer``; True if it was registered."""
         with self._lock:
             by_symbol = self._table.get(channel)
             if by_symbol is None:
                 return False
-            current = by_symbol.get(symbol, _EMPTY)
+            current = _as_tuple(by_symbol.get(symbol))
             for i, o in enumerate(current):
                 if o is observer:
                     rest = current[:i] + current[i + 1 :]
                     if rest:
-                        by_symbol[symbol] = rest
+                        by_symbol[symbol] = _as_entry(rest)
                     else:
                         del by_symbol[symbol]  # no empty entries left behind
                     if symbol == "*":
@@ -85,9 +102,9 @@ class Router:
                     return True
             return False
 
-    def observers(self, channel: str, symbol: str) -> tuple[abc.ObserverBase[Any], ...]:
+    def observers(self, channel: str, symbol: str) -> tuple[_Observer, ...]:
         """The observers of (channel, symbol) right now."""
-        return self._table.get(channel, {}).get(symbol, _EMPTY)
+        return _as_tuple(self._table.get(channel, {}).get(symbol))
 
     def entries(self) -> int:
         """Number of (channel, symbol) entries (for leak checks)."""
@@ -97,12 +114,12 @@ class Router:
     def observer_count(self) -> int:
         """Number of registered (entry, observer) pairs (for leak checks)."""
         with self._lock:
-            return sum(len(obs) for v in self._table.values() for obs in v.values())
+            return sum(len(_as_tuple(e)) for v in self._table.values() for e in v.values())
 
-    def snapshot(self) -> dict[tuple[str, str], tuple[abc.ObserverBase[Any], ...]]:
+    def snapshot(self) -> dict[tuple[str, str], tuple[_Observer, ...]]:
         """A copy of the table."""
         with self._lock:
-            return {(c, s): obs for c, v in self._table.items() for s, obs in v.items()}
+            return {(c, s): _as_tuple(e) for c, v in self._table.items() for s, e in v.items()}
 
     # ---- hot path (socket thread)
 
@@ -130,19 +147,22 @@ class Router:
                     if direct is None:
                         unrouted += 1
                         continue
-                    if len(direct) == 1:
+                    if type(direct) is not tuple:
                         # The common case, inlined: one observer, no wildcard.
-                        observer = direct[0]
                         try:
-                            observer.on_next(rec)
+                            direct.on_next(rec)  # type: ignore[union-attr]  # not a tuple
                             delivered += 1
                         except Exception as exc:
-                            self._handler_failed(exc, rec, observer)
+                            self._handler_failed(exc, rec, direct)
                             failed += 1
                         continue
                     outcome = self._deliver(rec, direct)
+                elif direct is None:
+                    outcome = self._deliver(rec, star)
+                elif type(direct) is tuple:
+                    outcome = self._deliver(rec, direct + star)
                 else:
-                    outcome = self._deliver(rec, direct + star if direct else star)
+                    outcome = self._deliver(rec, (direct, *star))  # type: ignore[arg-type]
             if outcome > 0:
                 delivered += 1
             elif outcome == 0:
@@ -156,7 +176,7 @@ class Router:
         m.messages_failed += failed
         return rest
 
-    def _deliver(self, rec: object, observers: tuple[abc.ObserverBase[Any], ...]) -> int:
+    def _deliver(self, rec: object, observers: tuple[_Observer, ...]) -> int:
         """1: at least one observer took it; -1: every observer raised."""
         ok = False
         for o in observers:
@@ -167,12 +187,12 @@ class Router:
                 self._handler_failed(exc, rec, o)
         return 1 if ok else -1
 
-    def _news(self, rec: Any, by_symbol: dict[str, tuple[abc.ObserverBase[Any], ...]]) -> int:
+    def _news(self, rec: Any, by_symbol: dict[str, _Entry]) -> int:
         # News is routed by its symbols list; an observer on several of them gets the
         # article once. Articles with no symbols go to "*" only (§4.17).
-        seen: dict[int, abc.ObserverBase[Any]] = {}
+        seen: dict[int, _Observer] = {}
         for sym in (*rec.symbols, "*"):
-            for o in by_symbol.get(sym, _EMPTY):
+            for o in _as_tuple(by_symbol.get(sym)):
                 seen.setdefault(id(o), o)
         if not seen:
             return 0
