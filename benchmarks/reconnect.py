@@ -156,7 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--drops", type=int, default=20)
     ap.add_argument("--symbols", type=int, default=50, help="per channel (3 channels)")
     ap.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ap.add_argument("--smoke", action="store_true",
+                    help="3 drops of 5 symbols; checks it works, not how fast (CI)")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.drops, args.symbols = 3, 5
     # every drop logs a warning by design; keep the report readable
     logging.getLogger("rxalpaca").setLevel(logging.ERROR)
     res = measure(args.drops, args.symbols)
@@ -171,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
               f"max {summary['max_ms']:.1f} ms   min {summary['min_ms']:.1f} ms")
         print(f"  reconnects counted by the client: {res.reconnects}; "
               f"connections seen by the server: {res.connections}")
-    ok = summary["median_ms"] <= 200 and not res.observer_errors and res.books_balance
+    fast_enough = args.smoke or summary["median_ms"] <= 200  # CI machines are not timed
+    ok = fast_enough and not res.observer_errors and res.books_balance
     return 0 if ok else 1
 
 

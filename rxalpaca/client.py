@@ -729,4 +729,7 @@ def _normalise(symbol: str, family: Family) -> str:
     sym = symbol.strip()
     if not sym:
         raise ConfigurationError("empty symbol")
-    return sym if sym == "*" else sym.upper()
+    up = sym.upper()
+    # An already upper-case symbol keeps the caller's string: one object fewer per
+    # subscription in the router and the book (memory with thousands of symbols).
+    return sym if sym in ("*", up) else up

@@ -156,7 +156,7 @@ def _subscribe_cycles(client: StreamClient) -> None:
     gc.collect()
     threads_before = set(threading.enumerate())
     def fresh_read() -> None:
-        # The socket thread sits in recv() with a 256 KiB buffer; let it return and
+        # The socket thread sits in recv() with a 64 KiB buffer; let it return and
         # start a new recv() while tracing, so both snapshots hold one such buffer.
         keep.event.clear()
         assert keep.event.wait(10 * TIMING_FACTOR)
