@@ -20,11 +20,13 @@ test (``pytest -s``) for ``docs/reliability.md``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -214,37 +216,79 @@ def test_defaults_warn_while_one_large_frame_is_still_being_handled() -> None:
                 producer.join(5)
 
 
-@pytest.mark.timeout(60)
-def test_conflate_keeps_a_slow_observer_healthy_with_the_latest_values(
-    server: AlpacaStreamServer, client: StreamClient
-) -> None:
-    states: list[ConnectionState] = []
-    client.state.subscribe(states.append)
-    errors: list[Exception] = []
-    client.errors.subscribe(errors.append)
-    stop = threading.Event()
-    seen: list[Any] = []
-    cond = threading.Condition()
-    replaced = [0]
+@dataclass
+class MitigatedRun:
+    """What one run of the market through a mitigating operator left behind."""
+
+    states: list[ConnectionState] = field(default_factory=list)
+    errors: list[Exception] = field(default_factory=list)
+    seen: list[Any] = field(default_factory=list)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    stop: threading.Event = field(default_factory=threading.Event)
+    elapsed: float = 0.0
+    sent: int = 0  # messages the market generated
+    info: Any = None  # the server's ConnectionInfo after the run
+
+
+@contextlib.contextmanager
+def mitigated_run(
+    server: AlpacaStreamServer,
+    client: StreamClient,
+    operator: Callable[[ThreadPoolScheduler], Any],
+    seconds: float,
+) -> Iterator[MitigatedRun]:
+    """Run the market for ``seconds`` into the slow observer behind ``operator``, then
+    hand the run to the test and, when it is done with it, check that the connection was
+    healthy throughout: one connection, authenticated all along, no 407, no errors."""
+    run = MitigatedRun()
+    client.state.subscribe(run.states.append)
+    client.errors.subscribe(run.errors.append)
     scheduler = ThreadPoolScheduler(1)
     try:
-        client.quotes(*SYMBOLS).pipe(
-            ops.conflate(
-                key=lambda q: q.symbol,
-                scheduler=scheduler,
-                on_conflated=lambda n: replaced.__setitem__(0, n),
-            )
-        ).subscribe(slow_observer(stop, seen, cond))
+        client.quotes(*SYMBOLS).pipe(operator(scheduler)).subscribe(
+            slow_observer(run.stop, run.seen, run.cond)
+        )
         server.wait_for_subscriptions({"quotes": set(SYMBOLS)}, timeout=5 * TF)
         t0 = time.monotonic()
         handle = server.start_market(market())
         # Run well past the point where the unmitigated client was dropped. Nothing to
         # wait for here: the point is that nothing happens.
-        time.sleep(CONFLATED_RUN_S)
+        time.sleep(seconds)
         server.stop_market(handle)
-        elapsed = time.monotonic() - t0
-        [info] = server.connections()
-        assert not info.closed and info.close_reason == "", info.close_reason
+        run.elapsed = time.monotonic() - t0
+        run.sent = handle.sent
+        [run.info] = server.connections()
+        assert not run.info.closed and run.info.close_reason == "", run.info.close_reason
+        yield run
+        metrics = client.metrics
+        assert server.connections()[0].close_reason == ""
+        assert client.current_state is ConnectionState.AUTHENTICATED
+        assert run.states[-1] is ConnectionState.AUTHENTICATED
+        assert ConnectionState.RECONNECTING not in run.states
+        assert metrics.connects == 1 and metrics.reconnects == 0
+        assert run.errors == []
+    finally:
+        run.stop.set()
+        client.close()
+        scheduler.executor.shutdown(wait=True)
+    wait_balanced(client.metrics, 5 * TF)
+
+
+@pytest.mark.timeout(60)
+def test_conflate_keeps_a_slow_observer_healthy_with_the_latest_values(
+    server: AlpacaStreamServer, client: StreamClient
+) -> None:
+    replaced = [0]
+
+    def conflated(scheduler: ThreadPoolScheduler) -> Any:
+        return ops.conflate(
+            key=lambda q: q.symbol,
+            scheduler=scheduler,
+            on_conflated=lambda n: replaced.__setitem__(0, n),
+        )
+
+    with mitigated_run(server, client, conflated, CONFLATED_RUN_S) as run:
+        seen, info = run.seen, run.info
         # The latest quote of every symbol reaches the observer.
         last: dict[str, int] = {}
         for sent in info.sent_data:
@@ -257,64 +301,36 @@ def test_conflate_keeps_a_slow_observer_healthy_with_the_latest_values(
                 latest[q.symbol] = q.timestamp_ns
             return latest == last
 
-        with cond:
-            assert cond.wait_for(latest_seen, 10 * TF), "the latest values never arrived"
+        with run.cond:
+            assert run.cond.wait_for(latest_seen, 10 * TF), "the latest values never arrived"
         metrics = client.metrics
         FIGURES["conflate: messages sent"] = info.sent_data_count
-        FIGURES["conflate: achieved rate (msg/s)"] = round(handle.sent / elapsed)
+        FIGURES["conflate: achieved rate (msg/s)"] = round(run.sent / run.elapsed)
         FIGURES["conflate: messages the observer saw"] = len(seen)
         FIGURES["conflate: messages replaced while busy"] = replaced[0]
         FIGURES["conflate: slow-consumer warnings"] = metrics.slow_consumer_warnings
-        # Healthy: one connection, authenticated all along, no 407, nothing on errors.
-        assert server.connections()[0].close_reason == ""
-        assert client.current_state is ConnectionState.AUTHENTICATED
-        assert states[-1] is ConnectionState.AUTHENTICATED
-        assert ConnectionState.RECONNECTING not in states
-        assert metrics.connects == 1 and metrics.reconnects == 0
-        assert errors == []
         # Every quote was either shown to the observer or replaced by a newer one.
         assert metrics.messages_delivered == info.sent_data_count
         assert len(seen) + replaced[0] == metrics.messages_delivered
         assert len(seen) < metrics.messages_delivered / 100  # it really was conflated
-    finally:
-        stop.set()
-        client.close()
-        scheduler.executor.shutdown(wait=True)
-    wait_balanced(client.metrics, 5 * TF)
 
 
 @pytest.mark.timeout(60)
 def test_bounded_buffer_drop_oldest_keeps_a_slow_observer_healthy_with_the_newest_values(
     server: AlpacaStreamServer, client: StreamClient
 ) -> None:
-    states: list[ConnectionState] = []
-    client.state.subscribe(states.append)
-    errors: list[Exception] = []
-    client.errors.subscribe(errors.append)
-    stop = threading.Event()
-    seen: list[Any] = []
-    cond = threading.Condition()
     dropped = [0]
-    scheduler = ThreadPoolScheduler(1)
-    try:
-        client.quotes(*SYMBOLS).pipe(
-            ops.bounded_buffer(
-                QUEUE_SIZE,
-                "drop_oldest",
-                scheduler=scheduler,
-                on_overflow=lambda n: dropped.__setitem__(0, n),
-            )
-        ).subscribe(slow_observer(stop, seen, cond))
-        server.wait_for_subscriptions({"quotes": set(SYMBOLS)}, timeout=5 * TF)
-        t0 = time.monotonic()
-        handle = server.start_market(market())
-        # As with conflate: run past the point where the unmitigated client was dropped;
-        # the point is that nothing happens.
-        time.sleep(BUFFERED_RUN_S)
-        server.stop_market(handle)
-        elapsed = time.monotonic() - t0
-        [info] = server.connections()
-        assert not info.closed and info.close_reason == "", info.close_reason
+
+    def buffered(scheduler: ThreadPoolScheduler) -> Any:
+        return ops.bounded_buffer(
+            QUEUE_SIZE,
+            "drop_oldest",
+            scheduler=scheduler,
+            on_overflow=lambda n: dropped.__setitem__(0, n),
+        )
+
+    with mitigated_run(server, client, buffered, BUFFERED_RUN_S) as run:
+        seen, info = run.seen, run.info
         metrics = client.metrics
 
         def all_accounted_for() -> bool:
@@ -322,25 +338,18 @@ def test_bounded_buffer_drop_oldest_keeps_a_slow_observer_healthy_with_the_newes
             return delivered == info.sent_data_count == len(seen) + dropped[0]
 
         # The queue drains at the observer's pace (QUEUE_SIZE x WORK_S at most).
-        with cond:
-            assert cond.wait_for(all_accounted_for, 10 * TF), (
+        with run.cond:
+            assert run.cond.wait_for(all_accounted_for, 10 * TF), (
                 len(seen),
                 dropped[0],
                 metrics.messages_delivered,
                 info.sent_data_count,
             )
         FIGURES["bounded_buffer: messages sent"] = info.sent_data_count
-        FIGURES["bounded_buffer: achieved rate (msg/s)"] = round(handle.sent / elapsed)
+        FIGURES["bounded_buffer: achieved rate (msg/s)"] = round(run.sent / run.elapsed)
         FIGURES["bounded_buffer: messages the observer saw"] = len(seen)
         FIGURES["bounded_buffer: messages dropped (oldest first)"] = dropped[0]
         FIGURES["bounded_buffer: slow-consumer warnings"] = metrics.slow_consumer_warnings
-        # Healthy: one connection, authenticated all along, no 407, nothing on errors.
-        assert server.connections()[0].close_reason == ""
-        assert client.current_state is ConnectionState.AUTHENTICATED
-        assert states[-1] is ConnectionState.AUTHENTICATED
-        assert ConnectionState.RECONNECTING not in states
-        assert metrics.connects == 1 and metrics.reconnects == 0
-        assert errors == []
         # In order and never twice: the market's clock is strictly increasing.
         stamps = [q.timestamp_ns for q in seen]
         assert all(a < b for a, b in itertools.pairwise(stamps))
@@ -348,11 +357,6 @@ def test_bounded_buffer_drop_oldest_keeps_a_slow_observer_healthy_with_the_newes
         newest_sent = [(r.symbol, to_nanos(r.record["t"])) for r in info.sent_data[-QUEUE_SIZE:]]
         assert [(q.symbol, q.timestamp_ns) for q in seen[-QUEUE_SIZE:]] == newest_sent
         assert dropped[0] > metrics.messages_delivered / 2  # it really was overflowing
-    finally:
-        stop.set()
-        client.close()
-        scheduler.executor.shutdown(wait=True)
-    wait_balanced(client.metrics, 5 * TF)
 
 
 @pytest.mark.timeout(10)
