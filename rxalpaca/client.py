@@ -17,7 +17,7 @@ Threading — who owns what:
   user moves them with ``ops.observe_on`` / ``ops.conflate``), and the handling of
   control messages (the Session's transitions, acks, errors);
 * **any thread**: ``subscribe`` / ``dispose`` of the public observables, ``close``,
-  ``health``. They touch the Router (its own lock, copy-on-write tuples so dispatch
+  ``health``. They touch the Router (its own lock, copy-on-write entries so dispatch
   takes none), the SubscriptionBook (its own lock) and the send path
   (``_send_lock``: taking the next request from the book and writing it are one
   step, so a request can never reach a socket of a later session);
