@@ -461,6 +461,13 @@ def _errors_of(client: Any) -> list[Exception]:
     return seen
 
 
+def _assert_one_reply_timeout(client: Any, errors: list[Exception], about: str) -> None:
+    """Exactly one deadline fired, counted in metrics and published on ``errors``."""
+    assert client.metrics.reply_timeouts == 1
+    timeouts = [e for e in errors if isinstance(e, ReplyTimeout)]
+    assert len(timeouts) == 1 and about in str(timeouts[0])
+
+
 @pytest.mark.timeout(60)
 def test_lost_subscription_ack_does_not_wedge_later_changes(
     alpaca_server_factory: Any,
@@ -480,9 +487,7 @@ def test_lost_subscription_ack_does_not_wedge_later_changes(
         )
         # Recovered by dropping the wedged socket: a new connection holds everything.
         assert final.id != conn.id
-        assert client.metrics.reply_timeouts == 1
-        timeouts = [e for e in errors if isinstance(e, ReplyTimeout)]
-        assert len(timeouts) == 1 and "subscribe" in str(timeouts[0])
+        _assert_one_reply_timeout(client, errors, "subscribe")
     finally:
         client.close()
 
@@ -500,9 +505,7 @@ def test_lost_auth_reply_is_recovered(alpaca_server_factory: Any) -> None:
         final = server.wait_for_subscriptions({"trades": {"A"}}, timeout=RECOVERY_S * TIMING_FACTOR)
         assert final.id != conn.id
         assert client.current_state is ConnectionState.AUTHENTICATED
-        assert client.metrics.reply_timeouts == 1
-        timeouts = [e for e in errors if isinstance(e, ReplyTimeout)]
-        assert len(timeouts) == 1 and "authenticated" in str(timeouts[0])
+        _assert_one_reply_timeout(client, errors, "authenticated")
     finally:
         client.close()
 
