@@ -11,8 +11,11 @@ session may hold the slot for a while, §2.5).
     RxAlpacaError
     ├── ConfigurationError            bad arguments (unknown feed, JSON on options …)
     ├── ClientClosedError             the client was closed; nothing more will come
-    ├── ProtocolViolation             an illegal move of the connection state machine
+    ├── ProtocolViolation             an illegal move we asked of the state machine (our bug)
     ├── ConnectionLostError           the socket went away (network error, close frame) — retryable
+    │   ├── ReplyTimeout              the auth reply or a subscription ack did not come in time
+    │   ├── KeepaliveTimeout          a ping went unanswered: the link is dead (half-open)
+    │   └── RemoteProtocolError       the server sent a control message its state does not allow
     ├── StreamError                   the server sent {"T":"error","code":N}
     │   ├── InvalidSyntax             400
     │   ├── NotAuthenticated          401  fatal
@@ -34,7 +37,10 @@ session may hold the slot for a while, §2.5).
     ├── SubscriptionRejected          wraps a 405/413/400 for the observers of the rejected symbols
     └── HandlerError                  a user's observer raised; the original is ``__cause__``
 
-Errors the server reports are kept apart from errors we caused (``ProtocolViolation``).
+Errors the server causes are kept apart from errors we cause, as in h11: a stray
+message from the server (``RemoteProtocolError``) is a transient fault — logged,
+published, the socket dropped and the session rebuilt — while an illegal move of our
+own (``ProtocolViolation``) is a bug and is raised.
 """
 
 from __future__ import annotations
@@ -56,9 +62,11 @@ __all__ = [
     "InternalServerError",
     "InvalidSubscribeAction",
     "InvalidSyntax",
+    "KeepaliveTimeout",
     "MsgpackRequired",
     "NotAuthenticated",
     "ProtocolViolation",
+    "RemoteProtocolError",
     "ReplyTimeout",
     "RxAlpacaError",
     "SlowClient",
@@ -96,7 +104,7 @@ class ClientClosedError(RxAlpacaError):
 
 
 class ProtocolViolation(RxAlpacaError):
-    """An event arrived that the connection state machine does not allow in its state.
+    """We asked the connection state machine for a move its state does not allow (a bug).
 
     The state machine's state is unchanged when this is raised.
     """
@@ -120,6 +128,30 @@ class ReplyTimeout(ConnectionLostError):
     forever; the client drops the socket instead, and the reconnect replays every
     live subscription on a fresh session.
     """
+
+
+class KeepaliveTimeout(ConnectionLostError):
+    """A ping went unanswered, and nothing else arrived, within the pong deadline.
+
+    The TCP connection may still look open (a half-open link: a NAT or proxy dropped
+    it, a cable was pulled), but nothing crosses it; the client drops the socket and
+    reconnects instead of waiting forever (§2.4, §6 "Keep-alive").
+    """
+
+
+class RemoteProtocolError(ConnectionLostError):
+    """The server sent a control message its session state does not allow.
+
+    For example a subscription ack before authentication, or a second greeting. A
+    confused or restarting server is a transient fault: the client logs it, publishes
+    it on ``errors``, drops the socket and reconnects (replaying every subscription).
+    Errors of our own making stay :class:`ProtocolViolation`.
+    """
+
+    def __init__(self, state: str, event: str) -> None:
+        super().__init__(f"server sent {event!r} in state {state!r}")
+        self.state = state
+        self.event = event
 
 
 class StreamError(RxAlpacaError):

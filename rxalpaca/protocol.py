@@ -4,8 +4,13 @@ The shell (``rxalpaca.client``) feeds it events — the socket opened, a control
 message arrived, the socket was lost, the user closed — and gets back the next
 state plus a list of *effects* to carry out: messages to send, errors to raise or
 publish. Transitions are a table (:data:`TRANSITIONS`): an event that is not in
-the table for the current state raises :class:`~rxalpaca.errors.ProtocolViolation`
-and changes nothing.
+the table for the current state changes nothing, and, as in h11, who caused it
+decides what happens. A move the shell asks for (connect, lost, close, fail) that
+the table forbids is our bug and raises :class:`~rxalpaca.errors.ProtocolViolation`.
+A control message from the server that its state does not allow (an ack before
+authentication, a second greeting) is the server's fault and transient: it yields
+``Reconnect(RemoteProtocolError)``, so the shell logs and publishes it, drops the
+socket and starts a fresh session.
 
 Section numbers refer to ``alpaca-stream-protocol.md``.
 
@@ -27,6 +32,7 @@ from typing import Any, Final
 from .errors import (
     AlreadyAuthenticated,
     ProtocolViolation,
+    RemoteProtocolError,
     RxAlpacaError,
     StreamError,
     error_for_code,
@@ -223,7 +229,20 @@ class Session:
         return []
 
     def receive(self, message: SuccessMessage | ErrorMessage | SubscriptionMessage) -> list[Effect]:
-        """A control message arrived. Returns what to do about it."""
+        """A control message arrived. Returns what to do about it.
+
+        A message the current state does not allow leaves the state unchanged and
+        returns ``[Reconnect(RemoteProtocolError)]``: the server broke the protocol,
+        which is a transient fault, not a reason to give up.
+        """
+        try:
+            return self._receive(message)
+        except ProtocolViolation as illegal:
+            return [Reconnect(RemoteProtocolError(illegal.state, illegal.event))]
+
+    def _receive(
+        self, message: SuccessMessage | ErrorMessage | SubscriptionMessage
+    ) -> list[Effect]:
         if isinstance(message, SuccessMessage):
             if message.msg == "connected":
                 return self._on_greeting()

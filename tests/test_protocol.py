@@ -23,6 +23,7 @@ from rxalpaca.protocol import (
 S = ConnectionState
 CONNECTED = SuccessMessage(msg="connected")
 AUTHENTICATED = SuccessMessage(msg="authenticated")
+ACK = SubscriptionMessage(trades=("AAPL",))
 
 
 def session(**kw: object) -> Session:
@@ -136,19 +137,35 @@ def test_lost_then_reconnect_path() -> None:
     ]
 
 
-def test_illegal_event_raises_and_changes_nothing() -> None:
+def test_illegal_local_move_raises_and_changes_nothing() -> None:
     s = session()
     with pytest.raises(errors.ProtocolViolation) as info:
-        s.receive(AUTHENTICATED)  # not even connecting
-    assert info.value.state == "idle" and info.value.event == "authenticated"
+        s.lost()  # our own move: never connected, so nothing to lose
+    assert info.value.state == "idle" and info.value.event == "lost"
     assert s.state is S.IDLE
     assert list(s.history) == []
 
 
-def test_greeting_after_authenticated_is_a_violation() -> None:
+def test_stray_server_message_reconnects_and_changes_nothing() -> None:
+    """The server's protocol errors are transient (h11: remote, not local)."""
+    s = session()
+    s.connect()
+    before = list(s.history)
+    [effect] = s.receive(ACK)  # an ack before the greeting and auth
+    assert isinstance(effect, Reconnect)
+    assert isinstance(effect.error, errors.RemoteProtocolError)
+    assert effect.error.retryable and not effect.error.fatal
+    assert effect.error.state == "connecting" and effect.error.event == "ack"
+    assert s.state is S.CONNECTING
+    assert list(s.history) == before
+
+
+@pytest.mark.parametrize("message", ["greeting", "authenticated"])
+def test_repeated_handshake_message_after_authenticated_reconnects(message: str) -> None:
     s = authenticated()
-    with pytest.raises(errors.ProtocolViolation):
-        s.receive(CONNECTED)
+    [effect] = s.receive(CONNECTED if message == "greeting" else AUTHENTICATED)
+    assert isinstance(effect, Reconnect)
+    assert isinstance(effect.error, errors.RemoteProtocolError)
     assert s.state is S.AUTHENTICATED
 
 

@@ -251,18 +251,38 @@ class Market:
         crypto = self.family is Family.CRYPTO
         vol: float | int = v if crypto else int(v)
         vw = self._round(st, pv / v) if v else c
-        b = {"T": "b", "S": sym, "o": o, "h": h, "l": lo, "c": c, "v": vol, "t": bar_t,
-             "n": int(n), "vw": vw}
+        b = {
+            "T": "b",
+            "S": sym,
+            "o": o,
+            "h": h,
+            "l": lo,
+            "c": c,
+            "v": vol,
+            "t": bar_t,
+            "n": int(n),
+            "vw": vw,
+        }
         out = [b]
         if self.family is not Family.TEST:
             day_t = (bar_t // _DAY) * _DAY
             dvol: float | int = st.day_volume if crypto else int(st.day_volume)
-            out.append({"T": "d", "S": sym, "o": st.day_open, "h": st.day_high,
-                        "l": st.day_low, "c": c, "v": dvol, "t": day_t, "n": st.day_trades,
-                        "vw": vw})
+            out.append(
+                {
+                    "T": "d",
+                    "S": sym,
+                    "o": st.day_open,
+                    "h": st.day_high,
+                    "l": st.day_low,
+                    "c": c,
+                    "v": dvol,
+                    "t": day_t,
+                    "n": st.day_trades,
+                    "vw": vw,
+                }
+            )
             if self.rng.random() < 0.1:
-                out.append({**b, "T": "u", "v": vol + (1 if not crypto else 0.5),
-                            "n": int(n) + 1})
+                out.append({**b, "T": "u", "v": vol + (1 if not crypto else 0.5), "n": int(n) + 1})
         return out
 
     def _add_trade(self, st: _SymbolState, price: float, size: float) -> None:
@@ -295,59 +315,120 @@ class Market:
         z = "C" if sym[0] < "M" else ("A" if rnd() < 0.5 else "B")
         nex = len(_STOCK_EXCHANGES)
         if kind == "q":
-            return {"T": "q", "S": sym, "bx": _STOCK_EXCHANGES[int(rnd() * nex)],
-                    "bp": round(mid - half, 2), "bs": 1 + int(rnd() * 20),
-                    "ax": _STOCK_EXCHANGES[int(rnd() * nex)], "ap": round(mid + half, 2),
-                    "as": 1 + int(rnd() * 20), "c": ["R"], "z": z, "t": ts}
+            return {
+                "T": "q",
+                "S": sym,
+                "bx": _STOCK_EXCHANGES[int(rnd() * nex)],
+                "bp": round(mid - half, 2),
+                "bs": 1 + int(rnd() * 20),
+                "ax": _STOCK_EXCHANGES[int(rnd() * nex)],
+                "ap": round(mid + half, 2),
+                "as": 1 + int(rnd() * 20),
+                "c": ["R"],
+                "z": z,
+                "t": ts,
+            }
         if kind in ("t", "c", "x") and (kind == "t" or st.last_trade[0] == 0):
             st.trade_id += 1
             price = round(mid + (-half, half, 0.0)[int(rnd() * 3)], 2)
             size = _TRADE_SIZES[int(rnd() * len(_TRADE_SIZES))]
             st.last_trade = (st.trade_id, price, size)
             self._add_trade(st, price, size)
-            return {"T": "t", "S": sym, "i": st.trade_id, "x": _STOCK_EXCHANGES[int(rnd() * nex)],
-                    "p": price, "s": size,
-                    "c": list(_TRADE_CONDITIONS[int(rnd() * len(_TRADE_CONDITIONS))]), "z": z,
-                    "t": ts}
+            return {
+                "T": "t",
+                "S": sym,
+                "i": st.trade_id,
+                "x": _STOCK_EXCHANGES[int(rnd() * nex)],
+                "p": price,
+                "s": size,
+                "c": list(_TRADE_CONDITIONS[int(rnd() * len(_TRADE_CONDITIONS))]),
+                "z": z,
+                "t": ts,
+            }
         if kind == "c":
             oi, op, os_ = st.last_trade
             st.trade_id += 1
-            return {"T": "c", "S": sym, "x": rng.choice(_STOCK_EXCHANGES), "oi": oi, "op": op,
-                    "os": os_, "oc": [" ", "7"], "ci": st.trade_id,
-                    "cp": self._round(st, op + st.tick), "cs": os_, "cc": [" ", "7"], "z": z,
-                    "t": ts}
+            return {
+                "T": "c",
+                "S": sym,
+                "x": rng.choice(_STOCK_EXCHANGES),
+                "oi": oi,
+                "op": op,
+                "os": os_,
+                "oc": [" ", "7"],
+                "ci": st.trade_id,
+                "cp": self._round(st, op + st.tick),
+                "cs": os_,
+                "cc": [" ", "7"],
+                "z": z,
+                "t": ts,
+            }
         if kind == "x":
             i, p, s = st.last_trade
-            return {"T": "x", "S": sym, "i": i, "x": rng.choice(_STOCK_EXCHANGES), "p": p,
-                    "s": s, "a": rng.choice("CE"), "z": z, "t": ts}
+            return {
+                "T": "x",
+                "S": sym,
+                "i": i,
+                "x": rng.choice(_STOCK_EXCHANGES),
+                "p": p,
+                "s": s,
+                "a": rng.choice("CE"),
+                "z": z,
+                "t": ts,
+            }
         if kind == "s":
             halted = rng.random() < 0.5
-            return {"T": "s", "S": sym, "sc": "H" if halted else "T",
-                    "sm": "Trading Halt" if halted else "Trading Resumption",
-                    "rc": "T12" if halted else "", "rm": "" if not halted else
-                    "Trading Halted; For information requested by NASDAQ", "t": ts, "z": z}
+            return {
+                "T": "s",
+                "S": sym,
+                "sc": "H" if halted else "T",
+                "sm": "Trading Halt" if halted else "Trading Resumption",
+                "rc": "T12" if halted else "",
+                "rm": "" if not halted else "Trading Halted; For information requested by NASDAQ",
+                "t": ts,
+                "z": z,
+            }
         if kind == "l":
-            return {"T": "l", "S": sym, "u": self._round(st, mid * 1.05),
-                    "d": self._round(st, mid * 0.95), "i": "B", "t": ts, "z": z}
+            return {
+                "T": "l",
+                "S": sym,
+                "u": self._round(st, mid * 1.05),
+                "d": self._round(st, mid * 0.95),
+                "i": "B",
+                "t": ts,
+                "z": z,
+            }
         if kind == "i":
             return {"T": "i", "S": sym, "p": self._round(st, mid), "z": z, "t": ts}
         raise ValueError(f"unknown kind {kind!r} for {fam}")
 
-    def _crypto(self, kind: str, sym: str, st: _SymbolState, ts: int,
-                mid: float) -> dict[str, Any]:
+    def _crypto(self, kind: str, sym: str, st: _SymbolState, ts: int, mid: float) -> dict[str, Any]:
         rng = self.rng
         half = st.tick * rng.randint(1, 20)
         if kind == "q":
-            return {"T": "q", "S": sym, "bp": self._round(st, mid - half),
-                    "bs": round(rng.uniform(0.001, 50), 9), "ap": self._round(st, mid + half),
-                    "as": round(rng.uniform(0.001, 50), 9), "t": ts}
+            return {
+                "T": "q",
+                "S": sym,
+                "bp": self._round(st, mid - half),
+                "bs": round(rng.uniform(0.001, 50), 9),
+                "ap": self._round(st, mid + half),
+                "as": round(rng.uniform(0.001, 50), 9),
+                "t": ts,
+            }
         if kind == "t":
             st.trade_id += 1
             price = self._round(st, mid)
             size = round(rng.uniform(0.0001, 5), 9)
             self._add_trade(st, price, size)
-            return {"T": "t", "S": sym, "p": price, "s": size, "t": ts, "i": st.trade_id,
-                    "tks": rng.choice("BS")}
+            return {
+                "T": "t",
+                "S": sym,
+                "p": price,
+                "s": size,
+                "t": ts,
+                "i": st.trade_id,
+                "tks": rng.choice("BS"),
+            }
         if kind == "o":
             if not st.bids:
                 self._fill_book(st)
@@ -383,39 +464,58 @@ class Market:
 
     def _fill_book(self, st: _SymbolState) -> None:
         for i in range(1, 6):
-            st.bids[self._round(st, st.mid - st.tick * i * 3)] = round(
-                self.rng.uniform(0.01, 5), 6)
-            st.asks[self._round(st, st.mid + st.tick * i * 3)] = round(
-                self.rng.uniform(0.01, 5), 6)
+            st.bids[self._round(st, st.mid - st.tick * i * 3)] = round(self.rng.uniform(0.01, 5), 6)
+            st.asks[self._round(st, st.mid + st.tick * i * 3)] = round(self.rng.uniform(0.01, 5), 6)
 
     def order_book_snapshot(self, symbol: str, ts: int | None = None) -> dict[str, Any]:
         """A full book (``r: true``, S27) for ``symbol``, known to the market or not."""
         st = self._state.get(symbol)
         if st is None:
-            st = self._new_state(symbol) if self.family is Family.CRYPTO else _SymbolState(
-                mid=100.0, tick=0.01, trade_id=0)
+            st = (
+                self._new_state(symbol)
+                if self.family is Family.CRYPTO
+                else _SymbolState(mid=100.0, tick=0.01, trade_id=0)
+            )
             self._state[symbol] = st
         self._prune(st)
         if not st.bids or not st.asks:
             self._fill_book(st)
         when = ts if ts is not None else self._advance()
-        return {"T": "o", "S": symbol, "t": when,
-                "b": [{"p": p, "s": s} for p, s in sorted(st.bids.items(), reverse=True)],
-                "a": [{"p": p, "s": s} for p, s in sorted(st.asks.items())], "r": True}
+        return {
+            "T": "o",
+            "S": symbol,
+            "t": when,
+            "b": [{"p": p, "s": s} for p, s in sorted(st.bids.items(), reverse=True)],
+            "a": [{"p": p, "s": s} for p, s in sorted(st.asks.items())],
+            "r": True,
+        }
 
-    def _option(self, kind: str, sym: str, st: _SymbolState, ts: int,
-                mid: float) -> dict[str, Any]:
+    def _option(self, kind: str, sym: str, st: _SymbolState, ts: int, mid: float) -> dict[str, Any]:
         rng = self.rng
         if kind == "q":
             half = st.tick * rng.randint(1, 10)
-            return {"T": "q", "S": sym, "t": ts, "bx": rng.choice(_OPTION_EXCHANGES),
-                    "bp": self._round(st, max(0.01, mid - half)), "bs": rng.randint(1, 100),
-                    "ax": rng.choice(_OPTION_EXCHANGES), "ap": self._round(st, mid + half),
-                    "as": rng.randint(1, 100), "c": rng.choice("AB ")}
+            return {
+                "T": "q",
+                "S": sym,
+                "t": ts,
+                "bx": rng.choice(_OPTION_EXCHANGES),
+                "bp": self._round(st, max(0.01, mid - half)),
+                "bs": rng.randint(1, 100),
+                "ax": rng.choice(_OPTION_EXCHANGES),
+                "ap": self._round(st, mid + half),
+                "as": rng.randint(1, 100),
+                "c": rng.choice("AB "),
+            }
         if kind == "t":
-            return {"T": "t", "S": sym, "t": ts, "p": self._round(st, mid),
-                    "s": rng.randint(1, 20), "x": rng.choice(_OPTION_EXCHANGES),
-                    "c": rng.choice("SIa")}
+            return {
+                "T": "t",
+                "S": sym,
+                "t": ts,
+                "p": self._round(st, mid),
+                "s": rng.randint(1, 20),
+                "x": rng.choice(_OPTION_EXCHANGES),
+                "c": rng.choice("SIa"),
+            }
         raise ValueError(f"unknown kind {kind!r} for options")
 
     def news(self, ts: int | None = None, symbols: Sequence[str] | None = None) -> dict[str, Any]:
@@ -423,13 +523,20 @@ class Market:
         when = ts if ts is not None else self._advance()
         self._news_id += 1
         if symbols is None:
-            symbols = self.rng.sample(self.symbols, k=min(len(self.symbols),
-                                                          self.rng.randint(0, 2)))
+            symbols = self.rng.sample(
+                self.symbols, k=min(len(self.symbols), self.rng.randint(0, 2))
+            )
         syms = list(symbols)
-        return {"T": "n", "id": self._news_id,
-                "headline": f"{'/'.join(syms) or 'Market'} update #{self._news_id}",
-                "summary": "Synthetic article.", "author": "rxalpaca.testing",
-                "created_at": when, "updated_at": when,
-                "url": f"https://example.invalid/news/{self._news_id}",
-                "content": "<p>Synthetic content.</p>", "symbols": syms,
-                "source": "benzinga"}
+        return {
+            "T": "n",
+            "id": self._news_id,
+            "headline": f"{'/'.join(syms) or 'Market'} update #{self._news_id}",
+            "summary": "Synthetic article.",
+            "author": "rxalpaca.testing",
+            "created_at": when,
+            "updated_at": when,
+            "url": f"https://example.invalid/news/{self._news_id}",
+            "content": "<p>Synthetic content.</p>",
+            "symbols": syms,
+            "source": "benzinga",
+        }

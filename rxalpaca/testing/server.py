@@ -87,12 +87,24 @@ _PAID_FEEDS = frozenset({"sip", "opra"})
 #: Channel of each data ``T`` per family (S29). ``c``/``x`` follow ``trades`` (S25).
 _CHANNEL_OF: dict[Family, dict[str, str]] = {
     Family.STOCKS: {
-        "t": "trades", "q": "quotes", "b": "bars", "d": "dailyBars", "u": "updatedBars",
-        "s": "statuses", "l": "lulds", "i": "imbalances", "c": "trades", "x": "trades",
+        "t": "trades",
+        "q": "quotes",
+        "b": "bars",
+        "d": "dailyBars",
+        "u": "updatedBars",
+        "s": "statuses",
+        "l": "lulds",
+        "i": "imbalances",
+        "c": "trades",
+        "x": "trades",
     },
     Family.TEST: {"t": "trades", "q": "quotes", "b": "bars", "c": "trades", "x": "trades"},
     Family.CRYPTO: {
-        "t": "trades", "q": "quotes", "b": "bars", "d": "dailyBars", "u": "updatedBars",
+        "t": "trades",
+        "q": "quotes",
+        "b": "bars",
+        "d": "dailyBars",
+        "u": "updatedBars",
         "o": "orderbooks",
     },
     Family.OPTIONS: {"t": "trades", "q": "quotes"},
@@ -249,8 +261,9 @@ class _Out:
 class _Conn:
     """Loop-owned state of one connection."""
 
-    def __init__(self, cid: int, ws: ServerConnection, ep: Endpoint, enc: Encoding,
-                 log_size: int) -> None:
+    def __init__(
+        self, cid: int, ws: ServerConnection, ep: Endpoint, enc: Encoding, log_size: int
+    ) -> None:
         self.id = cid
         self.ws = ws
         self.endpoint = ep
@@ -291,7 +304,8 @@ class _Conn:
             encoding=self.encoding,
             compressed=bool(ext),
             headers={k: v for k, v in self.ws.request.headers.raw_items()}
-            if self.ws.request is not None else {},
+            if self.ws.request is not None
+            else {},
             key=self.identity,
             authenticated=self.authenticated,
             subscriptions={ch: set(s) for ch, s in self.subs.items()},
@@ -389,9 +403,11 @@ class AlpacaStreamServer:
         self.host = host
         self._requested_port = port
         self.accounts: dict[str, Account] = dict(
-            accounts if accounts is not None else {DEFAULT_KEY: Account(DEFAULT_SECRET)})
+            accounts if accounts is not None else {DEFAULT_KEY: Account(DEFAULT_SECRET)}
+        )
         self.tokens: dict[str, Account] = dict(
-            tokens if tokens is not None else {DEFAULT_TOKEN: Account("")})
+            tokens if tokens is not None else {DEFAULT_TOKEN: Account("")}
+        )
         self.auth_timeout = auth_timeout
         self.close_on_auth_failure = close_on_auth_failure
         self.connection_limit = connection_limit
@@ -405,7 +421,8 @@ class AlpacaStreamServer:
         self.symbol_limit_channels = tuple(symbol_limit_channels)
         self.lag_messages = lag_messages
         self._width: TimestampWidth | WidthCycle = (
-            WidthCycle() if timestamp_width == "cycle" else timestamp_width)
+            WidthCycle() if timestamp_width == "cycle" else timestamp_width
+        )
         self.max_buffer_messages = max_buffer_messages
         self.max_buffer_bytes = max_buffer_bytes
         self.ping_interval = ping_interval
@@ -447,8 +464,9 @@ class AlpacaStreamServer:
             return self
         loop = asyncio.new_event_loop()
         self._loop = loop
-        thread = threading.Thread(target=self._run_loop, args=(loop,),
-                                  name="AlpacaStreamServer", daemon=True)
+        thread = threading.Thread(
+            target=self._run_loop, args=(loop,), name="AlpacaStreamServer", daemon=True
+        )
         self._thread = thread
         thread.start()
         try:
@@ -600,16 +618,18 @@ class AlpacaStreamServer:
 
     def connections(self, *, include_closed: bool = True) -> list[ConnectionInfo]:
         """Snapshots of the connections accepted so far, in accept order."""
-        return self._call(lambda: [c.info() for c in self._conns.values()
-                                   if include_closed or not c.closed])
+        return self._call(
+            lambda: [c.info() for c in self._conns.values() if include_closed or not c.closed]
+        )
 
     def connection(self, conn: ConnectionInfo | int) -> ConnectionInfo:
         """A fresh snapshot of one connection."""
         cid = conn.id if isinstance(conn, ConnectionInfo) else conn
         return self._call(self._conns[cid].info)
 
-    def wait_for(self, predicate: Callable[[list[ConnectionInfo]], bool],
-                 timeout: float = 5.0) -> list[ConnectionInfo]:
+    def wait_for(
+        self, predicate: Callable[[list[ConnectionInfo]], bool], timeout: float = 5.0
+    ) -> list[ConnectionInfo]:
         """Block until ``predicate(connections())`` holds (event-driven, no polling).
 
         Raises:
@@ -637,7 +657,8 @@ class AlpacaStreamServer:
     def wait_for_authenticated(self, count: int = 1, timeout: float = 5.0) -> ConnectionInfo:
         """Wait until ``count`` open connections are authenticated; returns the last of them."""
         snap = self.wait_for(
-            lambda cs: sum(c.authenticated and not c.closed for c in cs) >= count, timeout)
+            lambda cs: sum(c.authenticated and not c.closed for c in cs) >= count, timeout
+        )
         return [c for c in snap if c.authenticated and not c.closed][count - 1]
 
     def wait_for_subscriptions(
@@ -686,6 +707,7 @@ class AlpacaStreamServer:
         timeout: float = 5.0,
     ) -> Any:
         """Wait until a client message satisfying ``predicate`` arrived; returns it."""
+
         def find(cs: list[ConnectionInfo]) -> Any:
             for c in cs:
                 if conn is not None and c.id != _cid(conn):
@@ -726,8 +748,9 @@ class AlpacaStreamServer:
         recs = list(records)
         return self._call(lambda: self._publish(recs, conn, feed, batch))
 
-    def _publish(self, recs: list[Mapping[str, Any]], conn: ConnSelector, feed: str | None,
-                 batch: int | None) -> int:
+    def _publish(
+        self, recs: list[Mapping[str, Any]], conn: ConnSelector, feed: str | None, batch: int | None
+    ) -> int:
         targets = [c for c in self._select(conn, authenticated=True) if not c.trading]
         if feed is not None:
             ep = endpoint(feed)
@@ -738,8 +761,13 @@ class AlpacaStreamServer:
             total += self._deliver(c, recs, cache, batch or self.batch_size)
         return total
 
-    def _deliver(self, c: _Conn, recs: Sequence[Mapping[str, Any]],
-                 cache: dict[str, list[bytes | None]], batch: int) -> int:
+    def _deliver(
+        self,
+        c: _Conn,
+        recs: Sequence[Mapping[str, Any]],
+        cache: dict[str, list[bytes | None]],
+        batch: int,
+    ) -> int:
         """Filter ``recs`` by ``c``'s subscriptions, encode (cached) and queue in frames."""
         if c.muted or c.closed or c.ending:
             return 0
@@ -802,8 +830,9 @@ class AlpacaStreamServer:
             return True
         return False
 
-    def send_raw(self, frame: bytes | str, conn: ConnSelector = None, *,
-                 text: bool | None = None) -> None:
+    def send_raw(
+        self, frame: bytes | str, conn: ConnSelector = None, *, text: bool | None = None
+    ) -> None:
         """Send ``frame`` exactly as given (text frame for ``str``, binary for ``bytes``
         unless ``text`` says otherwise) to one or every open connection."""
         payload = frame.encode() if isinstance(frame, str) else frame
@@ -825,9 +854,11 @@ class AlpacaStreamServer:
 
         self._call(run)
 
-    def send_error(self, code: int, conn: ConnSelector = None, *, close: bool = False,
-                   msg: str | None = None) -> None:
+    def send_error(
+        self, code: int, conn: ConnSelector = None, *, close: bool = False, msg: str | None = None
+    ) -> None:
         """Send ``[{"T":"error","code":code,"msg":…}]`` (the documented text by default)."""
+
         def run() -> None:
             for c in self._select(conn):
                 self._send_error(c, code, msg)
@@ -836,8 +867,9 @@ class AlpacaStreamServer:
 
         self._call(run)
 
-    def inject_internal_error(self, conn: ConnSelector = None, *,
-                              close: bool | None = None) -> None:
+    def inject_internal_error(
+        self, conn: ConnSelector = None, *, close: bool | None = None
+    ) -> None:
         """S39: ``500 internal error``, then close unless ``close=False`` (server default)."""
         self.send_error(500, conn, close=self.close_on_internal_error if close is None else close)
 
@@ -852,8 +884,17 @@ class AlpacaStreamServer:
         self._call(run)
 
     def _fault(self, c: _Conn, kind: Fault) -> None:
-        trade = {"T": "t", "S": "AAPL", "i": 1, "x": "V", "p": 100.5, "s": 10, "c": ["@"],
-                 "z": "C", "t": time.time_ns()}
+        trade = {
+            "T": "t",
+            "S": "AAPL",
+            "i": 1,
+            "x": "V",
+            "p": 100.5,
+            "s": 10,
+            "c": ["@"],
+            "z": "C",
+            "t": time.time_ns(),
+        }
         enc = c.encoding
         if kind is Fault.TRUNCATED:
             frame = join_items([encode_item(trade, enc, self._width)], enc)
@@ -871,8 +912,9 @@ class AlpacaStreamServer:
             ack.update({str(ch): None for ch in c.endpoint.ack_channels})
             self._send_frame(c, [ack])
         elif kind is Fault.CONTROL_IN_BATCH:
-            self._send_frame(c, [trade, {"T": "success", "msg": "authenticated"},
-                                 {**trade, "i": 2}])
+            self._send_frame(
+                c, [trade, {"T": "success", "msg": "authenticated"}, {**trade, "i": 2}]
+            )
         elif kind is Fault.SPLIT:
             # Marks this very frame, not whatever frame happens to be written next.
             self._send_frame(c, [trade], split=3)
@@ -886,6 +928,7 @@ class AlpacaStreamServer:
         ``websockets`` ends a fragmented message with an empty final continuation frame,
         so the client sees ``n_parts`` non-empty fragments plus that one.
         """
+
         def run() -> None:
             for c in self._select(conn):
                 c.split_next = max(2, n_parts)
@@ -894,6 +937,7 @@ class AlpacaStreamServer:
 
     def corrupt_next_frame(self, conn: ConnSelector = None) -> None:
         """Truncate the next frame sent to ``conn`` (its payload becomes undecodable, S34)."""
+
         def run() -> None:
             for c in self._select(conn):
                 c.corrupt_next = True
@@ -902,6 +946,7 @@ class AlpacaStreamServer:
 
     def mute(self, conn: ConnSelector = None, on: bool = True) -> None:
         """S36: stop (or resume) sending data; pings are still answered."""
+
         def run() -> None:
             for c in self._select(conn):
                 c.muted = on
@@ -911,6 +956,7 @@ class AlpacaStreamServer:
 
     def drop(self, conn: ConnSelector = None) -> None:
         """S38: close abruptly — the TCP connection is aborted, no close frame."""
+
         def run() -> None:
             for c in self._select(conn):
                 self._abort(c, "dropped")
@@ -919,6 +965,7 @@ class AlpacaStreamServer:
 
     def close(self, conn: ConnSelector = None, code: int = 1000, reason: str = "") -> None:
         """S38: close with a close frame (after what is already queued)."""
+
         def run() -> None:
             for c in self._select(conn):
                 self._close_after_flush(c, code, reason or "closed by server")
@@ -931,6 +978,7 @@ class AlpacaStreamServer:
 
     def slow_auth(self, seconds: float) -> None:
         """Delay every auth reply by ``seconds`` (0 to stop)."""
+
         def run() -> None:
             self._auth_delay = seconds
 
@@ -938,6 +986,7 @@ class AlpacaStreamServer:
 
     def set_options(self, **options: Any) -> None:
         """Change constructor options at run time (e.g. ``connection_limit=2``)."""
+
         def run() -> None:
             for name, value in options.items():
                 if name == "timestamp_width":
@@ -951,6 +1000,7 @@ class AlpacaStreamServer:
 
     def release_ghosts(self) -> None:
         """Free every slot held by a ghost session now (S15)."""
+
         def run() -> None:
             self._ghosts.clear()
 
@@ -982,6 +1032,7 @@ class AlpacaStreamServer:
 
     def stop_market(self, handle: MarketHandle | None = None) -> None:
         """Stop one (or every) running market."""
+
         def run() -> None:
             for h in list(self._markets):
                 if handle is None or h is handle:
@@ -1030,9 +1081,11 @@ class AlpacaStreamServer:
             handle.done.set()
 
     def _market_targets(self, family: Family) -> list[_Conn]:
-        return [c for c in self._conns.values()
-                if c.authenticated and not c.closed and c.endpoint.family is family
-                and not c.trading]
+        return [
+            c
+            for c in self._conns.values()
+            if c.authenticated and not c.closed and c.endpoint.family is family and not c.trading
+        ]
 
     async def _run_test_stream(self) -> None:
         """S33: FAKEPACA on ``/v2/test`` — a quote every 5 s, a trade now and then, a bar
@@ -1043,23 +1096,39 @@ class AlpacaStreamServer:
         test_ep = ENDPOINTS["test"]
         while True:
             await asyncio.sleep(5.0 / max(self.test_stream_speed, 1e-6))
-            targets = [c for c in self._conns.values()
-                       if c.authenticated and not c.closed and c.endpoint is test_ep]
+            targets = [
+                c
+                for c in self._conns.values()
+                if c.authenticated and not c.closed and c.endpoint is test_ep
+            ]
             tick += 1
             now = time.time_ns()
             recs: list[dict[str, Any]] = [market.record("q", "FAKEPACA", now)]
             if market.rng.random() < 0.4:
                 recs.append(market.record("t", "FAKEPACA", now + 1))
             mid = market.mid("FAKEPACA")
-            bar = [mid, mid, mid, mid] if not bar else [bar[0], max(bar[1], mid),
-                                                         min(bar[2], mid), mid]
+            bar = (
+                [mid, mid, mid, mid]
+                if not bar
+                else [bar[0], max(bar[1], mid), min(bar[2], mid), mid]
+            )
             if tick % 12 == 0:
                 o, h, lo, cl = (round(x, 2) for x in bar)
-                recs.append({"T": "b", "S": "FAKEPACA", "o": o, "h": h, "l": lo, "c": cl,
-                             "v": market.rng.randint(50, 500),
-                             # a bar covers the minute before the one it is sent in (§4.4)
-                             "t": (now // 60_000_000_000 - 1) * 60_000_000_000,
-                             "n": market.rng.randint(5, 30), "vw": round((h + lo) / 2, 2)})
+                recs.append(
+                    {
+                        "T": "b",
+                        "S": "FAKEPACA",
+                        "o": o,
+                        "h": h,
+                        "l": lo,
+                        "c": cl,
+                        "v": market.rng.randint(50, 500),
+                        # a bar covers the minute before the one it is sent in (§4.4)
+                        "t": (now // 60_000_000_000 - 1) * 60_000_000_000,
+                        "n": market.rng.randint(5, 30),
+                        "vw": round((h + lo) / 2, 2),
+                    }
+                )
                 bar = []
             cache: dict[str, list[bytes | None]] = {}
             for c in targets:
@@ -1103,8 +1172,11 @@ class AlpacaStreamServer:
         self._changed()
         try:
             self._send_control(c, {"T": "success", "msg": "connected"})  # S7
-            if ep.msgpack_only and enc is Encoding.JSON and (
-                    self.msgpack_required_timing == "greeting"):
+            if (
+                ep.msgpack_only
+                and enc is Encoding.JSON
+                and (self.msgpack_required_timing == "greeting")
+            ):
                 self._send_error(c, 412)  # S3
                 self._close_after_flush(c, self.close_code, "msgpack required")
             else:
@@ -1235,7 +1307,8 @@ class AlpacaStreamServer:
         slot = (identity, c.endpoint.path)
         holders = self._slots.setdefault(slot, set())
         if self.connection_limit is not None and (
-                len(holders) + self._ghosts.get(slot, 0) >= self.connection_limit):
+            len(holders) + self._ghosts.get(slot, 0) >= self.connection_limit
+        ):
             self._send_error(c, 406)  # S14
             if self.close_on_connection_limit:
                 self._close_after_flush(c, self.close_code, "connection limit exceeded")
@@ -1274,8 +1347,13 @@ class AlpacaStreamServer:
             for c in self._select(conn, authenticated=True):
                 if c.trading and "trade_updates" in c.subs["streams"]:
                     self._trading_send(c, {"stream": "trade_updates", "data": payload})
-                    self._log_sent(c, {"T": "trade_updates", "S": str(
-                        (payload.get("order") or {}).get("symbol", ""))})
+                    self._log_sent(
+                        c,
+                        {
+                            "T": "trade_updates",
+                            "S": str((payload.get("order") or {}).get("symbol", "")),
+                        },
+                    )
                     n += 1
             return n
 
@@ -1283,8 +1361,12 @@ class AlpacaStreamServer:
 
     def _trading_send(self, c: _Conn, obj: Mapping[str, Any]) -> None:
         # Frames are single objects, not arrays (§9); JSON in binary frames by default.
-        self._enqueue(c, encode_item(obj, c.encoding), 1,
-                      text=c.encoding is Encoding.JSON and not self.trading_binary_frames)
+        self._enqueue(
+            c,
+            encode_item(obj, c.encoding),
+            1,
+            text=c.encoding is Encoding.JSON and not self.trading_binary_frames,
+        )
 
     async def _trading_handler(self, c: _Conn) -> None:
         c.trading = True
@@ -1328,20 +1410,27 @@ class AlpacaStreamServer:
                 c.identity = identity
                 c.account = account
             status = "authorized" if c.authenticated else "unauthorized"
-            self._trading_send(c, {"stream": "authorization",
-                                   "data": {"status": status, "action": "authenticate"}})
+            self._trading_send(
+                c, {"stream": "authorization", "data": {"status": status, "action": "authenticate"}}
+            )
             self._changed()
         elif action == "listen":
             if not c.authenticated:
-                self._trading_send(c, {"stream": "authorization",
-                                       "data": {"status": "unauthorized", "action": "listen"}})
+                self._trading_send(
+                    c,
+                    {
+                        "stream": "authorization",
+                        "data": {"status": "unauthorized", "action": "listen"},
+                    },
+                )
                 return
             asked = data.get("streams")
             names = asked if isinstance(asked, list) else []
             # listen replaces the set; unknown stream names are left out of the reply
             c.subs["streams"] = {n: None for n in names if n in _TRADING_STREAMS}
-            self._trading_send(c, {"stream": "listening",
-                                   "data": {"streams": list(c.subs["streams"])}})
+            self._trading_send(
+                c, {"stream": "listening", "data": {"streams": list(c.subs["streams"])}}
+            )
             self._changed()
         else:
             self._trading_send(c, {"stream": "error", "data": {"error": "invalid syntax"}})
@@ -1387,7 +1476,8 @@ class AlpacaStreamServer:
             self._send_error(c, 405)  # S23
             return
         added: dict[str, list[str]] = {
-            ch: [s for s in new[ch] if s not in c.subs[ch]] for ch in new}
+            ch: [s for s in new[ch] if s not in c.subs[ch]] for ch in new
+        }
         if not subscribe:
             removed = {(ch, s) for ch in c.subs for s in c.subs[ch] if s not in new[ch]}
             if self.lag_messages > 0 and removed:  # S28
@@ -1430,7 +1520,8 @@ class AlpacaStreamServer:
         market = self._snapshot_market()
         if "*" in symbols:
             symbols = [s for s in symbols if s != "*"] + [
-                s for s in market.symbols if s not in symbols]
+                s for s in market.symbols if s not in symbols
+            ]
         for sym in symbols:
             snap = market.order_book_snapshot(sym, time.time_ns())
             item = encode_item(snap, c.encoding, self._width)
@@ -1462,8 +1553,9 @@ class AlpacaStreamServer:
         text = msg if msg is not None else error_for_code(code).msg
         self._send_control(c, {"T": "error", "code": code, "msg": text})
 
-    def _enqueue(self, c: _Conn, payload: bytes, data_count: int, *,
-                 text: bool | None = None, split: int = 0) -> None:
+    def _enqueue(
+        self, c: _Conn, payload: bytes, data_count: int, *, text: bool | None = None, split: int = 0
+    ) -> None:
         if c.closed or c.ending:
             return
         c.out.append(_Out(payload, c.text if text is None else text, data_count, split=split))
@@ -1473,14 +1565,17 @@ class AlpacaStreamServer:
             c.room.clear()
         c.wakeup.set()
         if (self.max_buffer_messages is not None and c.out_msgs > self.max_buffer_messages) or (
-                self.max_buffer_bytes is not None and c.out_bytes > self.max_buffer_bytes):
+            self.max_buffer_bytes is not None and c.out_bytes > self.max_buffer_bytes
+        ):
             self._slow_client(c)  # S37
 
     def _slow_client(self, c: _Conn) -> None:
         c.out.clear()
         c.out_bytes = c.out_msgs = 0
-        err = join_items([encode_item({"T": "error", "code": 407,
-                                       "msg": error_for_code(407).msg}, c.encoding)], c.encoding)
+        err = join_items(
+            [encode_item({"T": "error", "code": 407, "msg": error_for_code(407).msg}, c.encoding)],
+            c.encoding,
+        )
         transport = c.ws.transport
         # Best effort: only if the transport can take it without waiting.
         if transport is not None and transport.get_write_buffer_size() < self.write_limit:
@@ -1537,7 +1632,7 @@ class AlpacaStreamServer:
                     n, c.split_next = c.split_next, 0
                 if n and payload:
                     size = max(1, -(-len(payload) // n))
-                    parts = [payload[i:i + size] for i in range(0, len(payload), size)]
+                    parts = [payload[i : i + size] for i in range(0, len(payload), size)]
                     await ws.send(parts, text=item.text)
                 else:
                     await ws.send(payload, text=item.text)
@@ -1568,8 +1663,14 @@ class _PreparedMarket:
         self.family = cfg.resolved_family()
         rate = cfg.rate
         step = cfg.step_ns if cfg.step_ns is not None else int(1e9 / rate) if rate else 2_000
-        self.market = Market(cfg.symbols, family=self.family, seed=cfg.seed, mix=cfg.mix,
-                             step_ns=step, start_ns=cfg.start_ns)
+        self.market = Market(
+            cfg.symbols,
+            family=self.family,
+            seed=cfg.seed,
+            mix=cfg.mix,
+            step_ns=step,
+            start_ns=cfg.start_ns,
+        )
         self.total = cfg.total
         self.width = width
         self.records: list[dict[str, Any]] = []
@@ -1580,12 +1681,12 @@ class _PreparedMarket:
             for enc in wanted:
                 self.items[enc] = [encode_item(r, enc, width) for r in self.records]
 
-    def take(self, start: int, n: int) -> tuple[list[dict[str, Any]],
-                                                dict[str, list[bytes | None]]]:
+    def take(
+        self, start: int, n: int
+    ) -> tuple[list[dict[str, Any]], dict[str, list[bytes | None]]]:
         if self.total is not None:
             end = start + n
-            cache: dict[str, list[bytes | None]] = {
-                e: v[start:end] for e, v in self.items.items()}
+            cache: dict[str, list[bytes | None]] = {e: v[start:end] for e, v in self.items.items()}
             cache[_PREPARED] = []
             return self.records[start:end], cache
         return self.market.records(n), {}
@@ -1593,4 +1694,3 @@ class _PreparedMarket:
 
 def _prepare_market(cfg: MarketConfig, width: TimestampWidth | WidthCycle) -> _PreparedMarket:
     return _PreparedMarket(cfg, width)
-

@@ -1,0 +1,95 @@
+"""Unattended runs: faults a bot running all day meets, and what the client does about them.
+
+Each test drives a real client against the embedded server on 127.0.0.1 (issue #9).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from rxalpaca import ConnectionState, StreamClient, errors
+from rxalpaca.testing import AlpacaStreamServer
+
+from .conftest import Collector
+from .test_client_semantics import quote, states, wait_state
+
+S = ConnectionState
+pytestmark = pytest.mark.timeout(60)
+
+
+class ErrorLog:
+    """Everything published on ``client.errors``, with a way to wait for a kind."""
+
+    def __init__(self, client: StreamClient) -> None:
+        self.items: list[Exception] = []
+        self._cond = threading.Condition()
+        client.errors.subscribe(self._on)
+
+    def _on(self, e: Exception) -> None:
+        with self._cond:
+            self.items.append(e)
+            self._cond.notify_all()
+
+    def wait_for(self, kind: type[Exception], timeout: float = 10.0) -> Exception:
+        with self._cond:
+            ok = self._cond.wait_for(lambda: any(isinstance(e, kind) for e in self.items), timeout)
+        assert ok, f"no {kind.__name__} on errors: {self.items}"
+        return next(e for e in self.items if isinstance(e, kind))
+
+    def of(self, kind: type[Exception]) -> list[Exception]:
+        with self._cond:
+            return [e for e in self.items if isinstance(e, kind)]
+
+
+# ---------------------------------------------------------------- stray server messages
+
+
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+def test_an_ack_before_authentication_reconnects_instead_of_failing(
+    alpaca_server: AlpacaStreamServer,
+    make_client: Callable[..., StreamClient],
+    collector: Callable[[], Collector],
+    encoding: str,
+) -> None:
+    client = make_client(alpaca_server, encoding=encoding)
+    seen, cond = states(client)
+    log = ErrorLog(client)
+    alpaca_server.slow_auth(1.0)
+    got = collector()
+    client.quotes("AAPL").subscribe(got)
+    wait_state(seen, cond, lambda s: S.AUTHENTICATING in s)
+    first = alpaca_server.wait_for_connection()
+    alpaca_server.send_records([{"T": "subscription", "trades": ["AAPL"], "quotes": []}], first)
+    err = log.wait_for(errors.RemoteProtocolError)
+    assert err.retryable and "ack" in str(err) and "authenticating" in str(err)
+    alpaca_server.slow_auth(0)
+    alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}})
+    alpaca_server.publish([quote("AAPL", 1)])
+    assert [q.bid_price for q in got.wait_for(1)] == [2.0]
+    assert S.FAILED not in seen and client.current_state is S.AUTHENTICATED
+    assert got.errors == [] and not got.completed.is_set()
+    assert client.metrics.connects >= 2
+
+
+def test_a_second_greeting_after_authentication_reconnects(
+    alpaca_server: AlpacaStreamServer,
+    make_client: Callable[..., StreamClient],
+    collector: Callable[[], Collector],
+) -> None:
+    client = make_client(alpaca_server)
+    seen, cond = states(client)
+    log = ErrorLog(client)
+    got = collector()
+    client.quotes("AAPL").subscribe(got)
+    first = alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}})
+    alpaca_server.send_records([{"T": "success", "msg": "connected"}], first)
+    log.wait_for(errors.RemoteProtocolError)
+    alpaca_server.wait_for_closed(first)
+    alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}})
+    wait_state(seen, cond, lambda s: s.count(S.AUTHENTICATED) >= 2)
+    alpaca_server.publish([quote("AAPL", 3)])
+    assert [q.bid_price for q in got.wait_for(1)] == [4.0]
+    assert S.FAILED not in seen and got.errors == []
