@@ -13,6 +13,14 @@ While a request is in flight every other change accumulates; the next request
 carries all of it. A loop subscribing 1,000 symbols one by one therefore reaches
 the server as two messages: the first symbol, then the other 999.
 
+A combined subscribe that the server refuses as a whole for something one symbol
+can cause — ``400`` (a symbol it finds malformed), ``405`` (the plan's symbol
+limit), ``413`` (``*`` on option quotes) — does not sink its batch: the book splits
+it in halves and tries each alone (bisection), until every refusal names a single
+(channel, symbol). So only the refused symbols fail, and the good ones subscribe;
+with a limit of 30, forty symbols asked at once end as thirty subscribed and ten
+refused. While halves are pending no other subscribe is mixed into them.
+
 Threading: every public method takes the book's own lock, so subscribe/dispose
 may come from any thread — including an observer running on the socket thread,
 since no lock is held while observers run.
@@ -63,9 +71,14 @@ class AckCheck:
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """The in-flight subscribe was refused; these pairs were dropped from ``wanted``."""
+    """The in-flight subscribe was refused; these pairs were dropped from ``wanted``.
+
+    ``split`` is true when the refused request named several pairs and will be
+    retried in halves instead (``pairs`` is then empty: nobody is refused yet).
+    """
 
     pairs: frozenset[_Key]
+    split: bool = False
 
 
 @dataclass
@@ -85,7 +98,11 @@ class SubscriptionBook:
     _rejected: dict[_Key, int] = field(default_factory=dict)
     _in_flight: Request | None = None
     _ready: bool = False  # authenticated: requests may be sent
+    # Halves of refused combined subscribes, each to be tried alone (first first).
+    _probes: list[frozenset[_Key]] = field(default_factory=list)
     requests_sent: int = 0
+    #: Combined subscribes split in halves after a refusal (see the module docstring).
+    splits: int = 0
 
     # ---- users (any thread)
 
@@ -142,6 +159,7 @@ class SubscriptionBook:
         with self._lock:
             self._acked.clear()
             self._in_flight = None
+            self._probes.clear()  # a fresh session: the full set is tried again
             self._ready = True
 
     def disconnected(self) -> None:
@@ -149,6 +167,7 @@ class SubscriptionBook:
         with self._lock:
             self._ready = False
             self._in_flight = None
+            self._probes.clear()
             self._acked.clear()
 
     def take_request(self) -> Request | None:
@@ -161,6 +180,14 @@ class SubscriptionBook:
         with self._lock:
             if not self._ready or self._in_flight is not None:
                 return None
+            while self._probes:
+                # A half of a refused batch goes alone, minus what changed meanwhile.
+                probe = {k for k in self._probes.pop(0) if k in self._counts} - self._acked
+                if probe:
+                    req = Request("subscribe", _group(probe))
+                    self._in_flight = req
+                    self.requests_sent += 1
+                    return req
             wanted = set(self._counts)
             add = wanted - self._acked
             remove = self._acked - wanted
@@ -197,8 +224,13 @@ class SubscriptionBook:
                 return AckCheck(missing=frozenset(pairs - state))
             return AckCheck(unexpected=frozenset(pairs & state))
 
-    def on_error(self) -> Rejection:
+    def on_error(self, *, split: bool = False) -> Rejection:
         """The in-flight request was refused; the server's state is unchanged (§3.3).
+
+        Args:
+            split: the refusal may be due to some of the symbols only (400, 405, 413):
+                a subscribe naming several pairs is retried in two halves instead of
+                being refused whole.
 
         The refused subscribe pairs are dropped from ``wanted`` (their users get the
         error); a refused unsubscribe is forgotten so it is not retried forever.
@@ -208,6 +240,12 @@ class SubscriptionBook:
             if req is None:
                 return Rejection(frozenset())
             pairs = req.pairs()
+            if req.action == "subscribe" and split and len(pairs) > 1:
+                ordered = sorted(pairs)
+                half = len(ordered) // 2
+                self._probes[:0] = [frozenset(ordered[:half]), frozenset(ordered[half:])]
+                self.splits += 1
+                return Rejection(frozenset(), split=True)
             if req.action == "subscribe":
                 for key in pairs:
                     holders = self._counts.pop(key, 0)

@@ -529,7 +529,12 @@ class StreamClient:
         return after
 
     def _reject(self, error: StreamError) -> None:
-        rejection = self._book.on_error()
+        rejection = self._book.on_error(split=error.per_symbol)
+        if rejection.split:
+            # Some symbols of a combined request may be fine: try each half alone, now.
+            logger.info("server refused a combined subscribe (%s); retrying it in halves", error)
+            self._flush()
+            return
         logger.warning("subscription refused by the server: %s", error)
         self._publish(error)
         by_observer: dict[int, tuple[abc.ObserverBase[Any], list[tuple[str, str]]]] = {}

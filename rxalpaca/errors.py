@@ -89,6 +89,9 @@ class RxAlpacaError(Exception):
     retryable: ClassVar[bool] = False
     #: Multiplies the retry policy's delay (406 waits longer).
     backoff_factor: ClassVar[float] = 1.0
+    #: A refusal of a subscribe that one symbol of it can cause (400, 405, 413): a
+    #: combined request is retried in halves so only the culprits are refused.
+    per_symbol: ClassVar[bool] = False
 
 
 class ConfigurationError(RxAlpacaError, ValueError):
@@ -172,6 +175,7 @@ class InvalidSyntax(StreamError):
 
     code = 400
     default_msg = "invalid syntax"
+    per_symbol = True
 
 
 class NotAuthenticated(StreamError):
@@ -210,6 +214,7 @@ class SymbolLimitExceeded(StreamError):
 
     code = 405
     default_msg = "symbol limit exceeded"
+    per_symbol = True
 
 
 class ConnectionLimitExceeded(StreamError):
@@ -274,6 +279,7 @@ class StarNotAllowed(StreamError):
 
     code = 413
     default_msg = "star subscription is not allowed for option quotes"
+    per_symbol = True
 
 
 class InternalServerError(StreamError):

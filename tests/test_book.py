@@ -135,3 +135,71 @@ def test_subscribes_go_before_unsubscribes() -> None:
     second = b.take_request()
     assert second is not None and second.action == "unsubscribe"
     assert second.pairs() == {("quotes", "A")}
+
+
+# ---- a refused combined subscribe is bisected so only the culprits fail (#9.2)
+
+
+def test_a_refused_batch_is_split_in_halves_until_the_culprit_is_alone() -> None:
+    b = book()
+    b.acquire("quotes", ["AAPL", "BAD", "MSFT", "TSLA"])
+    whole = b.take_request()
+    assert whole is not None and len(whole.pairs()) == 4
+    first = b.on_error(split=True)
+    assert first.split and first.pairs == frozenset()
+    assert b.count("quotes", "BAD") == 1  # nobody refused yet
+    left = b.take_request()
+    assert left is not None and left.pairs() == {("quotes", "AAPL"), ("quotes", "BAD")}
+    assert b.on_error(split=True).split
+    alone = b.take_request()
+    assert alone is not None and alone.pairs() == {("quotes", "AAPL")}
+    assert b.on_ack(ack(quotes=("AAPL",))).ok
+    culprit = b.take_request()
+    assert culprit is not None and culprit.pairs() == {("quotes", "BAD")}
+    refused = b.on_error(split=True)  # a single pair: refused, not split
+    assert not refused.split and refused.pairs == {("quotes", "BAD")}
+    right = b.take_request()
+    assert right is not None and right.pairs() == {("quotes", "MSFT"), ("quotes", "TSLA")}
+    assert b.on_ack(ack(quotes=("AAPL", "MSFT", "TSLA"))).ok
+    assert b.take_request() is None
+    assert b.wanted() == {("quotes", "AAPL"), ("quotes", "MSFT"), ("quotes", "TSLA")}
+    assert b.splits == 2
+
+
+def test_without_split_a_refusal_rejects_the_whole_request() -> None:
+    b = book()
+    b.acquire("quotes", ["AAPL", "MSFT"])
+    assert b.take_request() is not None
+    rejection = b.on_error()
+    assert not rejection.split
+    assert rejection.pairs == {("quotes", "AAPL"), ("quotes", "MSFT")}
+    assert b.take_request() is None
+
+
+def test_changes_during_a_bisection_wait_until_it_is_done() -> None:
+    b = book()
+    b.acquire("quotes", ["A", "B"])
+    assert b.take_request() is not None
+    b.on_error(split=True)
+    b.acquire("quotes", ["NEW"])  # arrives while the halves are pending
+    b.release("quotes", ["B"])  # and one of the halves is no longer wanted
+    a = b.take_request()
+    assert a is not None and a.pairs() == {("quotes", "A")}
+    b.on_ack(ack(quotes=("A",)))
+    new = b.take_request()  # B's half is skipped: nobody wants it
+    assert new is not None and new.pairs() == {("quotes", "NEW")}
+
+
+def test_a_new_session_forgets_pending_halves() -> None:
+    b = book()
+    b.acquire("quotes", ["A", "B", "C"])
+    assert b.take_request() is not None
+    b.on_error(split=True)
+    b.disconnected()
+    b.connected()
+    replay = b.take_request()
+    assert replay is not None and replay.pairs() == {
+        ("quotes", "A"),
+        ("quotes", "B"),
+        ("quotes", "C"),
+    }

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from rxalpaca import ConnectionState, StreamClient, errors
-from rxalpaca.testing import AlpacaStreamServer
+from rxalpaca.testing import Account, AlpacaStreamServer
 
 from .conftest import Collector
 from .test_client_semantics import quote, states, wait_state
@@ -93,3 +93,63 @@ def test_a_second_greeting_after_authentication_reconnects(
     alpaca_server.publish([quote("AAPL", 3)])
     assert [q.bid_price for q in got.wait_for(1)] == [4.0]
     assert S.FAILED not in seen and got.errors == []
+
+
+# ---------------------------------------------------------------- batch rejections
+
+
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+def test_forty_symbols_in_a_loop_with_a_limit_of_thirty(
+    alpaca_server_factory: Callable[..., AlpacaStreamServer],
+    make_client: Callable[..., StreamClient],
+    collector: Callable[[], Collector],
+    encoding: str,
+) -> None:
+    """One request over the plan's limit must not refuse symbols that fit (§6, S23)."""
+    server = alpaca_server_factory(accounts={"free": Account("s", plan="free", symbol_limit=30)})
+    client = make_client(server, key="free", secret="s", encoding=encoding)
+    symbols = [f"S{i:02d}" for i in range(40)]
+    got = {s: collector() for s in symbols}
+    for s in symbols:  # within the linger: they leave as one or two requests
+        client.quotes(s).subscribe(got[s])
+
+    def settled(subs: dict[str, set[str]]) -> bool:
+        return len(subs.get("quotes", set())) == 30
+
+    conn = server.wait_for_subscriptions(settled, timeout=10)
+    for s in symbols:
+        if s not in conn.subscriptions["quotes"]:
+            assert got[s].errored.wait(5), s
+    refused = [s for s in symbols if got[s].errors]
+    receiving = sorted(conn.subscriptions["quotes"])
+    assert len(refused) == 10 and len(receiving) == 30
+    assert set(refused).isdisjoint(receiving)
+    for s in refused:
+        err = got[s].errors[0]
+        assert isinstance(err, errors.SubscriptionRejected)
+        assert err.symbols == (s,) and isinstance(err.cause, errors.SymbolLimitExceeded)
+    server.publish([quote(s) for s in receiving])
+    for s in receiving:
+        assert len(got[s].wait_for(1)) == 1 and got[s].errors == []
+    assert client.subscriptions()["quotes"] == set(receiving)
+    assert client.current_state is S.AUTHENTICATED
+
+
+def test_a_refused_star_on_option_quotes_leaves_the_other_contracts_subscribed(
+    alpaca_server: AlpacaStreamServer,
+    make_client: Callable[..., StreamClient],
+    collector: Callable[[], Collector],
+) -> None:
+    """413 answers a whole request; only the ``*`` in it is at fault (S22)."""
+    client = make_client(alpaca_server, "indicative", encoding="msgpack")
+    good = ["AAPL240315C00172500", "SPY240315P00400000"]
+    got = {s: collector() for s in [good[0], "*", good[1]]}
+    for s, c in got.items():
+        client.quotes(s).subscribe(c)
+    alpaca_server.wait_for_subscriptions({"quotes": set(good)})
+    assert got["*"].errored.wait(5)
+    err = got["*"].errors[0]
+    assert isinstance(err, errors.SubscriptionRejected) and err.symbols == ("*",)
+    assert isinstance(err.cause, errors.StarNotAllowed)
+    assert got[good[0]].errors == [] and got[good[1]].errors == []
+    assert client.subscriptions()["quotes"] == set(good)

@@ -51,8 +51,13 @@ def run(fused: bool) -> tuple[list[Any], list[Any], dict[str, Any]]:
     if fused:
         op = [ops.pipeline(codec, metrics, router, 200)]
     else:
-        op = [ops.reassemble(200), ops.validate(), ops.decode(codec), ops.meter(metrics),
-              ops.route(router)]
+        op = [
+            ops.reassemble(200),
+            ops.validate(),
+            ops.decode(codec),
+            ops.meter(metrics),
+            ops.route(router),
+        ]
     rest: list[Any] = []
     reactivex.from_iterable(FRAMES).pipe(*op).subscribe(rest.append)
     snap = metrics.snapshot()

@@ -49,18 +49,48 @@ T_OF_CHANNEL = {v: k for k, v in CHANNEL_OF_T.items()}
 
 
 def trade(sym: str, uid: int) -> dict[str, Any]:
-    return {"T": "t", "S": sym, "i": uid, "x": "V", "p": 100.5, "s": 10, "c": ["@"],
-            "z": "C", "t": NS + uid}
+    return {
+        "T": "t",
+        "S": sym,
+        "i": uid,
+        "x": "V",
+        "p": 100.5,
+        "s": 10,
+        "c": ["@"],
+        "z": "C",
+        "t": NS + uid,
+    }
 
 
 def quote(sym: str, uid: int) -> dict[str, Any]:
-    return {"T": "q", "S": sym, "bx": "V", "bp": 1.0, "bs": uid, "ax": "V", "ap": 1.1,
-            "as": 1, "c": ["R"], "z": "C", "t": NS + uid}
+    return {
+        "T": "q",
+        "S": sym,
+        "bx": "V",
+        "bp": 1.0,
+        "bs": uid,
+        "ax": "V",
+        "ap": 1.1,
+        "as": 1,
+        "c": ["R"],
+        "z": "C",
+        "t": NS + uid,
+    }
 
 
 def bar(sym: str, uid: int) -> dict[str, Any]:
-    return {"T": "b", "S": sym, "o": 1.0, "h": 2.0, "l": 0.5, "c": 1.5, "v": uid,
-            "n": 3, "vw": 1.2, "t": NS + uid}
+    return {
+        "T": "b",
+        "S": sym,
+        "o": 1.0,
+        "h": 2.0,
+        "l": 0.5,
+        "c": 1.5,
+        "v": uid,
+        "n": 3,
+        "vw": 1.2,
+        "t": NS + uid,
+    }
 
 
 MAKERS: dict[str, Callable[[str, int], dict[str, Any]]] = {"t": trade, "q": quote, "b": bar}
@@ -238,7 +268,9 @@ def child_server(**options: Any) -> Iterator[str]:
 
     with subprocess.Popen(
         [sys.executable, "-c", _CHILD_SERVER, json.dumps(options)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     ) as proc:
         assert proc.stdout is not None and proc.stdin is not None
         try:

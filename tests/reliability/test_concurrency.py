@@ -156,8 +156,10 @@ def test_hundred_threads_subscribe_and_dispose(
                 return
             time.sleep(0.002)  # pacing
 
-    threads = [threading.Thread(target=worker, args=(i,), name=f"worker-{i}", daemon=True)
-               for i in range(THREADS)]
+    threads = [
+        threading.Thread(target=worker, args=(i,), name=f"worker-{i}", daemon=True)
+        for i in range(THREADS)
+    ]
     pub = threading.Thread(target=publisher, name="publisher", daemon=True)
     for t in threads:
         t.start()
@@ -175,8 +177,7 @@ def test_hundred_threads_subscribe_and_dispose(
     elapsed = time.monotonic() - t0
     # Make sure enough operations ran on the socket thread (they also ran meanwhile).
     with pool.cond:
-        ok = pool.cond.wait_for(lambda: pool.socket_ops >= MIN_SOCKET_OPS,
-                                30 * TIMING_FACTOR)
+        ok = pool.cond.wait_for(lambda: pool.socket_ops >= MIN_SOCKET_OPS, 30 * TIMING_FACTOR)
     assert all_dropped.wait(30 * TIMING_FACTOR), f"only {dropped} of {drops} drops"
     stop.set()
     pub.join(10)

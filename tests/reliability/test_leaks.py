@@ -58,8 +58,7 @@ def _traced(snap: tracemalloc.Snapshot) -> int:
 
 
 def _top_growth(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot) -> str:
-    stats = after.filter_traces(_filters()).compare_to(before.filter_traces(_filters()),
-                                                       "lineno")
+    stats = after.filter_traces(_filters()).compare_to(before.filter_traces(_filters()), "lineno")
     return "\n".join(str(s) for s in stats[:10])
 
 
@@ -155,6 +154,7 @@ def _subscribe_cycles(client: StreamClient) -> None:
     _wait_acked(client, keep_pairs, 10 * TIMING_FACTOR)
     gc.collect()
     threads_before = set(threading.enumerate())
+
     def fresh_read() -> None:
         # The socket thread sits in recv() with a 64 KiB buffer; let it return and
         # start a new recv() while tracing, so both snapshots hold one such buffer.
@@ -210,7 +210,8 @@ def test_connect_close_cycles_leave_no_thread_socket_or_memory(quiet_logs: None)
             client = new_client(url, ping_interval=10.0)  # the pinger thread too
             authed = threading.Event()
             client.state.subscribe(
-                lambda s: authed.set() if s is ConnectionState.AUTHENTICATED else None)
+                lambda s: authed.set() if s is ConnectionState.AUTHENTICATED else None
+            )
             obs = CountingObserver()
             try:
                 client.trades(SYMBOLS[i % len(SYMBOLS)]).subscribe(obs)

@@ -40,7 +40,8 @@ class Peer:
             sockopt.append((socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf))
         self.msgpack = msgpack_mode
         self.ws = websocket.create_connection(
-            url, header=hdr, timeout=timeout, sockopt=tuple(sockopt), enable_multithread=True)
+            url, header=hdr, timeout=timeout, sockopt=tuple(sockopt), enable_multithread=True
+        )
 
     def send(self, obj: Any) -> None:
         if self.msgpack:

@@ -26,7 +26,8 @@ T0 = 1_700_000_000_123_456_000  # microsecond-exact: alpaca-py keeps datetimes
 
 def _dt(ns: int) -> datetime:
     return datetime.fromtimestamp(ns // 1_000_000_000, UTC).replace(
-        microsecond=(ns % 1_000_000_000) // 1000)
+        microsecond=(ns % 1_000_000_000) // 1000
+    )
 
 
 def test_alpaca_py_stock_stream_receives_published_records(
@@ -45,6 +46,7 @@ def test_alpaca_py_stock_stream_receives_published_records(
                 got[kind].append(rec)
                 if all(len(got[k]) >= n for k, n in expected_counts.items()):
                     all_in.set()
+
         return handler
 
     stream.subscribe_trades(make_handler("trades"), "AAPL", "MSFT")
@@ -63,45 +65,116 @@ def test_alpaca_py_stock_stream_receives_published_records(
     thread.start()
     try:
         info = server.wait_for_subscriptions(
-            {"trades": {"AAPL", "MSFT"}, "quotes": {"AAPL"}, "bars": {"SPY"}}, timeout=10)
+            {"trades": {"AAPL", "MSFT"}, "quotes": {"AAPL"}, "bars": {"SPY"}}, timeout=10
+        )
         assert info.authenticated and info.encoding == "msgpack"
-        assert info.received[0] == {"action": "auth", "key": DEFAULT_KEY,
-                                    "secret": DEFAULT_SECRET}
+        assert info.received[0] == {"action": "auth", "key": DEFAULT_KEY, "secret": DEFAULT_SECRET}
         assert info.headers.get("User-Agent", "").startswith("APCA-PY")
 
         trades = [
-            {"T": "t", "S": "AAPL", "i": 1, "x": "V", "p": 187.25, "s": 100, "c": ["@"],
-             "z": "C", "t": T0},
-            {"T": "t", "S": "MSFT", "i": 2, "x": "Q", "p": 402.0, "s": 5, "c": ["@", "I"],
-             "z": "C", "t": T0 + 1000},
-            {"T": "t", "S": "AAPL", "i": 3, "x": "K", "p": 187.26, "s": 7, "c": [" "],
-             "z": "C", "t": T0 + 2000},
+            {
+                "T": "t",
+                "S": "AAPL",
+                "i": 1,
+                "x": "V",
+                "p": 187.25,
+                "s": 100,
+                "c": ["@"],
+                "z": "C",
+                "t": T0,
+            },
+            {
+                "T": "t",
+                "S": "MSFT",
+                "i": 2,
+                "x": "Q",
+                "p": 402.0,
+                "s": 5,
+                "c": ["@", "I"],
+                "z": "C",
+                "t": T0 + 1000,
+            },
+            {
+                "T": "t",
+                "S": "AAPL",
+                "i": 3,
+                "x": "K",
+                "p": 187.26,
+                "s": 7,
+                "c": [" "],
+                "z": "C",
+                "t": T0 + 2000,
+            },
         ]
         quotes = [
-            {"T": "q", "S": "AAPL", "bx": "V", "bp": 187.2, "bs": 3, "ax": "Q", "ap": 187.3,
-             "as": 4, "c": ["R"], "z": "C", "t": T0 + 3000},
-            {"T": "q", "S": "AAPL", "bx": "V", "bp": 187.21, "bs": 1, "ax": "Q", "ap": 187.31,
-             "as": 2, "c": ["R"], "z": "C", "t": T0 + 4000},
+            {
+                "T": "q",
+                "S": "AAPL",
+                "bx": "V",
+                "bp": 187.2,
+                "bs": 3,
+                "ax": "Q",
+                "ap": 187.3,
+                "as": 4,
+                "c": ["R"],
+                "z": "C",
+                "t": T0 + 3000,
+            },
+            {
+                "T": "q",
+                "S": "AAPL",
+                "bx": "V",
+                "bp": 187.21,
+                "bs": 1,
+                "ax": "Q",
+                "ap": 187.31,
+                "as": 2,
+                "c": ["R"],
+                "z": "C",
+                "t": T0 + 4000,
+            },
         ]
-        bars = [{"T": "b", "S": "SPY", "o": 450.0, "h": 451.5, "l": 449.75, "c": 451.0,
-                 "v": 12345, "n": 321, "vw": 450.6, "t": 1_700_000_040_000_000_000}]
-        noise = [{"T": "t", "S": "TSLA", "i": 9, "x": "V", "p": 1.0, "s": 1, "c": [],
-                  "z": "C", "t": T0}]
+        bars = [
+            {
+                "T": "b",
+                "S": "SPY",
+                "o": 450.0,
+                "h": 451.5,
+                "l": 449.75,
+                "c": 451.0,
+                "v": 12345,
+                "n": 321,
+                "vw": 450.6,
+                "t": 1_700_000_040_000_000_000,
+            }
+        ]
+        noise = [
+            {"T": "t", "S": "TSLA", "i": 9, "x": "V", "p": 1.0, "s": 1, "c": [], "z": "C", "t": T0}
+        ]
         server.publish(noise + trades + quotes + bars)
         assert all_in.wait(10), got
 
         with lock:
             tr, qu, ba = list(got["trades"]), list(got["quotes"]), list(got["bars"])
         assert [(t.symbol, t.price, t.size, t.exchange, t.id) for t in tr] == [
-            (r["S"], r["p"], r["s"], r["x"], r["i"]) for r in trades]
+            (r["S"], r["p"], r["s"], r["x"], r["i"]) for r in trades
+        ]
         assert [t.timestamp for t in tr] == [_dt(r["t"]) for r in trades]
         assert [(q.symbol, q.bid_price, q.bid_size, q.ask_price, q.ask_size) for q in qu] == [
-            (r["S"], r["bp"], r["bs"], r["ap"], r["as"]) for r in quotes]
+            (r["S"], r["bp"], r["bs"], r["ap"], r["as"]) for r in quotes
+        ]
         assert [q.timestamp for q in qu] == [_dt(r["t"]) for r in quotes]
         (bar,) = ba
-        assert (bar.symbol, bar.open, bar.high, bar.low, bar.close, bar.volume,
-                bar.trade_count, bar.vwap) == ("SPY", 450.0, 451.5, 449.75, 451.0, 12345, 321,
-                                               450.6)
+        assert (
+            bar.symbol,
+            bar.open,
+            bar.high,
+            bar.low,
+            bar.close,
+            bar.volume,
+            bar.trade_count,
+            bar.vwap,
+        ) == ("SPY", 450.0, 451.5, 449.75, 451.0, 12345, 321, 450.6)
         assert bar.timestamp == datetime(2023, 11, 14, 22, 14, tzinfo=UTC)
     finally:
         stream.stop()
@@ -152,42 +225,76 @@ def test_alpaca_py_crypto_stream_orderbook_snapshot_and_big_ids(
 ) -> None:
     """Crypto: alpaca-py gets the r:true book after subscribing (S27) and a trade whose
     id exceeds 2^53 (S32) intact."""
-    stream = live.CryptoDataStream(DEFAULT_KEY, DEFAULT_SECRET,
-                                   url_override=alpaca_server.url("crypto/us"))
+    stream = live.CryptoDataStream(
+        DEFAULT_KEY, DEFAULT_SECRET, url_override=alpaca_server.url("crypto/us")
+    )
     runner = _Runner(stream, alpaca_server)
     stream.subscribe_orderbooks(runner.handler, "BTC/USD")
     stream.subscribe_trades(runner.handler, "BTC/USD")
     with runner:
-        alpaca_server.wait_for_subscriptions({"orderbooks": ["BTC/USD"], "trades": ["BTC/USD"]},
-                                             timeout=10)
+        alpaca_server.wait_for_subscriptions(
+            {"orderbooks": ["BTC/USD"], "trades": ["BTC/USD"]}, timeout=10
+        )
         (book,) = runner.wait_for(1)
         assert book.symbol == "BTC/USD" and book.reset is True and book.bids and book.asks
         big = 3447222699101865076
-        alpaca_server.publish([{"T": "t", "S": "BTC/USD", "p": 67000.5, "s": 0.012345678,
-                                "t": T0, "i": big, "tks": "B"}])
+        alpaca_server.publish(
+            [
+                {
+                    "T": "t",
+                    "S": "BTC/USD",
+                    "p": 67000.5,
+                    "s": 0.012345678,
+                    "t": T0,
+                    "i": big,
+                    "tks": "B",
+                }
+            ]
+        )
         trade = runner.wait_for(2)[1]
         assert (trade.symbol, trade.price, trade.size, trade.id) == (
-            "BTC/USD", 67000.5, 0.012345678, big)
+            "BTC/USD",
+            67000.5,
+            0.012345678,
+            big,
+        )
         assert trade.timestamp == _dt(T0)
 
 
 def test_alpaca_py_option_stream(alpaca_server: AlpacaStreamServer) -> None:
     """Options (MessagePack only): alpaca-py parses trades whose c is a single string."""
-    stream = live.OptionDataStream(DEFAULT_KEY, DEFAULT_SECRET,
-                                   url_override=alpaca_server.url("indicative"))
+    stream = live.OptionDataStream(
+        DEFAULT_KEY, DEFAULT_SECRET, url_override=alpaca_server.url("indicative")
+    )
     runner = _Runner(stream, alpaca_server)
     sym = "AAPL240315C00172500"
     stream.subscribe_trades(runner.handler, sym)
     stream.subscribe_quotes(runner.handler, sym)
     with runner:
         alpaca_server.wait_for_subscriptions({"trades": [sym], "quotes": [sym]}, timeout=10)
-        alpaca_server.publish([
-            {"T": "t", "S": sym, "t": T0, "p": 2.84, "s": 1, "x": "N", "c": "S"},
-            {"T": "q", "S": sym, "t": T0 + 1000, "bx": "C", "bp": 2.8, "bs": 53, "ax": "C",
-             "ap": 2.9, "as": 38, "c": "A"},
-        ])
+        alpaca_server.publish(
+            [
+                {"T": "t", "S": sym, "t": T0, "p": 2.84, "s": 1, "x": "N", "c": "S"},
+                {
+                    "T": "q",
+                    "S": sym,
+                    "t": T0 + 1000,
+                    "bx": "C",
+                    "bp": 2.8,
+                    "bs": 53,
+                    "ax": "C",
+                    "ap": 2.9,
+                    "as": 38,
+                    "c": "A",
+                },
+            ]
+        )
         trade, quote = runner.wait_for(2)
         assert (trade.symbol, trade.price, trade.size) == (sym, 2.84, 1)
         assert (quote.bid_price, quote.bid_size, quote.ask_price, quote.ask_size) == (
-            2.8, 53, 2.9, 38)
+            2.8,
+            53,
+            2.9,
+            38,
+        )
         assert quote.timestamp == _dt(T0 + 1000)

@@ -48,8 +48,12 @@ def test_market_is_deterministic() -> None:
 
 
 def test_stock_market_shapes_and_monotonic_timestamps() -> None:
-    m = Market(["AAPL", "MSFT", "TSLA"], seed=1, step_ns=200_000_000,
-               mix={"q": 40, "t": 30, "s": 5, "l": 5, "i": 5, "c": 5, "x": 5})
+    m = Market(
+        ["AAPL", "MSFT", "TSLA"],
+        seed=1,
+        step_ns=200_000_000,
+        mix={"q": 40, "t": 30, "s": 5, "l": 5, "i": 5, "c": 5, "x": 5},
+    )
     recs = m.records(10000)
     kinds = {r["T"] for r in recs}
     assert kinds == set(STOCK_KEYS)  # bars come from the clock every minute
@@ -116,16 +120,23 @@ def test_rfc3339_and_nanos() -> None:
     assert rfc3339(1_614_009_104_208_123_456) == "2021-02-22T15:51:44.208123456Z"
     assert rfc3339(1_614_009_104_000_000_010) == "2021-02-22T15:51:44.00000001Z"
     assert to_nanos(datetime(2021, 2, 22, 15, 51, 44, 208123, tzinfo=UTC)) == (
-        1_614_009_104_208_123_000)
+        1_614_009_104_208_123_000
+    )
     assert to_nanos(datetime(1970, 1, 1, 0, 0, 1)) == 1_000_000_000  # naive → UTC
 
 
 @pytest.mark.parametrize(
     ("ns", "width", "size"),
-    [(1_700_000_000 * 10**9, "auto", 6), (1_700_000_000 * 10**9 + 5, "auto", 10),
-     (1_700_000_000 * 10**9, 4, 6), (1_700_000_000 * 10**9 + 5, 4, 10),
-     (1_700_000_000 * 10**9, 8, 10), (1_700_000_000 * 10**9, 12, 15),
-     (-5, "auto", 15), (2**35 * 10**9, 8, 15)],
+    [
+        (1_700_000_000 * 10**9, "auto", 6),
+        (1_700_000_000 * 10**9 + 5, "auto", 10),
+        (1_700_000_000 * 10**9, 4, 6),
+        (1_700_000_000 * 10**9 + 5, 4, 10),
+        (1_700_000_000 * 10**9, 8, 10),
+        (1_700_000_000 * 10**9, 12, 15),
+        (-5, "auto", 15),
+        (2**35 * 10**9, 8, 15),
+    ],
 )
 def test_msgpack_timestamp_widths(ns: int, width: Any, size: int) -> None:
     """All three ext -1 forms, decoded by msgpack itself to the same instant."""
@@ -135,17 +146,27 @@ def test_msgpack_timestamp_widths(ns: int, width: Any, size: int) -> None:
 
 
 def test_encode_frame_both_encodings() -> None:
-    rec = {"S": "AAPL", "T": "q", "bp": 1.0, "ap": 1.5, "t": 1_000_000_001, "c": ["R"],
-           "nested": {"x": 2.0}}
+    rec = {
+        "S": "AAPL",
+        "T": "q",
+        "bp": 1.0,
+        "ap": 1.5,
+        "t": 1_000_000_001,
+        "c": ["R"],
+        "nested": {"x": 2.0},
+    }
     js = encode_frame([rec], Encoding.JSON)
-    assert js == (b'[{"T":"q","S":"AAPL","bp":1,"ap":1.5,"t":"1970-01-01T00:00:01.000000001Z",'
-                  b'"c":["R"],"nested":{"x":2}}]')
+    assert js == (
+        b'[{"T":"q","S":"AAPL","bp":1,"ap":1.5,"t":"1970-01-01T00:00:01.000000001Z",'
+        b'"c":["R"],"nested":{"x":2}}]'
+    )
     mp = msgpack.unpackb(encode_frame([rec], Encoding.MSGPACK), timestamp=2)
     assert mp == [{**rec, "T": "q"}]
     assert next(iter(mp[0])) == "T"
     assert encode_frame([], Encoding.JSON) == b"[]"
     assert msgpack.unpackb(encode_frame([rec] * 20, Encoding.MSGPACK, 12), timestamp=2) == (
-        [rec] * 20)
+        [rec] * 20
+    )
 
 
 def test_decode_client_message() -> None:
@@ -166,8 +187,9 @@ def test_market_rate_is_honoured(server: AlpacaStreamServer, connect: PeerFactor
     peer.login()
     peer.subscribe(trades=["*"], quotes=["*"])
     start = time.monotonic()
-    handle = server.start_market(symbols=["AAPL", "MSFT"], rate=400, batch=1, seed=5,
-                                 mix={"q": 1, "t": 1})
+    handle = server.start_market(
+        symbols=["AAPL", "MSFT"], rate=400, batch=1, seed=5, mix={"q": 1, "t": 1}
+    )
     n = 0
     while n < 200:
         n += len(peer.recv())
@@ -183,9 +205,17 @@ def test_market_high_rate_preencoded(server: AlpacaStreamServer, connect: PeerFa
     peer = connect(server.url("iex"), msgpack_mode=True)
     peer.login()
     peer.subscribe(trades=["*"], quotes=["*"])
-    handle = server.start_market(MarketConfig(symbols=["AAPL", "MSFT", "SPY"], rate=None,
-                                              batch=500, total=50_000, seed=9,
-                                              mix={"q": 6, "t": 4}, encodings=["msgpack"]))
+    handle = server.start_market(
+        MarketConfig(
+            symbols=["AAPL", "MSFT", "SPY"],
+            rate=None,
+            batch=500,
+            total=50_000,
+            seed=9,
+            mix={"q": 6, "t": 4},
+            encodings=["msgpack"],
+        )
+    )
     start = time.monotonic()
     n = 0
     while n < 50_000:
@@ -197,8 +227,9 @@ def test_market_high_rate_preencoded(server: AlpacaStreamServer, connect: PeerFa
 
 def test_server_with_initial_market(connect: PeerFactory) -> None:
     """``AlpacaStreamServer(market=MarketConfig(...))`` streams from the start (the demo)."""
-    with AlpacaStreamServer(market=MarketConfig(symbols=["BTC/USD"], rate=2000),
-                            test_stream=False) as srv:
+    with AlpacaStreamServer(
+        market=MarketConfig(symbols=["BTC/USD"], rate=2000), test_stream=False
+    ) as srv:
         peer = connect(srv.url("crypto/us"))
         peer.login()
         peer.subscribe(quotes=["BTC/USD"])

@@ -21,17 +21,37 @@ T0 = 1_700_000_000_000_000_000  # 2023-11-14T22:13:20Z
 
 
 def trade(sym: str, i: int, **kw: Any) -> dict[str, Any]:
-    return {"T": "t", "S": sym, "i": i, "x": "V", "p": 100.0 + i, "s": 10 + i, "c": ["@"],
-            "z": "C", "t": T0 + i, **kw}
+    return {
+        "T": "t",
+        "S": sym,
+        "i": i,
+        "x": "V",
+        "p": 100.0 + i,
+        "s": 10 + i,
+        "c": ["@"],
+        "z": "C",
+        "t": T0 + i,
+        **kw,
+    }
 
 
 def quote(sym: str, i: int) -> dict[str, Any]:
-    return {"T": "q", "S": sym, "bx": "V", "bp": 99.5, "bs": 1, "ax": "V", "ap": 100.5, "as": 2,
-            "c": ["R"], "z": "C", "t": T0 + i}
+    return {
+        "T": "q",
+        "S": sym,
+        "bx": "V",
+        "bp": 99.5,
+        "bs": 1,
+        "ax": "V",
+        "ap": 100.5,
+        "as": 2,
+        "c": ["R"],
+        "z": "C",
+        "t": T0 + i,
+    }
 
 
-def login(server: AlpacaStreamServer, connect: PeerFactory, feed: str = "iex",
-          **kw: Any) -> Any:
+def login(server: AlpacaStreamServer, connect: PeerFactory, feed: str = "iex", **kw: Any) -> Any:
     peer = connect(server.url(feed), **kw)
     peer.login()
     return peer
@@ -51,21 +71,68 @@ def test_s29_delivery_filtered_by_subscriptions(
     peer = login(server, connect)
     peer.subscribe(trades=["AAPL"], bars=["*"])
     records = [
-        trade("AAPL", 1), quote("AAPL", 2), trade("MSFT", 3),
-        {"T": "c", "S": "AAPL", "x": "V", "oi": 1, "op": 1.0, "os": 1, "oc": [], "ci": 2,
-         "cp": 1.1, "cs": 1, "cc": [], "z": "C", "t": T0 + 4},
-        {"T": "x", "S": "AAPL", "i": 1, "x": "V", "p": 1.0, "s": 1, "a": "C", "z": "C",
-         "t": T0 + 5},
-        {"T": "x", "S": "MSFT", "i": 1, "x": "V", "p": 1.0, "s": 1, "a": "C", "z": "C",
-         "t": T0 + 6},
-        {"T": "b", "S": "ZZZ", "o": 1.0, "h": 1.0, "l": 1.0, "c": 1.0, "v": 1, "n": 1,
-         "vw": 1.0, "t": T0},
+        trade("AAPL", 1),
+        quote("AAPL", 2),
+        trade("MSFT", 3),
+        {
+            "T": "c",
+            "S": "AAPL",
+            "x": "V",
+            "oi": 1,
+            "op": 1.0,
+            "os": 1,
+            "oc": [],
+            "ci": 2,
+            "cp": 1.1,
+            "cs": 1,
+            "cc": [],
+            "z": "C",
+            "t": T0 + 4,
+        },
+        {
+            "T": "x",
+            "S": "AAPL",
+            "i": 1,
+            "x": "V",
+            "p": 1.0,
+            "s": 1,
+            "a": "C",
+            "z": "C",
+            "t": T0 + 5,
+        },
+        {
+            "T": "x",
+            "S": "MSFT",
+            "i": 1,
+            "x": "V",
+            "p": 1.0,
+            "s": 1,
+            "a": "C",
+            "z": "C",
+            "t": T0 + 6,
+        },
+        {
+            "T": "b",
+            "S": "ZZZ",
+            "o": 1.0,
+            "h": 1.0,
+            "l": 1.0,
+            "c": 1.0,
+            "v": 1,
+            "n": 1,
+            "vw": 1.0,
+            "t": T0,
+        },
         {"T": "s", "S": "AAPL", "sc": "H", "sm": "", "rc": "", "rm": "", "t": T0, "z": "C"},
     ]
     assert server.publish(records) == 4
     got = [peer.recv_one() for _ in range(4)]
-    assert [(m["T"], m["S"]) for m in got] == [("t", "AAPL"), ("c", "AAPL"), ("x", "AAPL"),
-                                               ("b", "ZZZ")]
+    assert [(m["T"], m["S"]) for m in got] == [
+        ("t", "AAPL"),
+        ("c", "AAPL"),
+        ("x", "AAPL"),
+        ("b", "ZZZ"),
+    ]
     no_more(peer)
 
 
@@ -78,11 +145,25 @@ def test_s29_news_routing(server: AlpacaStreamServer, connect: PeerFactory) -> N
     star = login(server, connect, "news")
     star.subscribe(news=["*"])
     server.wait_for_subscriptions({"news": ["*"]})
-    art = {"T": "n", "id": 1, "headline": "h", "summary": "", "author": "a",
-           "created_at": T0, "updated_at": T0, "url": "", "content": "", "source": "benzinga"}
-    server.publish([{**art, "id": 1, "symbols": ["MSFT", "AAPL"]},
-                    {**art, "id": 2, "symbols": []},
-                    {**art, "id": 3, "symbols": ["TSLA"]}])
+    art = {
+        "T": "n",
+        "id": 1,
+        "headline": "h",
+        "summary": "",
+        "author": "a",
+        "created_at": T0,
+        "updated_at": T0,
+        "url": "",
+        "content": "",
+        "source": "benzinga",
+    }
+    server.publish(
+        [
+            {**art, "id": 1, "symbols": ["MSFT", "AAPL"]},
+            {**art, "id": 2, "symbols": []},
+            {**art, "id": 3, "symbols": ["TSLA"]},
+        ]
+    )
     assert by_sym.recv_one()["id"] == 1
     no_more(by_sym)
     assert [star.recv_one()["id"] for _ in range(3)] == [1, 2, 3]
@@ -136,13 +217,18 @@ def test_s31_t_first_and_json_format(server: AlpacaStreamServer, connect: PeerFa
     peer.subscribe(trades=["*"])
     stamps = [T0, T0 + 123_000_000, T0 + 123_456_000, T0 + 123_456_789]
     # keys deliberately out of order, one timestamp as a datetime
-    server.publish([{"S": "AAPL", "p": 136.0, "T": "t", "s": 3, "t": ts} for ts in stamps]
-                   + [{"T": "t", "S": "AAPL", "p": 1.25, "t": datetime(2024, 1, 2, tzinfo=UTC)}])
+    server.publish(
+        [{"S": "AAPL", "p": 136.0, "T": "t", "s": 3, "t": ts} for ts in stamps]
+        + [{"T": "t", "S": "AAPL", "p": 1.25, "t": datetime(2024, 1, 2, tzinfo=UTC)}]
+    )
     raw = [peer.recv_frame()[1] for _ in range(5)]
     assert raw[0] == b'[{"T":"t","S":"AAPL","p":136,"s":3,"t":"2023-11-14T22:13:20Z"}]'
     texts = [orjson.loads(r)[0]["t"] for r in raw]
-    assert texts[1:4] == ["2023-11-14T22:13:20.123Z", "2023-11-14T22:13:20.123456Z",
-                          "2023-11-14T22:13:20.123456789Z"]
+    assert texts[1:4] == [
+        "2023-11-14T22:13:20.123Z",
+        "2023-11-14T22:13:20.123456Z",
+        "2023-11-14T22:13:20.123456789Z",
+    ]
     assert texts[4] == "2024-01-02T00:00:00Z"
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z", t) for t in texts)
     assert b'"p":1.25' in raw[4]
@@ -179,14 +265,16 @@ def test_s31_msgpack_timestamp_widths(
     assert decoded == [T0, T0 + 1]
 
 
-def test_s31_msgpack_cycle_and_auto_widths(alpaca_server_factory: Any,
-                                          connect: PeerFactory) -> None:
+def test_s31_msgpack_cycle_and_auto_widths(
+    alpaca_server_factory: Any, connect: PeerFactory
+) -> None:
     """S31: 'cycle' rotates 4/8/12 across timestamps; 'auto' picks the smallest form."""
     srv = alpaca_server_factory(timestamp_width="cycle", test_stream=False)
     peer = login(srv, connect, msgpack_mode=True)
     peer.subscribe(trades=["*"])
-    srv.publish([trade("AAPL", 0, t=T0), trade("AAPL", 1, t=T0 + 5_000_000_000),
-                 trade("AAPL", 2, t=T0 + 7)])
+    srv.publish(
+        [trade("AAPL", 0, t=T0), trade("AAPL", 1, t=T0 + 5_000_000_000), trade("AAPL", 2, t=T0 + 7)]
+    )
     widths = [w for _ in range(3) for w in _ext_widths(peer.recv_frame()[1])]
     assert widths == [4, 8, 12]
     srv.set_options(timestamp_width="auto")
@@ -210,8 +298,10 @@ def test_s32_option_and_crypto_shapes(server: AlpacaStreamServer, connect: PeerF
     """S32: options' c is one string; crypto ids above 2^53 survive (both encodings)."""
     opt = login(server, connect, "indicative", msgpack_mode=True)
     opt.subscribe(trades=["*"])
-    server.publish([{"T": "t", "S": "AAPL240315C00172500", "t": T0, "p": 2.84, "s": 1,
-                     "x": "N", "c": "S"}], feed="indicative")
+    server.publish(
+        [{"T": "t", "S": "AAPL240315C00172500", "t": T0, "p": 2.84, "s": 1, "x": "N", "c": "S"}],
+        feed="indicative",
+    )
     assert opt.recv_one()["c"] == "S"
     big = 3447222699101865076
     for mp in (False, True):
@@ -219,8 +309,20 @@ def test_s32_option_and_crypto_shapes(server: AlpacaStreamServer, connect: PeerF
         cr = login(server, connect, "crypto/us", msgpack_mode=mp)
         cr.subscribe(trades=["AVAX/USD"])
         info = server.wait_for_subscriptions({"trades": ["AVAX/USD"]})
-        server.publish([{"T": "t", "S": "AVAX/USD", "p": 47.299, "s": 29.205707815, "t": T0,
-                         "i": big, "tks": "S"}], conn=info)
+        server.publish(
+            [
+                {
+                    "T": "t",
+                    "S": "AVAX/USD",
+                    "p": 47.299,
+                    "s": 29.205707815,
+                    "t": T0,
+                    "i": big,
+                    "tks": "S",
+                }
+            ],
+            conn=info,
+        )
         msg = cr.recv_one()
         assert msg["i"] == big and msg["s"] == 29.205707815
         cr.close()
@@ -236,7 +338,10 @@ def test_s33_scripted_feed_and_sent_log(server: AlpacaStreamServer, connect: Pee
     assert got == [1, 2, 3]
     info = server.wait_for_authenticated()
     assert [(s.T, s.symbol, s.seq) for s in info.sent_data] == [
-        ("t", "AAPL", 1), ("t", "MSFT", 1), ("t", "AAPL", 2)]
+        ("t", "AAPL", 1),
+        ("t", "MSFT", 1),
+        ("t", "AAPL", 2),
+    ]
     assert info.sent_data[2].record["i"] == 3 and info.sent_data_count == 3
 
 
@@ -256,8 +361,11 @@ def test_s33_fakepaca_generator(alpaca_server_factory: Any, connect: PeerFactory
     srv = alpaca_server_factory(test_stream_speed=200)
     peer = login(srv, connect, "test")
     assert peer.subscribe(trades=["FAKEPACA"], quotes=["FAKEPACA"], bars=["FAKEPACA"]) == {
-        "T": "subscription", "trades": ["FAKEPACA"], "quotes": ["FAKEPACA"],
-        "bars": ["FAKEPACA"]}
+        "T": "subscription",
+        "trades": ["FAKEPACA"],
+        "quotes": ["FAKEPACA"],
+        "bars": ["FAKEPACA"],
+    }
     seen: set[str] = set()
     while not {"q", "b"} <= seen:
         for m in peer.recv():
@@ -272,14 +380,14 @@ def test_s33_market_streams_matching_subscriptions(
     strictly increase per symbol and channel."""
     peer = login(server, connect, msgpack_mode=True)
     peer.subscribe(quotes=["AAPL"], trades=["MSFT"])
-    handle = server.start_market(MarketConfig(symbols=["AAPL", "MSFT", "SPY"], rate=50_000,
-                                              batch=20, seed=3))
+    handle = server.start_market(
+        MarketConfig(symbols=["AAPL", "MSFT", "SPY"], rate=50_000, batch=20, seed=3)
+    )
     last: dict[tuple[str, str], int] = {}
     n = 0
     while n < 500:
         for m in peer.recv():
-            assert (m["T"], m["S"]) in {("q", "AAPL"), ("t", "MSFT"), ("c", "MSFT"),
-                                        ("x", "MSFT")}
+            assert (m["T"], m["S"]) in {("q", "AAPL"), ("t", "MSFT"), ("c", "MSFT"), ("x", "MSFT")}
             key = (m["T"], m["S"])
             assert m["t"] > last.get(key, 0)
             last[key] = m["t"]
@@ -291,10 +399,19 @@ def test_s33_market_streams_matching_subscriptions(
 def test_s33_market_total_is_preencoded(server: AlpacaStreamServer, connect: PeerFactory) -> None:
     """S33: with a total, the market is generated up front and stops after it."""
     peer = login(server, connect)
-    peer.subscribe(trades=["*"], quotes=["*"], bars=["*"], dailyBars=["*"],
-                   updatedBars=["*"], statuses=["*"], lulds=["*"], imbalances=["*"])
-    server.start_market(symbols=["AAPL"], rate=None, batch=100, total=1000, seed=1,
-                        step_ns=100_000_000)
+    peer.subscribe(
+        trades=["*"],
+        quotes=["*"],
+        bars=["*"],
+        dailyBars=["*"],
+        updatedBars=["*"],
+        statuses=["*"],
+        lulds=["*"],
+        imbalances=["*"],
+    )
+    server.start_market(
+        symbols=["AAPL"], rate=None, batch=100, total=1000, seed=1, step_ns=100_000_000
+    )
     count = 0
     while count < 1000:
         count += len(peer.recv())

@@ -215,8 +215,10 @@ def test_s9_auth_by_message(server: AlpacaStreamServer, connect: PeerFactory, ke
     [
         [f"APCA-API-KEY-ID: {DEFAULT_KEY}", f"APCA-API-SECRET-KEY: {DEFAULT_SECRET}"],
         [f"Authorization: Bearer {DEFAULT_TOKEN}"],
-        ["Authorization: Basic "
-         + base64.b64encode(f"{DEFAULT_KEY}:{DEFAULT_SECRET}".encode()).decode()],
+        [
+            "Authorization: Basic "
+            + base64.b64encode(f"{DEFAULT_KEY}:{DEFAULT_SECRET}".encode()).decode()
+        ],
     ],
     ids=["apca", "bearer", "basic"],
 )
@@ -410,7 +412,9 @@ def test_s16_feed_list_and_keep_open(
     """S16: an explicit feed list; close_on_insufficient_subscription=False keeps the socket."""
     srv = alpaca_server_factory(
         accounts={"k": Account("s", feeds=frozenset({"news"}))},
-        close_on_insufficient_subscription=False, test_stream=False)
+        close_on_insufficient_subscription=False,
+        test_stream=False,
+    )
     peer = connect(srv.url("iex"))
     peer.recv()
     peer.send({"action": "auth", "key": "k", "secret": "s"})

@@ -15,8 +15,19 @@ from .conftest import PeerFactory
 
 pytestmark = pytest.mark.timeout(20)
 
-STOCK_ORDER = ["T", "trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds",
-               "imbalances", "corrections", "cancelErrors"]
+STOCK_ORDER = [
+    "T",
+    "trades",
+    "quotes",
+    "bars",
+    "updatedBars",
+    "dailyBars",
+    "statuses",
+    "lulds",
+    "imbalances",
+    "corrections",
+    "cancelErrors",
+]
 
 
 def _stock_peer(server: AlpacaStreamServer, connect: PeerFactory, **kw: Any) -> Any:
@@ -27,8 +38,16 @@ def _stock_peer(server: AlpacaStreamServer, connect: PeerFactory, **kw: Any) -> 
 
 @pytest.mark.parametrize(
     "raw",
-    [b"not json", b"[1,2", b"[]", b"42", b'"auth"', b'{"key":"x"}', b'{"action":"dance"}',
-     b'{"action":5}'],
+    [
+        b"not json",
+        b"[1,2",
+        b"[]",
+        b"42",
+        b'"auth"',
+        b'{"key":"x"}',
+        b'{"action":"dance"}',
+        b'{"action":5}',
+    ],
 )
 def test_s18_parse_failures_are_400(
     server: AlpacaStreamServer, connect: PeerFactory, raw: bytes
@@ -70,8 +89,9 @@ def test_s19_msgpack_nil_lists_like_the_go_sdk(
 ) -> None:
     """S19/S20: the Go SDK sends every key it knows, nil for unchanged ones, even foreign."""
     peer = _stock_peer(server, connect, msgpack_mode=True)
-    ack = peer.subscribe(trades=["AAPL"], quotes=None, bars=None, news=None, orderbooks=None,
-                         pricing=None)  # type: ignore[arg-type]
+    ack = peer.subscribe(
+        trades=["AAPL"], quotes=None, bars=None, news=None, orderbooks=None, pricing=None
+    )  # type: ignore[arg-type]
     assert ack["trades"] == ["AAPL"]
 
 
@@ -105,8 +125,11 @@ def test_s20_options_bars_410(server: AlpacaStreamServer, connect: PeerFactory) 
     [
         ("iex", ["AAPL", "BRK.B", "*", "SPY", "A1"], ["aapl", "BTC/USD", "", "A B", "AAPL!"]),
         ("crypto/us", ["BTC/USD", "ETH/USDT", "*"], ["BTCUSD", "btc/usd", "BTC/", "/USD"]),
-        ("opra", ["AAPL240315C00172500", "SPXW240327P04925000", "*"],
-         ["AAPL", "AAPL240315X00172500", "AAPL24031C00172500", "TOOLONG240315C00172500"]),
+        (
+            "opra",
+            ["AAPL240315C00172500", "SPXW240327P04925000", "*"],
+            ["AAPL", "AAPL240315X00172500", "AAPL24031C00172500", "TOOLONG240315C00172500"],
+        ),
     ],
 )
 def test_s21_symbol_grammar(
@@ -167,7 +190,9 @@ def test_s23_crypto_orderbook_limit_and_custom_counting(
     """S23: crypto free plan: 10 order-book symbols; the counted channels are configurable."""
     srv = alpaca_server_factory(
         accounts={"f": Account("s", plan="free", symbol_limit=2)},
-        symbol_limit_channels=("trades", "quotes", "bars"), test_stream=False)
+        symbol_limit_channels=("trades", "quotes", "bars"),
+        test_stream=False,
+    )
     peer = connect(srv.url("crypto/us"))
     peer.login("f", "s")
     pairs = [f"C{i}/USD" for i in range(11)]
@@ -188,13 +213,22 @@ def test_s24_ack_full_state_in_order(server: AlpacaStreamServer, connect: PeerFa
     """S24: one ack, alone, full state, every list in the documented key order; set
     semantics with '*' as a literal member and first-subscribed order."""
     peer = _stock_peer(server, connect)
-    peer.send({"action": "subscribe", "trades": ["AAPL"], "quotes": ["AMD", "CLDR", "AMD"],
-               "bars": ["*"], "dailyBars": ["VOO"], "statuses": ["*"]})
+    peer.send(
+        {
+            "action": "subscribe",
+            "trades": ["AAPL"],
+            "quotes": ["AMD", "CLDR", "AMD"],
+            "bars": ["*"],
+            "dailyBars": ["VOO"],
+            "statuses": ["*"],
+        }
+    )
     _opcode, data = peer.recv_frame()
     assert data == (
         b'[{"T":"subscription","trades":["AAPL"],"quotes":["AMD","CLDR"],"bars":["*"],'
         b'"updatedBars":[],"dailyBars":["VOO"],"statuses":["*"],"lulds":[],"imbalances":[],'
-        b'"corrections":["AAPL"],"cancelErrors":["AAPL"]}]')
+        b'"corrections":["AAPL"],"cancelErrors":["AAPL"]}]'
+    )
     peer.send({"action": "unsubscribe", "bars": ["*"], "quotes": ["AMD"]})
     ack = peer.recv_one()
     assert list(ack) == STOCK_ORDER
@@ -219,8 +253,10 @@ def test_s24_imbalances_configurable(
     ("feed", "keys"),
     [
         ("crypto/us", ["T", "trades", "quotes", "orderbooks", "bars", "updatedBars", "dailyBars"]),
-        ("crypto/eu-1", ["T", "trades", "quotes", "orderbooks", "bars", "updatedBars",
-                         "dailyBars"]),
+        (
+            "crypto/eu-1",
+            ["T", "trades", "quotes", "orderbooks", "bars", "updatedBars", "dailyBars"],
+        ),
         ("indicative", ["T", "trades", "quotes"]),
         ("news", ["T", "news"]),
         ("test", ["T", "trades", "quotes", "bars"]),
@@ -234,8 +270,11 @@ def test_s24_ack_shapes_per_family(
     peer = connect(server.url(feed), msgpack_mode=True)
     peer.login()
     channel = keys[1]
-    sym = {"crypto/us": "BTC/USD", "crypto/eu-1": "BTC/USD",
-           "indicative": "AAPL240315C00172500"}.get(feed, "AAPL")
+    sym = {
+        "crypto/us": "BTC/USD",
+        "crypto/eu-1": "BTC/USD",
+        "indicative": "AAPL240315C00172500",
+    }.get(feed, "AAPL")
     ack = peer.subscribe(**{channel: [sym]})
     assert list(ack) == keys
     assert ack[channel] == [sym]
@@ -265,8 +304,13 @@ def test_s26_replies_in_request_order(server: AlpacaStreamServer, connect: PeerF
     peer.send({"action": "bogus"})
     peer.send({"action": "unsubscribe", "trades": ["AAPL"]})
     replies = [peer.recv_one() for _ in range(5)]
-    assert [r["T"] for r in replies] == ["subscription", "error", "subscription", "error",
-                                         "subscription"]
+    assert [r["T"] for r in replies] == [
+        "subscription",
+        "error",
+        "subscription",
+        "error",
+        "subscription",
+    ]
     assert [r.get("code") for r in replies] == [None, 410, None, 400, None]
     assert replies[2]["quotes"] == ["MSFT"] and replies[4]["trades"] == []
 
@@ -308,8 +352,10 @@ def test_s28_lag_mode_keeps_delivering_after_unsubscribe(
     peer.subscribe(trades=["AAPL"], quotes=["MSFT"])
     peer.send({"action": "unsubscribe", "trades": ["AAPL"]})
     assert peer.recv_one()["trades"] == []
-    srv.publish([{"T": "t", "S": "AAPL", "p": float(i), "t": i + 1} for i in range(5)]
-                + [{"T": "q", "S": "MSFT", "bp": 1.0, "t": 9}])
+    srv.publish(
+        [{"T": "t", "S": "AAPL", "p": float(i), "t": i + 1} for i in range(5)]
+        + [{"T": "q", "S": "MSFT", "bp": 1.0, "t": 9}]
+    )
     got = [peer.recv_one() for _ in range(3)]
     assert [(m["T"], m["S"]) for m in got] == [("t", "AAPL"), ("t", "AAPL"), ("q", "MSFT")]
 
@@ -319,8 +365,9 @@ def test_s28_no_lag_by_default(server: AlpacaStreamServer, connect: PeerFactory)
     peer.subscribe(trades=["AAPL"], quotes=["MSFT"])
     peer.send({"action": "unsubscribe", "trades": ["AAPL"]})
     peer.recv_one()
-    server.publish([{"T": "t", "S": "AAPL", "p": 1.0, "t": 1},
-                    {"T": "q", "S": "MSFT", "bp": 1.0, "t": 2}])
+    server.publish(
+        [{"T": "t", "S": "AAPL", "p": 1.0, "t": 1}, {"T": "q", "S": "MSFT", "bp": 1.0, "t": 2}]
+    )
     assert peer.recv_one()["S"] == "MSFT"
 
 

@@ -16,10 +16,15 @@ from .conftest import PeerFactory
 
 pytestmark = pytest.mark.timeout(20)
 
-FILL = {"event": "fill", "execution_id": "2f63ea93-0000-4000-8000-000000000001",
-        "order": {"id": "o-1", "symbol": "AAPL", "qty": "10", "side": "buy"},
-        "timestamp": "2022-04-19T17:45:05.024916716Z", "price": "105.8988475", "qty": "10",
-        "position_qty": "10"}
+FILL = {
+    "event": "fill",
+    "execution_id": "2f63ea93-0000-4000-8000-000000000001",
+    "order": {"id": "o-1", "symbol": "AAPL", "qty": "10", "side": "buy"},
+    "timestamp": "2022-04-19T17:45:05.024916716Z",
+    "price": "105.8988475",
+    "qty": "10",
+    "position_qty": "10",
+}
 
 
 def recv_obj(peer: Any) -> dict[str, Any]:
@@ -45,11 +50,15 @@ def test_s40_trading_stream_auth_listen_updates(
     """S40: both auth shapes, listen (replacing, unknown names dropped), trade_updates."""
     peer = connect(server.trading_url)
     peer.send({"action": "listen", "data": {"streams": ["trade_updates"]}})
-    assert recv_obj(peer) == {"stream": "authorization",
-                              "data": {"status": "unauthorized", "action": "listen"}}
+    assert recv_obj(peer) == {
+        "stream": "authorization",
+        "data": {"status": "unauthorized", "action": "listen"},
+    }
     peer.send(auth)
-    assert recv_obj(peer) == {"stream": "authorization",
-                              "data": {"status": "authorized", "action": "authenticate"}}
+    assert recv_obj(peer) == {
+        "stream": "authorization",
+        "data": {"status": "authorized", "action": "authenticate"},
+    }
     peer.send({"action": "listen", "data": {"streams": ["trade_updates", "nope"]}})
     assert recv_obj(peer) == {"stream": "listening", "data": {"streams": ["trade_updates"]}}
     server.wait_for_subscriptions({"streams": ["trade_updates"]})
@@ -75,9 +84,7 @@ def test_s40_bad_credentials_and_market_data_isolation(
     assert recv_obj(peer) == {"stream": "error", "data": {"error": "invalid syntax"}}
 
 
-def test_s40_msgpack_and_text_frames(
-    alpaca_server_factory: Any, connect: PeerFactory
-) -> None:
+def test_s40_msgpack_and_text_frames(alpaca_server_factory: Any, connect: PeerFactory) -> None:
     """S40: MessagePack on request; text frames when configured."""
     srv = alpaca_server_factory(trading_binary_frames=False, test_stream=False)
     peer = connect(srv.trading_url)
@@ -102,8 +109,9 @@ def test_s40_can_be_switched_off(alpaca_server_factory: Any) -> None:
 def test_s40_interop_alpaca_py_trading_stream(alpaca_server: AlpacaStreamServer) -> None:
     """alpaca-py's TradingStream authenticates, listens and receives a fill."""
     stream_mod = pytest.importorskip("alpaca.trading.stream")
-    stream = stream_mod.TradingStream(DEFAULT_KEY, DEFAULT_SECRET, raw_data=True,
-                                      url_override=alpaca_server.trading_url)
+    stream = stream_mod.TradingStream(
+        DEFAULT_KEY, DEFAULT_SECRET, raw_data=True, url_override=alpaca_server.trading_url
+    )
     got: list[Any] = []
     arrived = threading.Event()
 
@@ -116,8 +124,10 @@ def test_s40_interop_alpaca_py_trading_stream(alpaca_server: AlpacaStreamServer)
     thread.start()
     try:
         info = alpaca_server.wait_for_subscriptions({"streams": ["trade_updates"]}, timeout=10)
-        assert info.received[0] == {"action": "authenticate",
-                                    "data": {"key_id": DEFAULT_KEY, "secret_key": DEFAULT_SECRET}}
+        assert info.received[0] == {
+            "action": "authenticate",
+            "data": {"key_id": DEFAULT_KEY, "secret_key": DEFAULT_SECRET},
+        }
         alpaca_server.publish_trade_update(FILL)
         assert arrived.wait(10)
         assert got == [{"stream": "trade_updates", "data": FILL}]
