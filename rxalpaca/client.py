@@ -122,11 +122,19 @@ class StreamClient:
         header_auth: send credentials in the upgrade headers instead of an auth message.
         retry: back-off policy for reconnects.
         ping_interval: seconds between WebSocket pings (``None`` disables them).
+        ping_timeout: seconds after a ping within which the pong, or any other frame,
+            must arrive; otherwise the link is dead (half-open: the socket looks open
+            but nothing crosses it) and the client drops it as
+            :class:`~rxalpaca.errors.KeepaliveTimeout` and reconnects. alpaca-py waits
+            180 s, the Go and JS SDKs 5 s; ``None`` waits forever. Only time the socket
+            thread spends waiting for the network counts, not time in observers.
         ca_file: a CA bundle to trust for ``wss://`` (e.g. a private test CA).
             Certificates are always verified.
         max_message_bytes: the largest message accepted (bounded reassembly).
-        silence_timeout: reconnect when no data arrived for this many seconds while
-            subscribed (off by default: quiet channels such as news are normal).
+        silence_timeout: reconnect when no market data arrived for this many seconds
+            while subscribed — the "connected but mute" server of §6, which still
+            answers pings and acks. Acks, errors and pongs do not count as data. Off by
+            default: quiet channels such as news are normal.
         slow_observer_threshold: warn when observers take more than this fraction
             of the socket thread's time (the server disconnects slow clients, 407).
         subscribe_linger: seconds a subscription change waits for more changes before
@@ -154,6 +162,7 @@ class StreamClient:
         header_auth: bool = False,
         retry: RetryPolicy | None = None,
         ping_interval: float | None = 10.0,
+        ping_timeout: float | None = 10.0,
         ca_file: str | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         silence_timeout: float | None = None,
@@ -196,6 +205,7 @@ class StreamClient:
             headers=headers,
             sslopt=sslopt,
             ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
             max_frame_bytes=max_message_bytes,
             name=name,
         )
@@ -216,14 +226,24 @@ class StreamClient:
         self._linger = subscribe_linger
         self._flush_lock = threading.Lock()
         self._flush_timer: threading.Timer | None = None
-        if reply_timeout is not None and reply_timeout <= 0:
-            raise ConfigurationError("reply_timeout must be positive (or None)")
+        for option, value in (
+            ("reply_timeout", reply_timeout),
+            ("ping_interval", ping_interval),
+            ("ping_timeout", ping_timeout),
+            ("silence_timeout", silence_timeout),
+        ):
+            if value is not None and not value > 0:
+                raise ConfigurationError(f"{option} must be a positive number of seconds or None")
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
         self._reply_timeout = reply_timeout
         # Reply deadlines (time.monotonic()), read by the watchdog. Single assignments
         # of immutable values, so readers need no lock: the connecting socket's
         # deadline for authentication, and the sent request with its ack deadline.
         self._auth_deadline: float | None = None
         self._request_deadline: tuple[Request, float] | None = None
+        # time.time_ns() of the last authentication (socket thread writes, watchdog reads).
+        self._authenticated_ns = 0
 
     # ------------------------------------------------------------------ public
 
@@ -255,14 +275,34 @@ class StreamClient:
         return self._errors
 
     def health(self) -> dict[str, Any]:
-        """A plain dict for dashboards and liveness probes."""
+        """A plain dict for dashboards and liveness probes.
+
+        Two clocks tell a quiet market from a dead link: ``last_data_age_s`` (market
+        data only; ``last_message_age_s`` is the same figure under its old name) and
+        ``last_frame_age_s`` (any bytes from the server: data, acks, pongs).
+        ``link_stale`` is true while a ping has gone unanswered for more than half the
+        ``ping_timeout`` (the link will be dropped at the full timeout); ``None`` when
+        pings are off.
+        """
         m = self.metrics
+        now_ns = time.time_ns()
         last = m.last_message_ns
+        read_age, unanswered = self._transport.link()
+        if self._ping_interval is None:
+            stale: bool | None = None
+        else:
+            limit = (self._ping_timeout or self._ping_interval * 2) / 2
+            stale = unanswered is not None and unanswered > limit
+        data_age = (now_ns - last) / 1e9 if last else None
         return {
             "feed": self.endpoint.feed,
             "state": self.current_state.value,
             "connected": self.current_state is ConnectionState.AUTHENTICATED,
-            "last_message_age_s": (time.time_ns() - last) / 1e9 if last else None,
+            "last_message_age_s": data_age,
+            "last_data_age_s": data_age,
+            "last_frame_age_s": read_age,
+            "link_stale": stale,
+            "ping_unanswered_s": unanswered,
             "live_subscriptions": self._book.live,
             "server_subscriptions": len(self._book.acked()),
             "reconnects": m.reconnects,
@@ -506,6 +546,7 @@ class StreamClient:
                 self._emit_state()
         if after is ConnectionState.AUTHENTICATED and before is not after:
             self._auth_deadline = None
+            self._authenticated_ns = time.time_ns()  # silence is measured from here
             self._book.connected()
             self._flush()  # replay every live subscription at once
         for effect in effects:
@@ -688,6 +729,9 @@ class StreamClient:
         last_total = m.observer_time_total_ns
         last_at = time.perf_counter_ns()
         last_warn = 0.0
+        # The last time the watchdog saw no live subscription: no data can be expected
+        # before the first one, so silence is measured from then at the earliest.
+        unsubscribed_ns = time.time_ns()
         while not self._watchdog_stop.wait(self._next_wait(tick)):
             if self._reply_timeout is not None:
                 self._check_replies()
@@ -710,16 +754,24 @@ class StreamClient:
                         "ops.conflate(...) or ops.observe_on(...)",
                         min(busy, 1.0) * 100,
                     )
+            if not self._silence_timeout:
+                continue
+            now_ns = time.time_ns()
+            if not self._book.live:
+                unsubscribed_ns = now_ns
+                continue
+            # Only market data refreshes this clock: a mute server still acks (§6).
+            quiet_since = max(m.last_message_ns, self._authenticated_ns, unsubscribed_ns)
             if (
-                self._silence_timeout
-                and self.current_state is ConnectionState.AUTHENTICATED
-                and self._book.live
-                and m.last_message_ns
-                and time.time_ns() - m.last_message_ns > self._silence_timeout * 1e9
+                self.current_state is ConnectionState.AUTHENTICATED
+                and now_ns - quiet_since > self._silence_timeout * 1e9
             ):
-                logger.warning("no data for %.1f s; reconnecting", self._silence_timeout)
-                m.last_message_ns = time.time_ns()
-                self._transport.abort(ConnectionLostError("silent connection"))
+                logger.warning(
+                    "no market data for %.1f s while subscribed; reconnecting",
+                    (now_ns - quiet_since) / 1e9,
+                )
+                self._authenticated_ns = now_ns  # act once; the reconnect resets it anyway
+                self._transport.abort(ConnectionLostError("silent connection: no market data"))
 
 
 def _resolve_url(feed: str, url: str | None, sandbox: bool, ep: Endpoint) -> str:

@@ -83,7 +83,11 @@ class Metrics:
         self.errors_published = 0
         self.reconnects = 0
         self.connects = 0
+        #: ``time.time_ns()`` of the last frame that carried market data (not acks or
+        #: errors): the data clock of ``silence_timeout``; 0 before any.
         self.last_message_ns = 0
+        #: ``time.time_ns()`` of the last decoded frame of any kind (data or control).
+        self.last_frame_ns = 0
         self.slow_consumer_warnings = 0
         #: Sockets dropped because the auth reply or a subscription ack was overdue.
         self.reply_timeouts = 0
@@ -129,6 +133,7 @@ class Metrics:
             "reconnects": self.reconnects,
             "connects": self.connects,
             "last_message_ns": self.last_message_ns,
+            "last_frame_ns": self.last_frame_ns,
             "slow_consumer_warnings": self.slow_consumer_warnings,
             "reply_timeouts": self.reply_timeouts,
             "live_subscriptions": self.live_subscriptions,

@@ -41,7 +41,7 @@ import websocket
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
-from .errors import ConfigurationError, ConnectionLostError, FrameError
+from .errors import ConfigurationError, ConnectionLostError, FrameError, KeepaliveTimeout
 from .frames import Frame, Opcode
 
 __all__ = ["WebSocketTransport"]
@@ -71,13 +71,18 @@ class _FrameReader:
     an RSV bit is a protocol error.
     """
 
-    __slots__ = ("_buf", "_limit", "_pos", "_raw")
+    __slots__ = ("_buf", "_limit", "_pos", "_raw", "last_read", "waiting_since")
 
     def __init__(self, raw: Callable[[int], bytes], limit: int | None) -> None:
         self._raw = raw
         self._buf = b""
         self._pos = 0
         self._limit = limit
+        #: ``time.monotonic()`` of the last bytes read (read by the keep-alive thread).
+        self.last_read = time.monotonic()
+        #: ``time.monotonic()`` since when the socket thread is blocked in ``recv``
+        #: waiting for bytes; ``0.0`` while it is busy (decoding, running observers).
+        self.waiting_since = 0.0
 
     def _fill(self, need: int) -> bytes:
         """Make ``need`` bytes available from ``_pos``; returns the (new) buffer."""
@@ -88,7 +93,12 @@ class _FrameReader:
         chunks = [rest] if rest else []
         have = len(rest)
         while have < need:
+            # Two clock reads per system call (not per frame): the keep-alive thread
+            # must know whether silence is the network's or our own busy thread's.
+            self.waiting_since = time.monotonic()
             data = self._raw(max(_READ_CHUNK, need - have))
+            self.waiting_since = 0.0
+            self.last_read = time.monotonic()
             if not data:
                 raise ConnectionLostError("the server closed the TCP connection")
             chunks.append(data)
@@ -149,6 +159,7 @@ class _FrameReader:
             data = self._raw(min(n, _READ_CHUNK))
             if not data:
                 raise ConnectionLostError("connection closed inside an oversized frame")
+            self.last_read = time.monotonic()
             n -= len(data)
 
 
@@ -171,6 +182,10 @@ class _Connection:
         self.observer = observer
         # websocket-client is only partly typed; its socket is handled as Any here.
         self.ws: Any = None
+        # Set by the socket thread once the handshake is done (the keep-alive reads it).
+        self.reader: _FrameReader | None = None
+        #: ``time.monotonic()`` of the oldest ping with nothing read since; 0.0: none.
+        self.ping_outstanding_since = 0.0
         self.closing = threading.Event()
         self.opened = threading.Event()
         # Set by abort() before it breaks the socket; the reader reports it instead of
@@ -196,6 +211,7 @@ class _Connection:
             ws.settimeout(None)  # reads block; close() unblocks them with shutdown()
             # websocket-client's own recv (handles TLS quirks) under our frame parser.
             reader = _FrameReader(ws.frame_buffer.recv, t.max_frame_bytes)
+            self.reader = reader
         except Exception as exc:
             self._finish(exc, "connect failed")
             return
@@ -209,7 +225,7 @@ class _Connection:
             return
         pinger = None
         if t.ping_interval:
-            pinger = threading.Thread(target=self._ping_loop, name=f"{t.name}-ping", daemon=True)
+            pinger = threading.Thread(target=self._keepalive, name=f"{t.name}-ping", daemon=True)
             pinger.start()
         on_next = self.observer.on_next
         read = reader.read
@@ -285,17 +301,68 @@ class _Connection:
         self.closing.set()
         self.observer.on_error(err)
 
-    def _ping_loop(self) -> None:
-        interval = self.transport.ping_interval
-        assert interval is not None
-        while not self.closing.wait(interval):
-            ws = self.ws
-            if ws is None:
+    def _keepalive(self) -> None:
+        """Ping thread: a ping every ``ping_interval``; a dead link is dropped.
+
+        A half-open TCP connection (a NAT or proxy forgot it, a cable was pulled)
+        never reports an error: reads just block. So, like the official SDKs (§2.4),
+        we ping, and when neither the pong nor any other byte arrives within
+        ``ping_timeout`` of a ping, the socket is aborted as :class:`KeepaliveTimeout`
+        (retryable: the client reconnects). The clock only runs while the socket
+        thread is blocked in ``recv``: a thread busy in slow observers is not
+        reading, which says nothing about the network.
+        """
+        t = self.transport
+        interval, timeout = t.ping_interval, t.ping_timeout
+        reader, ws = self.reader, self.ws
+        assert interval is not None and reader is not None
+        clock = time.monotonic
+        next_ping = clock() + interval
+        while True:
+            now = clock()
+            wake = next_ping
+            since = self.ping_outstanding_since
+            if since and timeout is not None:
+                waiting = reader.waiting_since
+                # Busy reader: look again in a while rather than spin on a past deadline.
+                due = max(since, waiting) + timeout if waiting else now + timeout / 4
+                wake = min(wake, due)
+            if self.closing.wait(max(wake - now, 0.0)):
                 return
-            try:
-                ws.ping()
-            except Exception:
-                return  # the reader notices the broken socket and reports it
+            now = clock()
+            since = self.ping_outstanding_since
+            if since and reader.last_read >= since:
+                since = self.ping_outstanding_since = 0.0  # answered (or other bytes came)
+            if since and timeout is not None:
+                waiting = reader.waiting_since
+                if waiting and now - max(since, waiting) >= timeout:
+                    self.abort(
+                        KeepaliveTimeout(
+                            f"no pong or other data {now - since:.1f} s after a ping "
+                            f"(ping_timeout={timeout} s): the link is dead"
+                        )
+                    )
+                    return
+            if now >= next_ping:
+                try:
+                    ws.ping()
+                except Exception:
+                    return  # the reader notices the broken socket and reports it
+                if not self.ping_outstanding_since:
+                    self.ping_outstanding_since = now
+                next_ping = now + interval
+
+    def link(self) -> tuple[float | None, float | None]:
+        """Seconds since bytes last arrived, and since the oldest unanswered ping."""
+        reader = self.reader
+        now = time.monotonic()
+        since = self.ping_outstanding_since
+        if reader is not None and since and reader.last_read >= since:
+            since = 0.0
+        return (
+            now - reader.last_read if reader is not None else None,
+            now - since if since else None,
+        )
 
     def send(self, payload: bytes | str, opcode: int) -> None:
         ws = self.ws
@@ -346,6 +413,9 @@ class WebSocketTransport:
         sslopt: websocket-client TLS options; the default verifies certificates.
             Pass ``{"ca_certs": "/path/ca.pem"}`` to trust a private CA.
         ping_interval: seconds between client pings (``None``: never). §2.4.
+        ping_timeout: drop the socket as :class:`~rxalpaca.errors.KeepaliveTimeout`
+            when nothing (no pong, no data) arrived this many seconds after a ping
+            (``None``: never; needs ``ping_interval``).
         connect_timeout: seconds for TCP + TLS + upgrade.
         max_frame_bytes: refuse a frame announcing more bytes than this before
             reading it (it becomes a ``FrameError`` value; the connection goes on).
@@ -359,6 +429,7 @@ class WebSocketTransport:
         headers: Mapping[str, str] | None = None,
         sslopt: dict[str, Any] | None = None,
         ping_interval: float | None = 10.0,
+        ping_timeout: float | None = 10.0,
         connect_timeout: float = 5.0,
         max_frame_bytes: int | None = None,
         name: str = "rxalpaca",
@@ -367,6 +438,7 @@ class WebSocketTransport:
         self.headers = dict(headers or {})
         self.sslopt = sslopt
         self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
         self.connect_timeout = connect_timeout
         self.max_frame_bytes = max_frame_bytes
         #: An oversized frame up to this size is read and dropped; a larger one closes
@@ -442,6 +514,19 @@ class WebSocketTransport:
         if conn is not None:
             logger.info("aborting connection to %s: %s", self.url, reason)
             conn.abort(reason)
+
+    def link(self) -> tuple[float | None, float | None]:
+        """Liveness of the current socket (any thread), for ``health()``.
+
+        Returns ``(seconds since bytes last arrived, seconds since the oldest
+        unanswered ping)``; each is ``None`` when unknown (no socket) or none is
+        pending.
+        """
+        with self._lock:
+            conn = self._current
+        if conn is None:
+            return None, None
+        return conn.link()
 
     def threads_alive(self) -> int:
         """Socket threads of this transport still running (for leak checks)."""

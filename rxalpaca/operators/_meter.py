@@ -24,7 +24,7 @@ def meter_step(metrics: Metrics, emit: Callable[[Batch], None]) -> Callable[[Bat
             m.frames_failed += 1
         else:
             m.frames_decoded += 1
-            m.last_message_ns = batch.received_ns
+            m.last_frame_ns = batch.received_ns  # any frame; the data clock is route's
         # Counting in C (Counter's helper) instead of a Python loop per message.
         _count_elements(by_class, map(type, batch.items))
         m.decode_failures = by_class.get(FrameError, 0)

@@ -223,8 +223,13 @@ def route_step(router: Router, emit: Callable[[Decoded], None]) -> Callable[[Bat
         t0 = clock()
         # Published so a watchdog can see a batch that is taking long *while* it runs.
         metrics.dispatch_started_ns = t0
-        rest = dispatch(batch.items)
+        items = batch.items
+        rest = dispatch(items)
         spent = clock() - t0
+        if len(rest) < len(items):
+            # Market data (not only acks, errors or bad messages): the data clock that
+            # silence_timeout and health()["last_data_age_s"] read.
+            metrics.last_message_ns = batch.received_ns
         metrics.dispatch_started_ns = 0
         metrics.observer_time_total_ns += spent
         count += 1

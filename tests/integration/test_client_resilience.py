@@ -6,6 +6,7 @@ Each test drives a real client against the embedded server on 127.0.0.1 (issue #
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -153,3 +154,75 @@ def test_a_refused_star_on_option_quotes_leaves_the_other_contracts_subscribed(
     assert isinstance(err.cause, errors.StarNotAllowed)
     assert got[good[0]].errors == [] and got[good[1]].errors == []
     assert client.subscriptions()["quotes"] == set(good)
+
+
+# ---------------------------------------------------------------- the data clock
+
+
+def _churn_until(
+    client: StreamClient, server: AlpacaStreamServer, stop: threading.Event, seconds: float
+) -> int:
+    """Change subscriptions every 0.4 s (each change acked) until ``stop`` or time is up."""
+    changes = 0
+    deadline = time.monotonic() + seconds
+    sub = None
+    while not stop.wait(0.4) and time.monotonic() < deadline:
+        if sub is None:
+            sub = client.quotes("MSFT").subscribe(lambda _q: None)
+        else:
+            sub.dispose()
+            sub = None
+        changes += 1
+    if sub is not None:
+        sub.dispose()
+    return changes
+
+
+def test_acks_do_not_hide_a_mute_server_from_the_silence_timeout(
+    alpaca_server: AlpacaStreamServer,
+    make_client: Callable[..., StreamClient],
+    collector: Callable[[], Collector],
+) -> None:
+    """§6 "connected but mute": acks keep coming, market data does not."""
+    client = make_client(alpaca_server, silence_timeout=1.0)
+    seen, cond = states(client)
+    got = collector()
+    client.quotes("AAPL").subscribe(got)
+    first = alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}})
+    alpaca_server.publish([quote("AAPL")])
+    got.wait_for(1)
+    alpaca_server.mute(first)
+    lost = threading.Event()
+    client.state.subscribe(lambda s: lost.set() if s is S.RECONNECTING else None)
+    changes = _churn_until(client, alpaca_server, lost, seconds=8.0)
+    assert lost.is_set(), f"no reconnect after {changes} acked changes on a mute server"
+    assert changes >= 2  # the acks really did keep coming meanwhile
+    wait_state(seen, cond, lambda s: s.count(S.AUTHENTICATED) >= 2)
+    assert client.metrics.reconnects >= 1
+
+
+def test_health_tells_the_data_clock_from_the_frame_clock(
+    alpaca_server: AlpacaStreamServer,
+    make_client: Callable[..., StreamClient],
+    collector: Callable[[], Collector],
+) -> None:
+    client = make_client(alpaca_server)
+    got = collector()
+    client.quotes("AAPL").subscribe(got)
+    first = alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}})
+    alpaca_server.publish([quote("AAPL")])
+    got.wait_for(1)
+    alpaca_server.mute(first)
+    muted_at = time.monotonic()
+    for _ in range(3):  # acked changes: control frames, not data
+        sub = client.quotes("MSFT").subscribe(lambda _q: None)
+        alpaca_server.wait_for_subscriptions({"quotes": {"AAPL", "MSFT"}})
+        sub.dispose()
+        alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}})
+    time.sleep(0.3)  # let the clocks part: the subject of the test is elapsed time
+    h = client.health()
+    quiet = time.monotonic() - muted_at
+    assert h["last_data_age_s"] is not None and h["last_data_age_s"] >= quiet - 0.05
+    assert h["last_message_age_s"] == pytest.approx(h["last_data_age_s"], abs=0.05)
+    assert h["last_frame_age_s"] is not None and h["last_frame_age_s"] < h["last_data_age_s"]
+    assert h["link_stale"] is None  # pings are off in these tests
