@@ -61,6 +61,7 @@ from .errors import (
     SubscriptionRejected,
 )
 from .feeds import IMPLICIT_CHANNELS, Channel, Endpoint, Family, endpoint, url_for
+from .frames import Frame
 from .metrics import Metrics
 from .operators import RetryPolicy, Router, pipeline, retry_with_backoff
 from .operators._reassemble import DEFAULT_MAX_MESSAGE_BYTES
@@ -274,6 +275,42 @@ class StreamClient:
         """Problems that did not stop the stream: bad frames, handler errors, server errors."""
         return self._errors
 
+    @property
+    def frames(self) -> Observable[Frame | FrameError]:
+        """Every raw WebSocket frame this client receives, across reconnects (hot).
+
+        For recording a session or decoding in your own way beside the typed
+        streams: frames arrive on the socket thread, before the client decodes
+        them, as :class:`~rxalpaca.frames.Frame` records (payload bytes, opcode,
+        ``fin``, ``received_ns``; a message split into fragments arrives as its
+        fragments — ``ops.reassemble()`` joins them). Subscribing does not open the
+        connection (the first typed stream, or :meth:`connect`, does) and sees the
+        frames from then on; it completes when the client closes. A connection lost
+        is not an error here (see :attr:`state`). An observer that raises is
+        reported on :attr:`errors` like any other.
+        """
+
+        def subscribe(
+            observer: abc.ObserverBase[Frame | FrameError],
+            scheduler: abc.SchedulerBase | None = None,
+        ) -> abc.DisposableBase:
+            if self._closed:
+                observer.on_completed()
+                return Disposable()
+
+            def on_next(frame: Frame | FrameError) -> None:
+                try:
+                    observer.on_next(frame)
+                except Exception as exc:
+                    self.metrics.count_handler_error()
+                    self._on_handler_error(exc, frame, observer)
+
+            return self._transport.monitor().subscribe(
+                on_next, observer.on_error, observer.on_completed
+            )
+
+        return reactivex.create(subscribe)
+
     def health(self) -> dict[str, Any]:
         """A plain dict for dashboards and liveness probes.
 
@@ -337,7 +374,7 @@ class StreamClient:
             timer.cancel()
         if conn is not None:
             conn.dispose()
-        self._transport.close()
+        self._transport.close(final=True)  # completes the frames observers
         self._book.disconnected()
         for observer in self._all_observers():
             with contextlib.suppress(Exception):

@@ -172,14 +172,20 @@ class _FrameTooLarge(Exception):
         self.fin = fin
 
 
-class _Connection:
-    """One socket and its reader thread."""
+_Observer = abc.ObserverBase[Frame | FrameError]
 
-    def __init__(
-        self, transport: WebSocketTransport, observer: abc.ObserverBase[Frame | FrameError]
-    ) -> None:
+
+class _Connection:
+    """One socket, its reader thread and the observers sharing it."""
+
+    def __init__(self, transport: WebSocketTransport) -> None:
         self.transport = transport
-        self.observer = observer
+        # Replaced whole under the transport's lock (copy-on-write); the socket thread
+        # reads them without a lock.
+        self.observers: tuple[_Observer, ...] = ()
+        #: Where the socket thread hands each frame: the lone observer's ``on_next``
+        #: (no fan-out cost in the common case) or a fan-out (see ``_rewire``).
+        self.emit: Callable[[Frame | FrameError], None] = _drop
         # websocket-client is only partly typed; its socket is handled as Any here.
         self.ws: Any = None
         # Set by the socket thread once the handshake is done (the keep-alive reads it).
@@ -227,7 +233,6 @@ class _Connection:
         if t.ping_interval:
             pinger = threading.Thread(target=self._keepalive, name=f"{t.name}-ping", daemon=True)
             pinger.start()
-        on_next = self.observer.on_next
         read = reader.read
         clock = time.time_ns
         # True while the rest of an oversized message's fragments are being skipped.
@@ -241,7 +246,7 @@ class _Connection:
                     # its payload in bounded chunks; or, when skipping would mean reading
                     # an absurd amount, leave with 1009 (RFC 6455 "message too big").
                     if not skipping:
-                        on_next(
+                        self.emit(
                             FrameError(
                                 f"message exceeds {t.max_frame_bytes} bytes "
                                 f"(a frame of {big.length} bytes)",
@@ -272,7 +277,7 @@ class _Connection:
                     with contextlib.suppress(Exception):
                         ws.send_close(1000)
                     raise ConnectionLostError(f"server closed the connection (code {code})")
-                on_next(Frame(payload, op, fin, clock()))
+                self.emit(Frame(payload, op, fin, clock()))
         except Exception as exc:
             self._finish(exc, "socket ended")
         finally:
@@ -299,7 +304,11 @@ class _Connection:
             err.__cause__ = exc
         logger.info("connection to %s lost: %s", self.transport.url, err)
         self.closing.set()
-        self.observer.on_error(err)
+        with self.transport._lock:
+            observers, self.observers = self.observers, ()
+            self.emit = _drop
+        for o in observers:
+            o.on_error(err)
 
     def _keepalive(self) -> None:
         """Ping thread: a ping every ``ping_interval``; a dead link is dropped.
@@ -404,8 +413,19 @@ class _Connection:
             self.thread.join(timeout)
 
 
+def _drop(_frame: Frame | FrameError) -> None:
+    """Where frames go while a connection has no observer."""
+
+
 class WebSocketTransport:
-    """Connections to one URL, each exposed as an Observable of frames.
+    """Connections to one URL, exposed as a hot, shared Observable of frames.
+
+    :meth:`frames` is *hot* and *shared* (publish/ref-count semantics): the first
+    subscriber opens a socket, later subscribers join the same socket and see the
+    frames from then on, and the last one to dispose closes it. When the socket
+    ends, every subscriber gets ``on_error``; the next subscription opens a new one
+    (that is how ``retry_with_backoff`` reconnects). :meth:`monitor` sees the frames
+    of every socket without opening one (for recording or custom decoding).
 
     Args:
         url: ``wss://…`` (or ``ws://`` for a local server).
@@ -445,8 +465,10 @@ class WebSocketTransport:
         #: the socket (a reconnect is cheaper than reading gigabytes).
         self.max_skip_bytes = max(16 * (max_frame_bytes or 0), 16 * 1024 * 1024)
         self.name = name
+        # Guards _current, each connection's observers/emit, and _monitors.
         self._lock = threading.Lock()
         self._current: _Connection | None = None
+        self._monitors: tuple[_Observer, ...] = ()
         self._connections_opened = 0
 
     def __repr__(self) -> str:
@@ -459,32 +481,99 @@ class WebSocketTransport:
         return self._connections_opened
 
     def frames(self) -> Observable[Frame | FrameError]:
-        """A new socket per subscription, pushing frames on its own thread.
+        """The frames of the current socket, opened by the first subscriber.
 
-        A frame over ``max_frame_bytes`` arrives as a ``FrameError`` value instead.
+        Hot and shared: a second subscriber joins the open socket (it sees frames
+        from then on), and the socket closes when the last subscriber disposes. The
+        end of the socket reaches every subscriber as ``on_error``
+        (:class:`~rxalpaca.errors.ConnectionLostError`, never ``on_completed``).
+        Frames arrive on the socket thread. A frame over ``max_frame_bytes``
+        arrives as a ``FrameError`` value instead.
         """
 
         def subscribe(
-            observer: abc.ObserverBase[Frame | FrameError],
-            scheduler: abc.SchedulerBase | None = None,
+            observer: _Observer, scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            conn = _Connection(self, observer)
+            old = None
             with self._lock:
-                old, self._current = self._current, conn
-                self._connections_opened += 1
+                conn = self._current
+                fresh = conn is None or conn.closing.is_set()
+                if fresh:
+                    # None open, or the open one is ending: its observers were told.
+                    old, conn = conn, _Connection(self)
+                    self._current = conn
+                    self._connections_opened += 1
+                assert conn is not None
+                conn.observers = (*conn.observers, observer)
+                self._rewire(conn)
             if old is not None:
                 old.close()  # outside the lock: it may join a thread
-            conn.start()
+            if fresh:
+                conn.start()
 
             def dispose() -> None:
                 with self._lock:
-                    if self._current is conn:
+                    if observer not in conn.observers:
+                        return
+                    conn.observers = tuple(o for o in conn.observers if o is not observer)
+                    last = not conn.observers
+                    if last and self._current is conn:
                         self._current = None
-                conn.close()
+                    self._rewire(conn)
+                if last:
+                    conn.close()  # the last subscriber left: ref count zero
 
             return Disposable(dispose)
 
         return Observable(subscribe)
+
+    def monitor(self) -> Observable[Frame | FrameError]:
+        """Every frame of every socket of this transport, without opening one.
+
+        For recording or custom decoding beside the client's own pipeline: frames
+        arrive on the socket thread, before the pipeline sees them, across
+        reconnects; the end of a socket is not an error here. Completes when the
+        transport is closed for good (:meth:`close` with ``final=True``). An
+        exception raised by a monitor is logged and does not reach the socket.
+        """
+
+        def subscribe(
+            observer: _Observer, scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            with self._lock:
+                self._monitors = (*self._monitors, observer)
+                if self._current is not None:
+                    self._rewire(self._current)
+
+            def dispose() -> None:
+                with self._lock:
+                    self._monitors = tuple(m for m in self._monitors if m is not observer)
+                    if self._current is not None:
+                        self._rewire(self._current)
+
+            return Disposable(dispose)
+
+        return Observable(subscribe)
+
+    def _rewire(self, conn: _Connection) -> None:
+        """Point ``conn.emit`` at its observers (called with ``_lock`` held)."""
+        observers, monitors = conn.observers, self._monitors
+        if not monitors and len(observers) == 1:
+            conn.emit = observers[0].on_next  # the common case: no fan-out at all
+        elif not monitors and not observers:
+            conn.emit = _drop
+        else:
+
+            def fan_out(frame: Frame | FrameError) -> None:
+                for m in monitors:
+                    try:
+                        m.on_next(frame)
+                    except Exception:
+                        logger.exception("a frame monitor raised; the socket goes on")
+                for o in observers:
+                    o.on_next(frame)
+
+            conn.emit = fan_out
 
     def send(self, payload: bytes | str, opcode: int = Opcode.TEXT) -> None:
         """Send one message on the current socket (any thread).
@@ -498,12 +587,23 @@ class WebSocketTransport:
             raise ConnectionLostError("not connected")
         conn.send(payload, opcode)
 
-    def close(self) -> None:
-        """Close the current socket, if any (any thread, prompt)."""
+    def close(self, *, final: bool = False) -> None:
+        """Close the current socket, if any (any thread, prompt).
+
+        Args:
+            final: the transport will not be used again: also complete every
+                :meth:`monitor` subscriber.
+        """
         with self._lock:
             conn, self._current = self._current, None
+            monitors = self._monitors if final else ()
+            if final:
+                self._monitors = ()
         if conn is not None:
             conn.close()
+        for m in monitors:
+            with contextlib.suppress(Exception):
+                m.on_completed()
 
     def abort(self, reason: ConnectionLostError | None = None) -> None:
         """Drop the current socket as if the network failed: the observer gets
