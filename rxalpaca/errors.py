@@ -9,7 +9,7 @@ session may hold the slot for a while, §2.5).
 ::
 
     RxAlpacaError
-    ├── ConfigurationError            bad arguments (unknown feed, JSON on options …)
+    ├── ConfigurationError            bad arguments (unknown feed, bad symbol, async observer …)
     ├── ClientClosedError             the client was closed; nothing more will come
     ├── ProtocolViolation             an illegal move of the connection state machine
     ├── ConnectionLostError           the socket went away (network error, close frame) — retryable
@@ -84,7 +84,9 @@ class RxAlpacaError(Exception):
 
 
 class ConfigurationError(RxAlpacaError, ValueError):
-    """The client was configured in a way that cannot work (raised at construction)."""
+    """A bad argument: raised at once by the call that got it (the constructor, ``quotes(...)``,
+    ``subscribe``), before anything is sent. Also a ``ValueError``.
+    """
 
     fatal = True
 
