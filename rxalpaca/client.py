@@ -758,7 +758,7 @@ def _user_callbacks(observer: object) -> tuple[object, ...]:
 
 def _is_async(callback: object) -> bool:
     return inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
-        getattr(callback, "__call__", None)  # noqa: B004  # an object with async __call__
+        getattr(callback, "__call__", None)  # noqa: B004 - an object with async __call__
     )
 
 

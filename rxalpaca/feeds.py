@@ -15,7 +15,6 @@ Example::
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -177,6 +176,8 @@ def endpoint(feed: str) -> Endpoint:
     ep = ENDPOINTS.get(ALIASES.get(name, name))
     if ep is not None:
         return ep
+    import difflib  # noqa: PLC0415 - only for this error (import time, RSS)
+
     names = [*ENDPOINTS, *ALIASES]
     close = difflib.get_close_matches(name, names, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
