@@ -84,8 +84,11 @@ class RxAlpacaError(Exception):
 
 
 class ConfigurationError(RxAlpacaError, ValueError):
-    """A bad argument: raised at once by the call that got it (the constructor, ``quotes(...)``,
-    ``subscribe``), before anything is sent. Also a ``ValueError``.
+    """A bad argument, raised at once by the call that got it.
+
+    The constructor (an unknown feed), ``quotes(...)`` and the like (a malformed
+    symbol) and ``subscribe`` (an ``async def`` observer) raise it before anything
+    is sent. It is a ``ValueError`` too.
     """
 
     fatal = True
