@@ -33,6 +33,8 @@ No lock is held while observers run, so an observer may subscribe or dispose.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import logging
 import os
 import threading
@@ -47,6 +49,7 @@ from reactivex.disposable import Disposable
 from reactivex.subject import BehaviorSubject, Subject
 
 from . import models
+from ._logging import RateLimitedLog
 from .book import Request, SubscriptionBook
 from .codec import Codec, Decoded
 from .errors import (
@@ -60,7 +63,7 @@ from .errors import (
     StreamError,
     SubscriptionRejected,
 )
-from .feeds import IMPLICIT_CHANNELS, Channel, Endpoint, Family, endpoint, url_for
+from .feeds import IMPLICIT_CHANNELS, Channel, Endpoint, endpoint, url_for
 from .frames import Frame
 from .metrics import Metrics
 from .operators import RetryPolicy, Router, pipeline, retry_with_backoff
@@ -75,6 +78,7 @@ from .protocol import (
     SubscriptionAck,
     SubscriptionFailed,
 )
+from .symbols import normalise_symbols
 from .transport import WebSocketTransport
 
 __all__ = ["StreamClient", "SubscriptionMismatch", "UnknownMessage"]
@@ -174,6 +178,9 @@ class StreamClient:
         name: str = "rxalpaca",
     ) -> None:
         self.endpoint: Endpoint = endpoint(feed)
+        # Repeated errors (a raising observer, a bad frame per message) log once in
+        # full, then a count every interval; counters and `errors` still see each one.
+        self._log_limit = RateLimitedLog(logger)
         if encoding not in ("json", "msgpack"):
             raise ConfigurationError(f"encoding must be 'json' or 'msgpack', not {encoding!r}")
         if self.endpoint.msgpack_only and encoding != "msgpack":
@@ -368,6 +375,7 @@ class StreamClient:
                 self._session.close()
                 self._emit_state()
         self._watchdog_stop.set()
+        self._log_limit.flush()
         with self._flush_lock:
             timer, self._flush_timer = self._flush_timer, None
         if timer is not None:
@@ -450,9 +458,9 @@ class StreamClient:
                 f"{self.endpoint.feed} has no {channel.value!r} channel; it has "
                 f"{', '.join(c.value for c in self.endpoint.subscribable)}"
             )
-        if not symbols:
-            raise ConfigurationError("name at least one symbol (or '*')")
-        syms = tuple(dict.fromkeys(_normalise(s, self.endpoint.family) for s in symbols))
+        # Validated here, at the quotes(...) call, so a typo is one clear sentence now
+        # rather than a 400 rejecting the whole request later (§3.1, S21).
+        syms = normalise_symbols(symbols, self.endpoint.family)
         # corrections/cancelErrors ride on trades (§3.1): hold trades on the server.
         server_channel = Channel.TRADES if channel in IMPLICIT_CHANNELS else channel
         router, book = self._router, self._book
@@ -460,6 +468,7 @@ class StreamClient:
         def subscribe(
             observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
+            _refuse_async_observer(observer, channel, syms)
             if self._closed:
                 observer.on_error(self._fatal_or_closed())
                 return Disposable()
@@ -562,12 +571,24 @@ class StreamClient:
     def _on_control(self, item: Decoded) -> ConnectionState:
         """Socket thread: everything that is not a data record."""
         if isinstance(item, FrameError):
-            logger.warning("bad frame from %s: %s", self.endpoint.feed, item)
+            self._log_limit.log(
+                ("frame", item.reason[:60]),
+                logging.WARNING,
+                "bad frame from %s: %s",
+                self.endpoint.feed,
+                item,
+            )
             self._publish(item)
             return self._session.state
         if isinstance(item, models.Unknown):
             self.metrics.unknown_messages += 1
-            logger.warning("unknown message type %r from %s", item.type, self.endpoint.feed)
+            self._log_limit.log(
+                ("unknown", item.type),
+                logging.WARNING,
+                "unknown message type %r from %s",
+                item.type,
+                self.endpoint.feed,
+            )
             self._publish(UnknownMessage(item))
             return self._session.state
         if not isinstance(
@@ -600,7 +621,12 @@ class StreamClient:
                 self._reject(effect.error)
                 self._pump()
             elif isinstance(effect, PublishError):
-                logger.warning("server reported %s", effect.error)
+                self._log_limit.log(
+                    ("server", type(effect.error)),
+                    logging.WARNING,
+                    "server reported %s",
+                    effect.error,
+                )
                 self._publish(effect.error)
             elif isinstance(effect, Reconnect | Fail):
                 raise effect.error  # ends this connection; retry_with_backoff decides
@@ -675,7 +701,9 @@ class StreamClient:
                 self._session.lost()
                 self._emit_state()
         self.metrics.reconnects += 1
-        logger.warning("connection lost (%s); reconnecting", error)
+        self._log_limit.log(
+            ("lost", type(error)), logging.WARNING, "connection lost (%s); reconnecting", error
+        )
         self._publish(error)
 
     def _on_retry(self, error: BaseException, attempt: int, delay: float) -> None:
@@ -714,8 +742,18 @@ class StreamClient:
                 logger.exception("an errors observer raised")
 
     def _on_handler_error(self, exc: BaseException, record: object, observer: object) -> None:
-        # Called inside the router's except block: logger.exception has the stack.
-        logger.exception("an observer raised while handling %s", type(record).__name__)
+        # Called inside the router's except block, so exc_info has the stack. An observer
+        # that raises on every message must not write a traceback per message: the first
+        # in full, then a count per interval (every one is still on `errors`).
+        self._log_limit.log(
+            ("handler", observer, type(exc)),
+            logging.ERROR,
+            "observer %s raised %s while handling %s",
+            _describe(observer),
+            type(exc).__name__,
+            type(record).__name__,
+            exc_info=True,
+        )
         err = HandlerError(type(record).__name__, record)
         err.__cause__ = exc
         self._publish(err)
@@ -770,6 +808,7 @@ class StreamClient:
         # before the first one, so silence is measured from then at the earliest.
         unsubscribed_ns = time.time_ns()
         while not self._watchdog_stop.wait(self._next_wait(tick)):
+            self._log_limit.flush()  # summaries owed by errors that stopped repeating
             if self._reply_timeout is not None:
                 self._check_replies()
             now = time.perf_counter_ns()
@@ -819,11 +858,63 @@ def _resolve_url(feed: str, url: str | None, sandbox: bool, ep: Endpoint) -> str
     return url.rstrip("/") + ep.path
 
 
-def _normalise(symbol: str, family: Family) -> str:
-    sym = symbol.strip()
-    if not sym:
-        raise ConfigurationError("empty symbol")
-    up = sym.upper()
-    # An already upper-case symbol keeps the caller's string: one object fewer per
-    # subscription in the router and the book (memory with thousands of symbols).
-    return sym if sym in ("*", up) else up
+def _user_callbacks(observer: object) -> tuple[object, ...]:
+    """The user's callbacks behind an observer handed to a subscribe function.
+
+    ``Observable.subscribe`` wraps callbacks — and an observer object's bound methods —
+    in an ``AutoDetachObserver`` that keeps them as ``_on_next`` / ``_on_error`` /
+    ``_on_completed``; anything else is its own callback.
+    """
+    inner = tuple(getattr(observer, a, None) for a in ("_on_next", "_on_error", "_on_completed"))
+    if any(cb is not None for cb in inner):
+        return inner
+    return tuple(getattr(observer, a, None) for a in ("on_next", "on_error", "on_completed"))
+
+
+def _is_async(callback: object) -> bool:
+    return inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
+        getattr(callback, "__call__", None)  # noqa: B004 - an object with async __call__
+    )
+
+
+def _name(callback: object) -> str:
+    while isinstance(callback, functools.partial):
+        callback = callback.func
+    return str(getattr(callback, "__qualname__", None) or type(callback).__qualname__)
+
+
+def _describe(observer: object) -> str:
+    """The user's name for an observer (its on_next's), for log lines."""
+    return _name(_user_callbacks(observer)[0] or observer)
+
+
+def _refuse_async_observer(observer: object, channel: Channel, syms: tuple[str, ...]) -> None:
+    """Refuse an ``async def`` observer before anything is subscribed.
+
+    Observers are called synchronously on the socket thread: calling an ``async def``
+    only makes a coroutine, which nobody awaits, so the function would never run.
+    """
+    callbacks = _user_callbacks(observer)
+    bad = next((cb for cb in callbacks if cb is not None and _is_async(cb)), None)
+    if bad is None:
+        return
+    # Stopped first, so Observable.subscribe raises this at the caller rather than
+    # handing it to the user's on_error (which may be the async function itself).
+    dispose = getattr(observer, "dispose", None)
+    if callable(dispose):
+        dispose()
+    name = _name(bad)
+    method = _METHOD_OF.get(channel, channel.value)
+    args = ", ".join(repr(s) for s in syms[:3]) + (", ..." if len(syms) > 3 else "")
+    raise ConfigurationError(
+        f"{name} is an async function, and observers are called synchronously, so it "
+        f"would never run; iterate instead: "
+        f"async for item in rxalpaca.aiter(client.{method}({args})): ..."
+    )
+
+
+_METHOD_OF = {
+    Channel.DAILY_BARS: "daily_bars",
+    Channel.UPDATED_BARS: "updated_bars",
+    Channel.CANCEL_ERRORS: "cancel_errors",
+}

@@ -9,7 +9,7 @@ session may hold the slot for a while, §2.5).
 ::
 
     RxAlpacaError
-    ├── ConfigurationError            bad arguments (unknown feed, JSON on options …)
+    ├── ConfigurationError            bad arguments (unknown feed, bad symbol, async observer …)
     ├── ClientClosedError             the client was closed; nothing more will come
     ├── ProtocolViolation             an illegal move we asked of the state machine (our bug)
     ├── ConnectionLostError           the socket went away (network error, close frame) — retryable
@@ -95,7 +95,12 @@ class RxAlpacaError(Exception):
 
 
 class ConfigurationError(RxAlpacaError, ValueError):
-    """The client was configured in a way that cannot work (raised at construction)."""
+    """A bad argument, raised at once by the call that got it.
+
+    The constructor (an unknown feed), ``quotes(...)`` and the like (a malformed
+    symbol) and ``subscribe`` (an ``async def`` observer) raise it before anything
+    is sent. It is a ``ValueError`` too.
+    """
 
     fatal = True
 

@@ -18,7 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from .errors import ConfigurationError
+
 __all__ = [
+    "ALIASES",
     "ALL_CHANNELS",
     "ENDPOINTS",
     "IMPLICIT_CHANNELS",
@@ -148,22 +151,40 @@ ENDPOINTS: dict[str, Endpoint] = {
     )
 }
 
-_ALIASES = {"crypto": "crypto/us", "options": "indicative", "v2/test": "test"}
+#: Short names for common feeds (``"crypto"`` is the US crypto feed, ``"options"`` the
+#: indicative one, which every plan may use).
+ALIASES: dict[str, str] = {"crypto": "crypto/us", "options": "indicative", "v2/test": "test"}
 _BY_PATH = {e.path: e for e in ENDPOINTS.values()}
 
 
 def endpoint(feed: str) -> Endpoint:
     """Look up an endpoint by feed name (``"iex"``, ``"crypto"``, ``"crypto/eu-1"``, ``"opra"``…).
 
+    Names are case-insensitive and surrounding whitespace is ignored (``" IEX "`` is
+    ``"iex"``); the aliases of :data:`ALIASES` are accepted too.
+
     Raises:
-        ValueError: the feed is not a documented stream endpoint.
+        ConfigurationError: ``feed`` is not a string, or not a documented stream
+            endpoint (the message lists every name, aliases included). It is a
+            ``ValueError`` too.
     """
-    key = _ALIASES.get(feed, feed)
-    try:
-        return ENDPOINTS[key]
-    except KeyError:
-        known = ", ".join(sorted(ENDPOINTS))
-        raise ValueError(f"unknown feed {feed!r}; known feeds: {known}") from None
+    if not isinstance(feed, str):
+        raise ConfigurationError(
+            f"feed must be a string such as 'iex', not {feed!r} ({type(feed).__name__})"
+        )
+    name = feed.strip().lower()
+    ep = ENDPOINTS.get(ALIASES.get(name, name))
+    if ep is not None:
+        return ep
+    import difflib  # noqa: PLC0415 - only for this error (import time, RSS)
+
+    names = [*ENDPOINTS, *ALIASES]
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    aliases = ", ".join(f"{a} (= {t})" for a, t in ALIASES.items())
+    raise ConfigurationError(
+        f"unknown feed {feed!r}{hint}; known feeds: {', '.join(ENDPOINTS)}; aliases: {aliases}"
+    )
 
 
 def endpoint_for_path(path: str) -> Endpoint | None:

@@ -13,6 +13,7 @@ MODULES = [
     "rxalpaca.errors",
     "rxalpaca.models",
     "rxalpaca.feeds",
+    "rxalpaca.symbols",
     "rxalpaca.codec",
     "rxalpaca.protocol",
     "rxalpaca.book",
