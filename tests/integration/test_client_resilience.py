@@ -8,13 +8,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from rxalpaca import ConnectionState, StreamClient, errors
-from rxalpaca.testing import Account, AlpacaStreamServer
+from rxalpaca.testing import DEFAULT_KEY, DEFAULT_SECRET, Account, AlpacaStreamServer
+from tests.relay import DarkRelay
 
-from .conftest import Collector
+from .conftest import FAST_RETRY, Collector
 from .test_client_semantics import quote, states, wait_state
 
 S = ConnectionState
@@ -226,3 +228,107 @@ def test_health_tells_the_data_clock_from_the_frame_clock(
     assert h["last_message_age_s"] == pytest.approx(h["last_data_age_s"], abs=0.05)
     assert h["last_frame_age_s"] is not None and h["last_frame_age_s"] < h["last_data_age_s"]
     assert h["link_stale"] is None  # pings are off in these tests
+
+
+# ---------------------------------------------------------------- half-open links
+
+
+def _relayed_client(relay: DarkRelay, **kw: Any) -> StreamClient:
+    kw.setdefault("retry", FAST_RETRY)
+    return StreamClient("iex", url=relay.base_url, key=DEFAULT_KEY, secret=DEFAULT_SECRET, **kw)
+
+
+def test_keepalive_is_on_by_default() -> None:
+    client = StreamClient("iex", key="k", secret="s")
+    assert client._transport.ping_interval == 10.0
+    assert client._transport.ping_timeout == 10.0  # alpaca-py: 180 s; Go and JS: 5 s
+    client.close()
+
+
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+def test_a_link_that_goes_dark_is_dropped_and_the_client_reconnects(
+    alpaca_server: AlpacaStreamServer, collector: Callable[[], Collector], encoding: str
+) -> None:
+    """A relay stops forwarding without closing: the client must notice by itself."""
+    with DarkRelay("127.0.0.1", alpaca_server.port) as relay:
+        client = _relayed_client(relay, encoding=encoding, ping_interval=0.2, ping_timeout=1.0)
+        try:
+            log = ErrorLog(client)
+            got = collector()
+            client.quotes("AAPL").subscribe(got)
+            first = alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}})
+            alpaca_server.publish([quote("AAPL", 1)])
+            got.wait_for(1)
+            relay.go_dark()
+            err = log.wait_for(errors.KeepaliveTimeout, timeout=15)
+            assert err.retryable and "ping" in str(err)
+            assert client.current_state is not S.AUTHENTICATED
+            relay.restore()
+            alpaca_server.wait_for_closed(first)
+            second = alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}}, timeout=15)
+            assert second.id != first.id
+            alpaca_server.publish([quote("AAPL", 2)])
+            assert [q.bid_price for q in got.wait_for(2)] == [2.0, 3.0]
+            assert got.errors == [] and client.metrics.reconnects >= 1
+            assert client.health()["link_stale"] is False
+        finally:
+            client.close()
+
+
+def test_health_says_the_link_is_stale_before_it_is_dropped(
+    alpaca_server: AlpacaStreamServer, collector: Callable[[], Collector]
+) -> None:
+    with DarkRelay("127.0.0.1", alpaca_server.port) as relay:
+        client = _relayed_client(relay, ping_interval=0.1, ping_timeout=6.0)
+        try:
+            got = collector()
+            client.quotes("AAPL").subscribe(got)
+            alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}})
+            assert client.health()["link_stale"] is False
+            relay.go_dark()
+            deadline = time.monotonic() + 10
+            while not client.health()["link_stale"] and time.monotonic() < deadline:
+                time.sleep(0.05)  # polling a dashboard API: there is no event to await
+            h = client.health()
+            assert h["link_stale"] is True and h["ping_unanswered_s"] > 3.0
+            assert h["last_frame_age_s"] > 3.0
+            assert h["state"] == "authenticated"  # not dropped yet: 6 s allowed
+        finally:
+            client.close()
+
+
+def test_an_observer_that_keeps_the_socket_thread_busy_is_not_a_dead_link(
+    alpaca_server: AlpacaStreamServer, make_client: Callable[..., StreamClient]
+) -> None:
+    client = make_client(alpaca_server, ping_interval=0.1, ping_timeout=0.5)
+    log = ErrorLog(client)
+    done = threading.Event()
+    never = threading.Event()
+
+    def slow(_q: Any) -> None:
+        never.wait(2.0)  # 2 s in an observer, 4x the pong deadline: the subject here
+        done.set()
+
+    client.quotes("AAPL").subscribe(slow)
+    alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}})
+    alpaca_server.publish([quote("AAPL")])
+    assert done.wait(10)
+    alpaca_server.send_raw('[{"T":"success","msg":"still here"}]')
+    alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}})
+    assert log.of(errors.KeepaliveTimeout) == []
+    assert client.metrics.connects == 1 and client.current_state is S.AUTHENTICATED
+
+
+def test_close_after_a_fatal_error_keeps_failed(
+    alpaca_server: AlpacaStreamServer,
+    make_client: Callable[..., StreamClient],
+    collector: Callable[[], Collector],
+) -> None:
+    """docs/client.md: ``failed`` is terminal; a ``with`` block's close() must not hide it."""
+    client = make_client(alpaca_server, secret="wrong")
+    got = collector()
+    client.quotes("AAPL").subscribe(got)
+    assert got.errored.wait(5) and isinstance(got.errors[0], errors.AuthFailed)
+    client.close()
+    assert client.current_state is S.FAILED
+    assert "AuthFailed" in client.health()["fatal_error"]
