@@ -395,51 +395,51 @@ class StreamClient:
 
     # ---- typed streams
 
-    def trades(self, *symbols: str) -> Observable[Any]:
+    def trades(self, *symbols: str | Iterable[str]) -> Observable[Any]:
         """Trades of ``symbols`` (``"*"``: every symbol)."""
         return self._stream(Channel.TRADES, symbols)
 
-    def quotes(self, *symbols: str) -> Observable[Any]:
+    def quotes(self, *symbols: str | Iterable[str]) -> Observable[Any]:
         """Quotes of ``symbols``."""
         return self._stream(Channel.QUOTES, symbols)
 
-    def bars(self, *symbols: str) -> Observable[Any]:
+    def bars(self, *symbols: str | Iterable[str]) -> Observable[Any]:
         """Minute bars of ``symbols``."""
         return self._stream(Channel.BARS, symbols)
 
-    def daily_bars(self, *symbols: str) -> Observable[Any]:
+    def daily_bars(self, *symbols: str | Iterable[str]) -> Observable[Any]:
         """Running daily bars."""
         return self._stream(Channel.DAILY_BARS, symbols)
 
-    def updated_bars(self, *symbols: str) -> Observable[Any]:
+    def updated_bars(self, *symbols: str | Iterable[str]) -> Observable[Any]:
         """Minute bars corrected after late trades."""
         return self._stream(Channel.UPDATED_BARS, symbols)
 
-    def statuses(self, *symbols: str) -> Observable[models.TradingStatus]:
+    def statuses(self, *symbols: str | Iterable[str]) -> Observable[models.TradingStatus]:
         """Trading statuses (halts, resumptions)."""
         return self._stream(Channel.STATUSES, symbols)
 
-    def lulds(self, *symbols: str) -> Observable[models.Luld]:
+    def lulds(self, *symbols: str | Iterable[str]) -> Observable[models.Luld]:
         """Limit up / limit down bands."""
         return self._stream(Channel.LULDS, symbols)
 
-    def imbalances(self, *symbols: str) -> Observable[models.Imbalance]:
+    def imbalances(self, *symbols: str | Iterable[str]) -> Observable[models.Imbalance]:
         """Order imbalances."""
         return self._stream(Channel.IMBALANCES, symbols)
 
-    def corrections(self, *symbols: str) -> Observable[models.Correction]:
+    def corrections(self, *symbols: str | Iterable[str]) -> Observable[models.Correction]:
         """Trade corrections (the server sends them with ``trades``)."""
         return self._stream(Channel.CORRECTIONS, symbols)
 
-    def cancel_errors(self, *symbols: str) -> Observable[models.CancelError]:
+    def cancel_errors(self, *symbols: str | Iterable[str]) -> Observable[models.CancelError]:
         """Trade cancels and errors (the server sends them with ``trades``)."""
         return self._stream(Channel.CANCEL_ERRORS, symbols)
 
-    def orderbooks(self, *symbols: str) -> Observable[models.OrderBook]:
+    def orderbooks(self, *symbols: str | Iterable[str]) -> Observable[models.OrderBook]:
         """Crypto order-book snapshots (``reset``) and updates."""
         return self._stream(Channel.ORDERBOOKS, symbols)
 
-    def news(self, *symbols: str) -> Observable[models.News]:
+    def news(self, *symbols: str | Iterable[str]) -> Observable[models.News]:
         """News articles mentioning ``symbols`` (``"*"``: all, including untagged ones)."""
         return self._stream(Channel.NEWS, symbols)
 
@@ -452,7 +452,9 @@ class StreamClient:
 
     # ------------------------------------------------------------------ streams
 
-    def _stream(self, channel: Channel, symbols: tuple[str, ...]) -> Observable[Any]:
+    def _stream(
+        self, channel: Channel, symbols: tuple[str | Iterable[str], ...]
+    ) -> Observable[Any]:
         if channel not in self.endpoint.channels:
             raise ConfigurationError(
                 f"{self.endpoint.feed} has no {channel.value!r} channel; it has "
