@@ -43,7 +43,7 @@ import msgpack
 import msgspec
 import orjson
 import pytest
-from frames import Workload
+from frames import Workload, rfc3339
 from msgspec import Raw
 
 from rxalpaca.codec import Codec
@@ -241,15 +241,82 @@ def _with_one_unknown(frames: list[bytes]) -> list[bytes]:
     return [f[:1] + extra + f[1:] for f in frames]
 
 
-@pytest.mark.parametrize("kind", ["clean frames", "one unknown T per frame"])
-def test_salvage_cost(benchmark: Any, kind: str) -> None:
+def _encode(batches: list[list[dict[str, Any]]], encoding: str) -> list[bytes]:
+    """Frames of these messages (``t`` in ns), timestamps in the wire form ``frames.py`` uses."""
+    if encoding == "json":
+        return [orjson.dumps([{**m, "t": rfc3339(m["t"])} for m in b]) for b in batches]
+    ts = msgpack.Timestamp.from_unix_nano
+    return [msgpack.packb([{**m, "t": ts(m["t"])} for m in b]) for b in batches]
+
+
+def _with_null_conditions(w: Workload, encoding: str, every: bool) -> list[bytes]:
+    """The same messages with ``c: null`` on the first trade or quote of each frame (or on
+    every one): what a server writing Go nil slices sends; decoded as empty (§3.3)."""
+    batches = []
+    for batch in w.batches:
+        out, done = [], False
+        for m in batch:
+            nulled = m["T"] in "tq" and (every or not done)
+            out.append({**m, "c": None} if nulled else m)
+            done = done or nulled
+        batches.append(out)
+    return _encode(batches, encoding)
+
+
+SALVAGE_KINDS = [
+    "clean frames",
+    "one unknown T per frame",
+    "one null c per frame",
+    "every c null",
+]
+
+
+@cache
+def _salvage_frames(kind: str, encoding: str) -> tuple[list[bytes], int]:
+    """(frames, messages decoded from them) of one salvage case."""
     w = workload("1,000 symbols, 1-20 msgs/frame")
-    frames = w.json_frames if kind == "clean frames" else _with_one_unknown(w.json_frames)
-    benchmark.group = "salvage: 1,000 symbols, 1-20 msgs/frame, JSON"
+    clean = w.json_frames if encoding == "json" else w.msgpack_frames
+    if kind == "clean frames":
+        return clean, w.messages
+    if kind == "one unknown T per frame":
+        assert encoding == "json"
+        return _with_one_unknown(clean), w.messages + w.frames
+    return _with_null_conditions(w, encoding, every=kind == "every c null"), w.messages
+
+
+@pytest.mark.parametrize(
+    ("kind", "encoding"),
+    [(k, "json") for k in SALVAGE_KINDS]
+    + [(k, "msgpack") for k in SALVAGE_KINDS if "unknown" not in k],
+)
+def test_salvage_cost(benchmark: Any, kind: str, encoding: str) -> None:
+    w = workload("1,000 symbols, 1-20 msgs/frame")
+    frames, expected = _salvage_frames(kind, encoding)
+    label = "JSON" if encoding == "json" else "MessagePack"
+    benchmark.group = f"salvage: 1,000 symbols, 1-20 msgs/frame, {label}"
     benchmark.name = kind
-    benchmark.extra_info.update(workload=kind, candidate=kind, frames=w.frames, messages=w.messages)
-    expected = w.messages + (w.frames if kind != "clean frames" else 0)
-    assert benchmark(c_codec_json, frames) == expected
+    benchmark.extra_info.update(
+        workload=kind,
+        candidate=kind,
+        frames=w.frames,
+        messages=w.messages,
+        baseline=kind == "clean frames",
+    )
+    fn = c_codec_json if encoding == "json" else e_codec_msgpack
+    assert benchmark(fn, frames) == expected
+
+
+def test_null_condition_frames_decode_like_empty_ones() -> None:
+    """The null cases measure what they claim: every message delivered, ``()`` for null."""
+    for encoding, codec in (("json", JSON_CODEC), ("msgpack", MSGPACK_CODEC)):
+        frames, _ = _salvage_frames("every c null", encoding)
+        clean, _ = _salvage_frames("clean frames", encoding)
+        for f, g in zip(frames[:50], clean[:50], strict=True):
+            records = codec.decode(g)
+            assert codec.decode(f) == [
+                msgspec.structs.replace(x, conditions=()) if isinstance(x, Trade | Quote) else x
+                for x in records
+            ]
 
 
 # ---------------------------------------------------------------- eager timestamp checks

@@ -15,7 +15,14 @@ Decoding takes two paths:
   messages). Good messages become records; a message whose ``T`` this family does not know
   becomes :class:`~rxalpaca.models.Unknown` (§4.1: skipped without error, the client counts
   them); a bad message becomes one :class:`~rxalpaca.errors.FrameError`. A frame that is not
-  JSON/MessagePack at all, or not an array, gives exactly one ``FrameError``.
+  JSON/MessagePack at all, or not an array, gives exactly one ``FrameError``; an empty array
+  is a valid frame with nothing in it.
+
+A ``null`` (MessagePack nil) where a record holds a list (trade and quote ``c``, correction
+``oc``/``cc``, order book ``b``/``a``, news ``symbols``) means an empty list, as in the
+subscription ack (§3.3; the Go SDK writes nil slices, §3.1; test servers inject them, S34).
+msgspec has no null-as-default option, so such a message fails the fast path and the salvage
+path decodes it again without its null lists: clean frames pay nothing for it.
 
 Timestamps stay raw (``msgspec.Raw``) in the records and are parsed when first read
 (``timestamp_ns``), where a malformed one raises a ``ValueError`` naming the field. With
@@ -38,8 +45,9 @@ Example::
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from collections.abc import Callable, Iterable, Mapping
-from typing import Annotated, Any, Final, Literal, TypeAlias, Union
+from typing import Annotated, Any, Final, Literal, TypeAlias, Union, get_origin
 
 import msgspec
 import orjson
@@ -120,6 +128,10 @@ FAMILY_RECORDS: Final[Mapping[Family, tuple[type[Record], ...]]] = {
 _JSON_LEADS: Final = frozenset(b" \t\r\n[{")
 
 _RawList: TypeAlias = list[msgspec.Raw]
+_RawFields: TypeAlias = dict[str, msgspec.Raw]
+# Salvage only, the same for every family: a message's fields as raw values (_no_nulls).
+_JSON_FIELDS: Final = msgspec.json.Decoder(_RawFields)
+_MSGPACK_FIELDS: Final = msgspec.msgpack.Decoder(_RawFields)
 
 
 _Time: TypeAlias = Annotated[_dt.datetime, msgspec.Meta(tz=True)]
@@ -168,6 +180,23 @@ def _tag(cls: type[Record]) -> str:
     tag = cls.__struct_config__.tag
     assert isinstance(tag, str)
     return tag
+
+
+@functools.cache
+def _list_keys(family: Family) -> Mapping[str, frozenset[str]]:
+    """``T`` → wire keys of the list fields of that record, for one family (null = empty).
+
+    Read off the records themselves, so a list field added to ``models.py`` is covered.
+    Only ``tuple[...]`` fields: the subscription ack's lists are ``tuple | None`` already.
+    """
+    out: dict[str, frozenset[str]] = {}
+    for cls in FAMILY_RECORDS[family]:
+        keys = frozenset(
+            f.encode_name for f in msgspec.structs.fields(cls) if get_origin(f.type) is tuple
+        )
+        if keys:
+            out[_tag(cls)] = keys
+    return out
 
 
 class Codec:
@@ -219,6 +248,7 @@ class Codec:
         "_json_frame",
         "_json_one",
         "_json_raw",
+        "_list_keys",
         "_msgpack_any",
         "_msgpack_check_one",
         "_msgpack_enc",
@@ -259,6 +289,7 @@ class Codec:
         self._msgpack_raw: msgspec.msgpack.Decoder[_RawList] = msgspec.msgpack.Decoder(_RawList)
         self._msgpack_any: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder()
         self._msgpack_enc = msgspec.msgpack.Encoder()
+        self._list_keys: Mapping[str, frozenset[str]] = _list_keys(self.family)
         self._decode_frame: Callable[[Any], list[Any]] = (
             self._json_frame.decode if encoding == "json" else self._msgpack_frame.decode
         )
@@ -390,12 +421,50 @@ class Codec:
                 continue
             except Exception as exc:
                 error = exc
+            if isinstance(error, msgspec.ValidationError):
+                cleaned = self._no_nulls(element, is_json)
+                if cleaned is not None:
+                    try:
+                        record = one.decode(cleaned)
+                        if check is not None:
+                            check(element)
+                        out.append(record)
+                        continue
+                    except Exception as exc:
+                        error = exc  # a fault besides the null lists: report that one
             item = self._classify(element, error, any_, is_json, received_ns)
             if item is not None:
                 out.append(item)
         if received_ns:
             _stamp(out, received_ns)
         return out
+
+    def _no_nulls(self, element: msgspec.Raw, is_json: bool) -> bytes | None:
+        """The message without its ``null`` list fields, or None if it has none.
+
+        A null list means an empty one (§3.3; the Go SDK writes nil slices as nil, §3.1),
+        which is what an absent key decodes to. Re-encoding the message's raw field values
+        leaves every other byte as it came, timestamps included.
+        """
+        null = b"null" if is_json else b"\xc0"
+        try:
+            fields = (_JSON_FIELDS if is_json else _MSGPACK_FIELDS).decode(element)
+            tag = fields.get("T")
+            keys = self._list_keys.get(
+                (self._json_any if is_json else self._msgpack_any).decode(tag) if tag else ""
+            )
+            if not keys:
+                return None
+            nulls = [k for k in keys if k in fields and bytes(fields[k]).strip() == null]
+            if not nulls:
+                return None
+            for key in nulls:
+                del fields[key]
+            if is_json:
+                return msgspec.json.encode(fields)
+            return self._msgpack_enc.encode(fields)
+        except Exception:
+            return None
 
     def _classify(
         self,

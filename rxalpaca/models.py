@@ -243,10 +243,22 @@ def _field_ns(record: object, attribute: str, wire: str, raw: Raw) -> int:
         ) from None
 
 
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+
+
 def format_rfc3339_ns(ns: int) -> str:
-    """Nanoseconds since the epoch as RFC 3339 UTC with trimmed fractional digits (§4.1)."""
+    """Nanoseconds since the epoch as RFC 3339 UTC with trimmed fractional digits (§4.1).
+
+    Raises:
+        ValueError: the instant is outside years 0001-9999 (RFC 3339 has four-digit years).
+    """
     seconds, frac = divmod(ns, _NS)
-    base = _dt.datetime.fromtimestamp(seconds, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    try:
+        t = _EPOCH + _dt.timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"{ns} ns is outside years 1-9999, which RFC 3339 can write") from None
+    # Formatted by hand: strftime("%Y") writes year 1 as "1" on glibc, not "0001".
+    base = f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
     if frac:
         return f"{base}.{frac:09d}".rstrip("0") + "Z"
     return base + "Z"

@@ -12,6 +12,7 @@ import struct
 from typing import Any
 
 import msgpack
+import msgspec
 import orjson
 import pytest
 
@@ -1058,3 +1059,116 @@ def test_strict_timestamps_check_news_times(encoding: str) -> None:
         _ = lazy[3].created_at_ns  # type: ignore[union-attr]
     with pytest.raises(ValueError, match=r"News\.raw_updated_at \(wire field 'updated_at'\)"):
         _ = lazy[4].updated_at_ns  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------- null lists (issue #9, item 6)
+
+
+def _list_fields(cls: type[Any]) -> list[tuple[str, str]]:
+    """(attribute, wire key) of every list-typed field of a record class."""
+    import typing
+
+    return [
+        (f.name, f.encode_name)
+        for f in msgspec.structs.fields(cls)
+        if typing.get_origin(f.type) is tuple
+    ]
+
+
+#: One example message of every record class that has list fields (the protocol's own).
+_LIST_EXAMPLES: list[tuple[Family, dict[str, Any], type[Any]]] = [
+    (fam, orjson.loads(text), cls) for fam, text, cls, _ in CASES if _list_fields(cls)
+]
+_LIST_EXAMPLES.append((Family.NEWS, orjson.loads(NEWS), News))
+#: (family, message, class, wire key): every list field of every record, set to null below.
+_NULL_CASES = list(
+    {
+        (cls, key): (fam, orjson.dumps(msg).decode(), cls, key)
+        for fam, msg, cls in reversed(_LIST_EXAMPLES)  # the first example of a class wins
+        for _, key in _list_fields(cls)
+    }.values()
+)
+
+
+def test_null_list_cases_cover_every_list_field_of_every_record() -> None:
+    """A new list field in models.py must get a case here (and null-as-empty for free)."""
+    every = {
+        (cls, key)
+        for classes in FAMILY_RECORDS.values()
+        for cls in classes
+        for _, key in _list_fields(cls)
+    }
+    assert every == {(cls, key) for _, _, cls, key in _NULL_CASES}
+    # The protocol's list fields (§4): trades/quotes c, corrections oc/cc, books b/a, news.
+    assert {(cls.__name__, key) for cls, key in every} == {
+        ("Trade", "c"),
+        ("Quote", "c"),
+        ("Correction", "oc"),
+        ("Correction", "cc"),
+        ("OrderBook", "b"),
+        ("OrderBook", "a"),
+        ("News", "symbols"),
+    }
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["lazy", "strict"])
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+@pytest.mark.parametrize(
+    "case",
+    _NULL_CASES,
+    ids=[f"{fam.value}-{cls.__name__}-{key}" for fam, _, cls, key in _NULL_CASES],
+)
+def test_a_null_list_is_an_empty_list(
+    case: tuple[Family, str, type[Any], str], encoding: str, strict: bool
+) -> None:
+    """null (MessagePack nil) means empty (§3.3, S34), as the Go SDK writes and reads it."""
+    family, text, cls, key = case
+    codec = Codec(family, encoding, strict_timestamps=strict)  # type: ignore[arg-type]
+    message = orjson.loads(text)
+    attribute = next(a for a, k in _list_fields(cls) if k == key)
+    null, empty = {**message, key: None}, {**message, key: []}
+    got = codec.decode(frame([message, null, empty], encoding), RECEIVED)
+    assert [type(x) for x in got] == [cls, cls, cls], got
+    original, from_null, from_empty = got
+    assert getattr(from_null, attribute) == () and type(getattr(from_null, attribute)) is tuple
+    assert from_null == from_empty  # the same record, field by field
+    assert original == msgspec.structs.replace(
+        from_null, **{attribute: getattr(original, attribute)}
+    )
+    assert from_null.received_ns == RECEIVED
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["lazy", "strict"])
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+def test_every_list_of_a_message_null_at_once(encoding: str, strict: bool) -> None:
+    codec = Codec("stocks", encoding, strict_timestamps=strict)  # type: ignore[arg-type]
+    correction = orjson.loads(next(t for _, t, cls, _ in CASES if cls is Correction))
+    out = codec.decode(frame([{**correction, "oc": None, "cc": None}], encoding))
+    assert [(x.original_conditions, x.corrected_conditions) for x in out] == [((), ())]  # type: ignore[union-attr]
+    crypto = Codec("crypto", encoding, strict_timestamps=strict)  # type: ignore[arg-type]
+    book = {"T": "o", "S": "BTC/USD", "t": "2024-03-12T10:39:39.445492807Z", "b": None, "a": None}
+    [ob] = crypto.decode(frame([book], encoding))
+    assert isinstance(ob, OrderBook) and ob.bids == ob.asks == ()
+
+
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+def test_null_list_does_not_excuse_other_faults(encoding: str) -> None:
+    """Null still fails where a list is not what the record holds, and with a real fault."""
+    codec = Codec("stocks", encoding)  # type: ignore[arg-type]
+    trade = orjson.loads(CASES[0][1])
+    bar = orjson.loads(next(t for _, t, cls, _ in CASES if cls is Bar))
+    out = codec.decode(
+        frame([{**trade, "c": None, "p": "x"}, {**bar, "c": None}, {**trade, "c": None}], encoding)
+    )
+    assert [type(x) for x in out] == [FrameError, FrameError, Trade]
+    assert "$.p" in out[0].reason and "$.c" in out[1].reason  # type: ignore[union-attr]
+    # Options carry one condition string (§4.15): a null there is not a list, still an error.
+    option = orjson.loads(next(t for _, t, cls, _ in CASES if cls is OptionTrade))
+    [err] = Codec("options", encoding).decode(frame([{**option, "c": None}], encoding))  # type: ignore[arg-type]
+    assert isinstance(err, FrameError) and "$.c" in err.reason
+
+
+def test_null_list_json_frame_on_a_msgpack_codec() -> None:
+    trade = orjson.loads(CASES[0][1])
+    out = Codec("stocks", "msgpack").decode(orjson.dumps([{**trade, "c": None}]))
+    assert [x.conditions for x in out] == [()]  # type: ignore[union-attr]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import random
+import re
 import struct
 
 import msgspec
@@ -201,6 +203,53 @@ def test_format_trims_trailing_zeros(ns: int, text: str) -> None:
 def test_format_parse_round_trip(ns: int) -> None:
     assert parse_time_ns(format_rfc3339_ns(ns)) == ns
     assert parse_time_ns(raw_time_from_ns(ns)) == ns
+
+
+def _day_ns(day: dt.date) -> int:
+    """Nanoseconds since the epoch of a day's midnight UTC (independent of rxalpaca)."""
+    return (day.toordinal() - dt.date(1970, 1, 1).toordinal()) * 86_400 * 10**9
+
+
+#: The first and last instants RFC 3339 can write (four-digit years, §4.1).
+MIN_NS = _day_ns(dt.date(1, 1, 1))
+MAX_NS = _day_ns(dt.date(9999, 12, 31)) + 86_400 * 10**9 - 1
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{0,8}[1-9])?Z")
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("ns", "text"),
+    [
+        (MIN_NS, "0001-01-01T00:00:00Z"),
+        (_day_ns(dt.date(9, 3, 1)) + 1, "0009-03-01T00:00:00.000000001Z"),
+        (_day_ns(dt.date(999, 12, 31)), "0999-12-31T00:00:00Z"),
+        (MAX_NS, "9999-12-31T23:59:59.999999999Z"),
+    ],
+)
+def test_format_writes_four_digit_years(ns: int, text: str) -> None:
+    assert format_rfc3339_ns(ns) == text
+
+
+def test_format_round_trips_in_every_year_1_to_9999() -> None:
+    """Each year's first instant, and a random one: four-digit years, and the parser (and
+    ``datetime.fromisoformat``, independently) read back the same instant."""
+    rng = random.Random(9)
+    for year in range(1, 10_000):
+        start = _day_ns(dt.date(year, 1, 1))
+        for ns in (start, start + rng.randrange(365 * 86_400 * 10**9)):
+            text = format_rfc3339_ns(ns)
+            assert _RFC3339.fullmatch(text), text
+            assert parse_time_ns(text) == ns
+            assert parse_time_ns(raw_time_from_ns(ns)) == ns
+            whole, _, frac = text[:-1].partition(".")  # read back independently too
+            since = dt.datetime.fromisoformat(whole).replace(tzinfo=dt.UTC) - EPOCH
+            assert since // dt.timedelta(seconds=1) * 10**9 + int(frac.ljust(9, "0")) == ns
+
+
+@pytest.mark.parametrize("ns", [MIN_NS - 1, MAX_NS + 1, -(2**70), 2**80])
+def test_format_refuses_instants_rfc3339_cannot_write(ns: int) -> None:
+    with pytest.raises(ValueError, match="years 1-9999"):
+        format_rfc3339_ns(ns)
 
 
 # ---------------------------------------------------------------- records

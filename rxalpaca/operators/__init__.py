@@ -78,8 +78,9 @@ def validate(
 ) -> Callable[[Observable[Frame | FrameError]], Observable[Frame | FrameError]]:
     """Turn frames that cannot hold messages into ``FrameError`` values.
 
-    Drops control frames; rejects empty frames, unfinished fragments, oversized
-    frames and frames that do not start like a JSON or MessagePack array (§4.1).
+    Drops control frames; rejects zero-byte frames, unfinished fragments, oversized
+    frames and frames that do not start like a JSON or MessagePack array (§6). An empty
+    array (``[]``) is a valid frame with nothing in it: it passes, and decodes to nothing.
 
     ::
 
@@ -139,8 +140,10 @@ def pipeline(
 ) -> Callable[[Observable[Frame | FrameError]], Observable[Decoded]]:
     """``reassemble → validate → decode → meter → route`` fused into one operator.
 
-    Exactly the same steps (the same code) as piping the five operators, without an
-    Rx hop between stages; the client uses it on the hot path.
+    The very stages the five operators run, wired the same way (completion flushes
+    each stage in order, so a message cut off by the end is reported as a
+    ``FrameError`` here too), without an Rx hop between them; the client uses it on
+    the hot path.
 
     ::
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from reactivex import Observable, abc
+from reactivex import Observable
 
 from ..codec import Codec, Decoded
 from ..errors import FrameError
 from ..frames import Frame
+from ._stage import Stage, StageFactory, lift
 
 
 class Batch(NamedTuple):
@@ -28,10 +29,16 @@ class Batch(NamedTuple):
     failed: bool = False
 
 
-def decode_step(
-    codec: Codec, emit: Callable[[Batch], None]
-) -> Callable[[Frame | FrameError], None]:
-    """The logic of :func:`decode` as a plain function feeding ``emit``."""
+def decode_stage(codec: Codec) -> StageFactory[Frame | FrameError, Batch]:
+    """The logic of :func:`decode` as a stage (``_stage.py``)."""
+
+    def make(emit: Callable[[Batch], None]) -> Stage[Frame | FrameError]:
+        return Stage(_decoder(codec, emit))
+
+    return make
+
+
+def _decoder(codec: Codec, emit: Callable[[Batch], None]) -> Callable[[Frame | FrameError], None]:
     dec = codec.decode
 
     def on_next(item: Frame | FrameError) -> None:
@@ -51,16 +58,4 @@ def decode_step(
 
 
 def decode_(codec: Codec) -> Callable[[Observable[Frame | FrameError]], Observable[Batch]]:
-    def decode(source: Observable[Frame | FrameError]) -> Observable[Batch]:
-        def subscribe(
-            observer: abc.ObserverBase[Batch],
-            scheduler: abc.SchedulerBase | None = None,
-        ) -> abc.DisposableBase:
-            step = decode_step(codec, observer.on_next)
-            return source.subscribe(
-                step, observer.on_error, observer.on_completed, scheduler=scheduler
-            )
-
-        return Observable(subscribe)
-
-    return decode
+    return lift(decode_stage(codec))

@@ -5,15 +5,24 @@ from __future__ import annotations
 from collections import _count_elements  # type: ignore[attr-defined]  # C helper
 from collections.abc import Callable
 
-from reactivex import Observable, abc
+from reactivex import Observable
 
 from ..errors import FrameError
 from ..metrics import Metrics
 from ._decode import Batch
+from ._stage import Stage, StageFactory, lift
 
 
-def meter_step(metrics: Metrics, emit: Callable[[Batch], None]) -> Callable[[Batch], None]:
-    """The logic of :func:`meter` as a plain function feeding ``emit`` (socket thread)."""
+def meter_stage(metrics: Metrics) -> StageFactory[Batch, Batch]:
+    """The logic of :func:`meter` as a stage (``_stage.py``; socket thread)."""
+
+    def make(emit: Callable[[Batch], None]) -> Stage[Batch]:
+        return Stage(_meter(metrics, emit))
+
+    return make
+
+
+def _meter(metrics: Metrics, emit: Callable[[Batch], None]) -> Callable[[Batch], None]:
     m = metrics
     by_class = m.messages_by_class
 
@@ -34,16 +43,4 @@ def meter_step(metrics: Metrics, emit: Callable[[Batch], None]) -> Callable[[Bat
 
 
 def meter_(metrics: Metrics) -> Callable[[Observable[Batch]], Observable[Batch]]:
-    def meter(source: Observable[Batch]) -> Observable[Batch]:
-        def subscribe(
-            observer: abc.ObserverBase[Batch],
-            scheduler: abc.SchedulerBase | None = None,
-        ) -> abc.DisposableBase:
-            step = meter_step(metrics, observer.on_next)
-            return source.subscribe(
-                step, observer.on_error, observer.on_completed, scheduler=scheduler
-            )
-
-        return Observable(subscribe)
-
-    return meter
+    return lift(meter_stage(metrics))

@@ -1,25 +1,27 @@
 """``pipeline``: reassemble → validate → decode → meter → route, fused into one hop.
 
-The same step functions as the separate operators (one implementation), chained
-directly: each stage calls the next as a plain function instead of through an Rx
-observer, which saves two Python calls per stage and frame (docs/benchmarks.md).
+The very stages the separate operators lift (``_stage.py``: one implementation, wired
+the same way), chained directly: each stage calls the next as a plain function instead of
+through an Rx observer, which saves two Python calls per stage and frame
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from reactivex import Observable, abc
+from reactivex import Observable
 
 from ..codec import Codec, Decoded
 from ..errors import FrameError
 from ..frames import Frame
 from ..metrics import Metrics
-from ._decode import decode_step
-from ._meter import meter_step
-from ._reassemble import reassemble_step
-from ._route import Router, route_step
-from ._validate import validate_step
+from ._decode import decode_stage
+from ._meter import meter_stage
+from ._reassemble import reassemble_stage
+from ._route import Router, route_stage
+from ._stage import fuse
+from ._validate import validate_stage
 
 
 def pipeline_(
@@ -28,21 +30,11 @@ def pipeline_(
     router: Router,
     max_message_bytes: int,
 ) -> Callable[[Observable[Frame | FrameError]], Observable[Decoded]]:
-    def pipeline(source: Observable[Frame | FrameError]) -> Observable[Decoded]:
-        def subscribe(
-            observer: abc.ObserverBase[Decoded],
-            scheduler: abc.SchedulerBase | None = None,
-        ) -> abc.DisposableBase:
-            # Built per subscription: a reconnect starts with fresh reassembly state.
-            routed = route_step(router, observer.on_next)
-            metered = meter_step(metrics, routed)
-            decoded = decode_step(codec, metered)
-            validated = validate_step(None, decoded)
-            step = reassemble_step(max_message_bytes, validated)
-            return source.subscribe(
-                step, observer.on_error, observer.on_completed, scheduler=scheduler
-            )
-
-        return Observable(subscribe)
-
-    return pipeline
+    # Stage state is built per subscription: a reconnect starts with fresh reassembly.
+    return fuse(
+        reassemble_stage(max_message_bytes),
+        validate_stage(None),
+        decode_stage(codec),
+        meter_stage(metrics),
+        route_stage(router),
+    )

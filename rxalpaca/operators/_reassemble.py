@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from reactivex import Observable, abc
+from reactivex import Observable
 
 from ..errors import FrameError
 from ..frames import Frame, Opcode
+from ._stage import Stage, StageFactory, lift
 
 _DATA_OPCODES = frozenset({Opcode.TEXT, Opcode.BINARY})
 
@@ -18,23 +19,24 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # news bodies can be large (§4.17
 Emit = Callable[[Frame | FrameError], None]
 
 
-def reassemble_step(max_message_bytes: int, emit: Emit) -> Callable[[Frame | FrameError], None]:
-    """The logic of :func:`reassemble` as a plain function feeding ``emit``.
+def reassemble_stage(
+    max_message_bytes: int,
+) -> StageFactory[Frame | FrameError, Frame | FrameError]:
+    """The logic of :func:`reassemble` as a stage (``_stage.py``).
 
-    Each call builds fresh state: one step per subscription (a reconnect starts clean).
-    The fused pipeline chains steps directly, saving an Rx hop per stage.
+    Its ``on_completed`` reports a message left unfinished as a FrameError, so nothing is
+    lost without a trace. (On an error the error itself says the stream broke.)
     """
-    return reassemble_steps(max_message_bytes, emit)[0]
-
-
-def reassemble_steps(
-    max_message_bytes: int, emit: Emit
-) -> tuple[Callable[[Frame | FrameError], None], Callable[[int], None]]:
-    """``(on_next, on_end)``: :func:`reassemble_step` plus what to do when the source
-    completes — ``on_end(now_ns)`` reports a message left unfinished as a FrameError,
-    so nothing is lost without a trace."""
     if max_message_bytes <= 0:
         raise ValueError("max_message_bytes must be positive")
+
+    def make(emit: Emit) -> Stage[Frame | FrameError]:
+        return _reassembler(max_message_bytes, emit)
+
+    return make
+
+
+def _reassembler(max_message_bytes: int, emit: Emit) -> Stage[Frame | FrameError]:
     parts: list[bytes] = []
     opcode = 0
     size = 0
@@ -113,41 +115,21 @@ def reassemble_steps(
             return
         parts.append(payload)
 
-    def on_end(now_ns: int) -> None:
+    def on_completed() -> None:
         nonlocal discarding
         if parts:
             stub = parts[0]
             parts.clear()
-            emit(FrameError("stream ended inside a fragmented message", stub, now_ns))
+            emit(FrameError("stream ended inside a fragmented message", stub, time.time_ns()))
         discarding = False
 
-    return on_next, on_end
+    return Stage(on_next, on_completed)
 
 
 def reassemble_(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> Callable[[Observable[Frame | FrameError]], Observable[Frame | FrameError]]:
-    if max_message_bytes <= 0:
-        raise ValueError("max_message_bytes must be positive")
-
-    def reassemble(source: Observable[Frame | FrameError]) -> Observable[Frame | FrameError]:
-        def subscribe(
-            observer: abc.ObserverBase[Frame | FrameError],
-            scheduler: abc.SchedulerBase | None = None,
-        ) -> abc.DisposableBase:
-            step, end = reassemble_steps(max_message_bytes, observer.on_next)
-
-            def on_completed() -> None:
-                # A message cut off by the end of the stream becomes an error value. (On
-                # on_error the error itself says the stream broke; nothing to add.)
-                end(time.time_ns())
-                observer.on_completed()
-
-            return source.subscribe(step, observer.on_error, on_completed, scheduler=scheduler)
-
-        return Observable(subscribe)
-
-    return reassemble
+    return lift(reassemble_stage(max_message_bytes))
 
 
 def _as_bytes(payload: bytes | str) -> bytes:

@@ -22,6 +22,7 @@ from reactivex import Observable, abc
 from ..codec import Decoded
 from ..metrics import Metrics
 from ._decode import Batch
+from ._stage import Stage, StageFactory, lift
 
 HandlerErrorCallback = Callable[[BaseException, object, Any], None]
 
@@ -210,8 +211,16 @@ class Router:
 TIMING_SAMPLE = 16
 
 
-def route_step(router: Router, emit: Callable[[Decoded], None]) -> Callable[[Batch], None]:
-    """The logic of :func:`route` as a plain function feeding ``emit`` (socket thread)."""
+def route_stage(router: Router) -> StageFactory[Batch, Decoded]:
+    """The logic of :func:`route` as a stage (``_stage.py``; socket thread)."""
+
+    def make(emit: Callable[[Decoded], None]) -> Stage[Batch]:
+        return Stage(_router_step(router, emit))
+
+    return make
+
+
+def _router_step(router: Router, emit: Callable[[Decoded], None]) -> Callable[[Batch], None]:
     dispatch = router.dispatch
     metrics = router.metrics
     timing = metrics.observer_time
@@ -242,16 +251,4 @@ def route_step(router: Router, emit: Callable[[Decoded], None]) -> Callable[[Bat
 
 
 def route_(router: Router) -> Callable[[Observable[Batch]], Observable[Decoded]]:
-    def route(source: Observable[Batch]) -> Observable[Decoded]:
-        def subscribe(
-            observer: abc.ObserverBase[Decoded],
-            scheduler: abc.SchedulerBase | None = None,
-        ) -> abc.DisposableBase:
-            step = route_step(router, observer.on_next)
-            return source.subscribe(
-                step, observer.on_error, observer.on_completed, scheduler=scheduler
-            )
-
-        return Observable(subscribe)
-
-    return route
+    return lift(route_stage(router))

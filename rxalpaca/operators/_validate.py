@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from reactivex import Observable, abc
+from reactivex import Observable
 
 from ..errors import FrameError
 from ..frames import Frame, Opcode
+from ._stage import Stage, StageFactory, lift
 
 _DATA_OPCODES = frozenset({Opcode.TEXT, Opcode.BINARY})
 
@@ -18,11 +19,20 @@ _MSGPACK_ARRAY = frozenset(range(0x90, 0xA0)) | {0xDC, 0xDD}
 _ARRAY_START = _JSON_START | _MSGPACK_ARRAY
 
 
-def validate_step(
+def validate_stage(
+    max_message_bytes: int | None,
+) -> StageFactory[Frame | FrameError, Frame | FrameError]:
+    """The logic of :func:`validate` as a stage (``_stage.py``)."""
+
+    def make(emit: Callable[[Frame | FrameError], None]) -> Stage[Frame | FrameError]:
+        return Stage(_validator(max_message_bytes, emit))
+
+    return make
+
+
+def _validator(
     max_message_bytes: int | None, emit: Callable[[Frame | FrameError], None]
 ) -> Callable[[Frame | FrameError], None]:
-    """The logic of :func:`validate` as a plain function feeding ``emit``."""
-
     def on_next(item: Frame | FrameError) -> None:
         if isinstance(item, FrameError):
             emit(item)
@@ -39,7 +49,9 @@ def validate_step(
             )
             return
         if not payload:
-            emit(FrameError("empty frame", b"", item.received_ns))
+            # Zero bytes is not an array. An empty array ("[]", 0x90) is a valid frame with
+            # nothing in it (§6): it passes, and decoding yields nothing.
+            emit(FrameError("empty frame (zero bytes)", b"", item.received_ns))
             return
         if max_message_bytes is not None and len(payload) > max_message_bytes:
             emit(
@@ -59,16 +71,4 @@ def validate_step(
 def validate_(
     max_message_bytes: int | None = None,
 ) -> Callable[[Observable[Frame | FrameError]], Observable[Frame | FrameError]]:
-    def validate(source: Observable[Frame | FrameError]) -> Observable[Frame | FrameError]:
-        def subscribe(
-            observer: abc.ObserverBase[Frame | FrameError],
-            scheduler: abc.SchedulerBase | None = None,
-        ) -> abc.DisposableBase:
-            step = validate_step(max_message_bytes, observer.on_next)
-            return source.subscribe(
-                step, observer.on_error, observer.on_completed, scheduler=scheduler
-            )
-
-        return Observable(subscribe)
-
-    return validate
+    return lift(validate_stage(max_message_bytes))

@@ -52,3 +52,12 @@ def test_control_frames_are_dropped_and_errors_pass() -> None:
 def test_size_cap() -> None:
     [out] = values([Frame(b"[" + b"1" * 50 + b"]", Opcode.TEXT)], max_message_bytes=10)
     assert isinstance(out, FrameError) and "exceeds" in out.reason
+
+
+def test_a_zero_byte_frame_is_an_error_an_empty_array_is_not() -> None:
+    """A frame is an array of messages (§6): ``[]`` is one with nothing in it, passed on
+    (decoding yields nothing, no error); a frame with no bytes at all is not an array."""
+    empty_arrays = [Frame(b"[]", Opcode.TEXT), Frame(b"\x90", Opcode.BINARY), Frame("[ ]")]
+    assert values(empty_arrays) == empty_arrays
+    out = values([Frame(b"", Opcode.TEXT), Frame(b"", Opcode.BINARY), Frame("", Opcode.TEXT)])
+    assert [(type(x), x.reason) for x in out] == [(FrameError, "empty frame (zero bytes)")] * 3  # type: ignore[attr-defined]
