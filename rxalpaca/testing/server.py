@@ -394,7 +394,7 @@ class AlpacaStreamServer:
         market: MarketConfig | None = None,
         sent_log_size: int = 100_000,
         received_log_size: int = 100_000,
-        closed_logs: int | None = 8,
+        closed_logs: int | None = 2,
         closed_connections: int | None = 1000,
         write_limit: int = 2**15,
         close_timeout: float = 1.0,

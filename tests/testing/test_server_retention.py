@@ -47,23 +47,23 @@ def logged(server: AlpacaStreamServer) -> int:
 
 
 def test_closed_connections_keep_their_logs_for_a_few_only(connect: PeerFactory) -> None:
-    """Default options: 20 reconnects keep the logs of the last 8 closed connections."""
+    """Default options: 20 reconnects keep the logs of the last 2 closed connections."""
     with AlpacaStreamServer(test_stream=False) as server:
         churn(server, connect, 20, per_conn=50)
         conns = server.connections()
         assert [c.id for c in conns] == list(range(1, 21))  # all still listed ...
         kept = [c for c in conns if not c.logs_dropped]
-        assert [c.id for c in kept] == list(range(13, 21))  # ... the newest 8 with logs
+        assert [c.id for c in kept] == [19, 20]  # ... the newest 2 with their logs
         for c in kept:
             assert len(c.sent_data) == c.sent_data_count == 50
             assert [m["action"] for m in c.received] == ["auth", "subscribe"]
-        for c in conns[:12]:  # the older ones: a summary, the counts kept
+        for c in conns[:18]:  # the older ones: a summary, the counts kept
             assert c.closed and c.sent_data == [] and c.received == []
             assert c.sent_data_count == 50 and c.subscriptions["trades"] == {"AAPL"}
-        assert logged(server) == 8 * (50 + 2)
+        assert logged(server) == 2 * (50 + 2)
         assert server.connection(1).logs_dropped
         # What holds the memory: live connection objects only for the newest closed ones.
-        assert len(server._conns) == 8
+        assert len(server._conns) == 2
 
 
 def test_retention_bounds_are_configurable(connect: PeerFactory) -> None:
