@@ -21,11 +21,46 @@ from typing import Any
 
 from . import ops
 from .client import StreamClient
+from .feeds import Family
 from .protocol import ConnectionState
 
 __all__ = ["main"]
 
 DEMO_SYMBOLS = ("AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "SPY")
+#: The feed the demo's client uses for each family its market can simulate.
+_DEMO_FEEDS = {Family.STOCKS: "iex", Family.CRYPTO: "crypto"}
+
+
+class _UsageError(Exception):
+    """A mistake on the command line: ``main`` prints it as one sentence, exit status 2."""
+
+
+def _symbols(text: str) -> list[str]:
+    """``--symbols``: comma-separated, normalised the way the client normalises them
+    (stripped, upper case: ``aapl`` is ``AAPL``, ``btc/usd`` is ``BTC/USD``), so the
+    market generates the very names the client subscribes to; duplicates dropped."""
+    if not text.strip():
+        return list(DEMO_SYMBOLS)
+    symbols = list(dict.fromkeys(s.strip().upper() for s in text.split(",") if s.strip()))
+    if not symbols:
+        raise _UsageError(f"--symbols {text!r} names no symbol; try --symbols AAPL,MSFT")
+    return symbols
+
+
+def _demo_feed(symbols: Sequence[str]) -> str:
+    """The feed for a demo of ``symbols``: stocks on ``iex``, crypto on ``crypto``."""
+    from .testing.market import family_of_symbol  # noqa: PLC0415 - needs the [testing] extra
+
+    families = {family_of_symbol(s) for s in symbols}
+    if len(families) > 1:
+        raise _UsageError(
+            f"--symbols mixes stocks and crypto ({', '.join(symbols)}); "
+            "the demo streams one kind at a time"
+        )
+    feed = _DEMO_FEEDS.get(families.pop())
+    if feed is None:
+        raise _UsageError("the demo simulates stocks or crypto (e.g. AAPL or BTC/USD) only")
+    return feed
 
 
 class _Board:
@@ -91,17 +126,19 @@ def _demo(args: argparse.Namespace) -> int:
         MarketConfig,
     )
 
-    symbols = args.symbols.split(",") if args.symbols else list(DEMO_SYMBOLS)
+    symbols = _symbols(args.symbols)
+    feed = _demo_feed(symbols)
     board = _Board(symbols)
     tty = sys.stdout.isatty()
-    with AlpacaStreamServer() as server:
+    # No per-connection message logs: the demo may run for hours (issue #9, item 13).
+    with AlpacaStreamServer(sent_log_size=0, received_log_size=100) as server:
         # The synthetic clock runs 15x faster than the wall clock so that minute
         # bars show up every few seconds.
         server.start_market(
             MarketConfig(symbols=symbols, rate=args.rate, step_ns=int(15e9 / args.rate))
         )
         with StreamClient(
-            feed="iex",
+            feed=feed,
             url=server.base_url,
             key=DEFAULT_KEY,
             secret=DEFAULT_SECRET,
@@ -140,8 +177,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from .testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer  # noqa: PLC0415 - needs the [testing] extra
 
-    symbols = args.symbols.split(",") if args.symbols else list(DEMO_SYMBOLS)
-    with AlpacaStreamServer(port=args.port) as server:
+    symbols = _symbols(args.symbols)
+    with AlpacaStreamServer(port=args.port, sent_log_size=0, received_log_size=100) as server:
         server.start_market(symbols=symbols, rate=args.rate)
         print(
             f"serving {server.base_url} (key {DEFAULT_KEY!r}, secret {DEFAULT_SECRET!r});"
@@ -221,5 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except _UsageError as e:
+        print(f"rxalpaca {args.command}: {e}", file=sys.stderr)
+        return 2
     return result

@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Literal, NamedTuple, TypeVar
 
@@ -193,9 +193,12 @@ class ConnectionInfo:
         key: the credentials' identity once authenticated (the key id, or
             ``"token:<token>"``); ``authenticated``: auth succeeded.
         subscriptions: channel → symbols for every subscribable channel of the endpoint.
-        received: every client message, decoded (undecodable ones raw).
+        received: the client's messages, decoded (undecodable ones raw); the last
+            ``received_log_size`` of them.
         sent_data: the last data messages sent (bounded log), ``sent_data_count`` all of them.
         closed: the socket is gone; ``close_reason`` says why.
+        logs_dropped: a closed connection older than the server's ``closed_logs`` most
+            recent ones: ``received`` and ``sent_data`` were released (the counts stay).
     """
 
     id: int
@@ -213,6 +216,7 @@ class ConnectionInfo:
     muted: bool
     closed: bool
     close_reason: str
+    logs_dropped: bool = False
 
 
 class Fault(StrEnum):
@@ -262,7 +266,14 @@ class _Conn:
     """Loop-owned state of one connection."""
 
     def __init__(
-        self, cid: int, ws: ServerConnection, ep: Endpoint, enc: Encoding, log_size: int
+        self,
+        cid: int,
+        ws: ServerConnection,
+        ep: Endpoint,
+        enc: Encoding,
+        *,
+        log_size: int,
+        received_size: int,
     ) -> None:
         self.id = cid
         self.ws = ws
@@ -272,7 +283,7 @@ class _Conn:
         self.identity: str | None = None
         self.authenticated = False
         self.subs: dict[str, dict[str, None]] = {str(c): {} for c in ep.subscribable}
-        self.received: list[Any] = []
+        self.received: deque[Any] = deque(maxlen=received_size)
         self.sent: deque[SentRecord] = deque(maxlen=log_size)
         self.sent_count = 0
         self.seq: dict[tuple[str, str], int] = {}
@@ -357,6 +368,14 @@ class AlpacaStreamServer:
         market: start this synthetic market with the server (see :meth:`start_market`).
         sent_log_size: how many data messages each connection's ``sent_data`` keeps
             (0: only count them, the cheapest for benchmarks).
+        received_log_size: how many client messages each connection's ``received`` keeps.
+        closed_logs: how many of the most recently closed connections keep their logs
+            (``received``, ``sent_data``); older ones keep their summary only
+            (``logs_dropped``). ``None`` keeps every log, for a test that audits every
+            connection of a run. Retained memory is then bounded by (open connections
+            + ``closed_logs``) x the log sizes, however many reconnects a run has.
+        closed_connections: how many closed connections :meth:`connections` still
+            lists, oldest forgotten first (``None``: all of them).
         write_limit: bytes the transport may buffer before a send waits (websockets'
             high-water mark).
         close_timeout: seconds to wait for the client's close frame.
@@ -395,6 +414,9 @@ class AlpacaStreamServer:
         test_stream_speed: float = 1.0,
         market: MarketConfig | None = None,
         sent_log_size: int = 100_000,
+        received_log_size: int = 100_000,
+        closed_logs: int | None = 2,
+        closed_connections: int | None = 1000,
         write_limit: int = 2**15,
         close_timeout: float = 1.0,
         trading_stream: bool = True,
@@ -433,6 +455,9 @@ class AlpacaStreamServer:
         self.test_stream_speed = test_stream_speed
         self._initial_market = market
         self.sent_log_size = sent_log_size
+        self.received_log_size = received_log_size
+        self.closed_logs = closed_logs
+        self.closed_connections = closed_connections
         self.write_limit = write_limit
         self.close_timeout = close_timeout
         self.trading_stream = trading_stream
@@ -442,7 +467,12 @@ class AlpacaStreamServer:
         self._thread: threading.Thread | None = None
         self._server: Server | None = None
         self._port = 0
+        #: Open connections, and the closed ones that still keep their logs.
         self._conns: dict[int, _Conn] = {}
+        #: Ids of closed connections in ``_conns``, oldest first.
+        self._closed_ids: deque[int] = deque()
+        #: Older closed connections: summaries without logs, oldest first.
+        self._retired: dict[int, ConnectionInfo] = {}
         self._ids = itertools.count(1)
         self._slots: dict[tuple[str, str], set[int]] = {}
         self._ghosts: dict[tuple[str, str], int] = {}
@@ -617,15 +647,33 @@ class AlpacaStreamServer:
     # ------------------------------------------------------------------ inspection and waits
 
     def connections(self, *, include_closed: bool = True) -> list[ConnectionInfo]:
-        """Snapshots of the connections accepted so far, in accept order."""
-        return self._call(
-            lambda: [c.info() for c in self._conns.values() if include_closed or not c.closed]
-        )
+        """Snapshots of the connections accepted so far, in accept order.
+
+        Closed connections beyond ``closed_connections`` are no longer listed, and
+        those beyond the ``closed_logs`` most recent have empty logs.
+        """
+
+        def snap() -> list[ConnectionInfo]:
+            live = [c.info() for c in self._conns.values() if include_closed or not c.closed]
+            if not include_closed or not self._retired:
+                return live
+            return sorted([*self._retired.values(), *live], key=lambda i: i.id)
+
+        return self._call(snap)
 
     def connection(self, conn: ConnectionInfo | int) -> ConnectionInfo:
-        """A fresh snapshot of one connection."""
+        """A fresh snapshot of one connection.
+
+        Raises:
+            KeyError: no such connection, or one closed so long ago it was forgotten.
+        """
         cid = conn.id if isinstance(conn, ConnectionInfo) else conn
-        return self._call(self._conns[cid].info)
+
+        def snap() -> ConnectionInfo:
+            c = self._conns.get(cid)
+            return c.info() if c is not None else self._retired[cid]
+
+        return self._call(snap)
 
     def wait_for(
         self, predicate: Callable[[list[ConnectionInfo]], bool], timeout: float = 5.0
@@ -1163,7 +1211,14 @@ class AlpacaStreamServer:
             ep = _TRADING_ENDPOINT
         ctype = ws.request.headers.get("Content-Type", "") or ""
         enc = Encoding.MSGPACK if "msgpack" in ctype.lower() else Encoding.JSON  # S2
-        c = _Conn(next(self._ids), ws, ep, enc, self.sent_log_size)
+        c = _Conn(
+            next(self._ids),
+            ws,
+            ep,
+            enc,
+            log_size=self.sent_log_size,
+            received_size=self.received_log_size,
+        )
         self._conns[c.id] = c
         if ep is _TRADING_ENDPOINT:
             await self._trading_handler(c)
@@ -1208,7 +1263,27 @@ class AlpacaStreamServer:
                 loop = asyncio.get_running_loop()
                 loop.call_later(self.ghost_session_seconds, self._release_ghost, slot)
             c.slot = None
+        self._closed_ids.append(c.id)
+        self._trim_closed()
         self._changed()
+
+    def _trim_closed(self) -> None:
+        """Bound what closed connections retain (``closed_logs``, ``closed_connections``):
+        a long run with reconnects must not keep every connection's logs forever."""
+        if self.closed_logs is not None:
+            while len(self._closed_ids) > max(0, self.closed_logs):
+                c = self._conns.pop(self._closed_ids.popleft(), None)
+                if c is not None:
+                    self._retired[c.id] = replace(
+                        c.info(), received=[], sent_data=[], logs_dropped=True
+                    )
+        if self.closed_connections is not None:
+            limit = max(0, self.closed_connections)
+            while len(self._retired) + len(self._closed_ids) > limit:
+                if self._retired:
+                    del self._retired[next(iter(self._retired))]
+                else:
+                    self._conns.pop(self._closed_ids.popleft(), None)
 
     def _release_ghost(self, slot: tuple[str, str]) -> None:
         n = self._ghosts.get(slot, 0)

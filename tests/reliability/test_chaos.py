@@ -387,7 +387,9 @@ def check_delivery(run: ChaosRun, conns: list[ConnectionInfo]) -> dict[str, int]
 def test_chaos(alpaca_server_factory: Any) -> None:
     seconds = float(_ENV_SECONDS) if _ENV_SECONDS else CI_SECONDS
     max_faults = None if _ENV_SECONDS else CI_FAULTS
-    server: AlpacaStreamServer = alpaca_server_factory(sent_log_size=10_000_000, test_stream=False)
+    server: AlpacaStreamServer = alpaca_server_factory(
+        sent_log_size=10_000_000, closed_logs=None, test_stream=False
+    )
     client = new_client(server)
     try:
         run = ChaosRun(server, client, SEED)

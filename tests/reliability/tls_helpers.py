@@ -1,22 +1,23 @@
 """TLS for the security suite: a private CA made with the ``openssl`` CLI, and a TLS proxy.
 
 ``AlpacaStreamServer`` speaks plain ``ws://`` only (its ``serve()`` call takes no SSL
-context), so :class:`TlsProxy` terminates TLS on 127.0.0.1 and relays the bytes to
-it: the client sees a real ``wss://`` server with the certificate we choose, and
-behind it the full Alpaca protocol. The proxy counts TCP connections and TLS
-handshakes, so a test can tell whether the client retried.
+context), so :class:`TlsProxy` terminates TLS on 127.0.0.1 and relays the bytes to it
+(with :class:`tests.relay.DarkRelay`): the client sees a real ``wss://`` server with
+the certificate we choose, and behind it the full Alpaca protocol. The proxy counts
+TCP connections and TLS handshakes, so a test can tell whether the client retried.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import shutil
+import socket
 import ssl
 import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.relay import DarkRelay
 
 __all__ = ["CertSet", "TlsProxy", "have_openssl", "make_certs"]
 
@@ -80,107 +81,64 @@ def make_certs(directory: Path) -> CertSet:
 
 
 class TlsProxy:
-    """TLS on ``127.0.0.1:<port>`` in front of a plain TCP server (its own thread and loop).
+    """TLS on ``127.0.0.1:<port>`` in front of a plain TCP server.
+
+    Each accepted socket is wrapped in TLS at once, in its own thread
+    (``SSLContext.wrap_socket`` then the handshake), and then relayed by
+    :class:`tests.relay.DarkRelay`. The TLS object owns the socket from the first
+    byte: an asyncio proxy that accepted plain and called ``start_tls`` later lost a
+    ClientHello that arrived in between (it sat in the plain reader), and on a busy
+    machine the handshake then never started (issue #9, item 12).
 
     Attributes:
         accepted: TCP connections accepted.
         handshakes_ok / handshakes_failed: TLS handshakes that succeeded / failed.
+        changed: a ``threading.Condition`` notified when any of them changes.
     """
+
+    #: A stalled client fails its handshake instead of holding a thread forever.
+    HANDSHAKE_TIMEOUT = 10.0
 
     def __init__(self, upstream_port: int, certfile: Path, keyfile: Path) -> None:
         self.upstream_port = upstream_port
         self._ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._ctx.load_cert_chain(certfile, keyfile)
-        self.accepted = 0
         self.handshakes_ok = 0
         self.handshakes_failed = 0
         self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="tls-proxy",
-                                        daemon=True)  # fmt: skip
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._relay: DarkRelay | None = None
         self.changed = threading.Condition()
 
+    @property
+    def accepted(self) -> int:
+        return self._relay.connections if self._relay is not None else 0
+
     def start(self) -> TlsProxy:
-        self._thread.start()
-        fut = asyncio.run_coroutine_threadsafe(self._start(), self._loop)
-        fut.result(5)
+        self._relay = DarkRelay("127.0.0.1", self.upstream_port, wrap=self._handshake)
+        self.changed = self._relay.changed  # one condition for every counter
+        self.port = self._relay.port
         return self
 
-    async def _start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
+    def _handshake(self, sock: socket.socket) -> socket.socket:
+        sock.settimeout(self.HANDSHAKE_TIMEOUT)
+        try:
+            tls = self._ctx.wrap_socket(sock, server_side=True)  # handshakes here
+        except (OSError, ValueError):
+            self._bump("handshakes_failed")
+            sock.close()
+            raise
+        tls.settimeout(None)
+        self._bump("handshakes_ok")
+        return tls
 
     def _bump(self, attr: str) -> None:
         with self.changed:
             setattr(self, attr, getattr(self, attr) + 1)
             self.changed.notify_all()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
-        self._bump("accepted")
-        up_writer: asyncio.StreamWriter | None = None
-        try:
-            try:
-                await asyncio.wait_for(writer.start_tls(self._ctx), 5)
-            except (OSError, ssl.SSLError, TimeoutError, ConnectionError):
-                self._bump("handshakes_failed")
-                return
-            self._bump("handshakes_ok")
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-            self._writers.add(up_writer)
-            await asyncio.gather(
-                self._pipe(reader, up_writer), self._pipe(up_reader, writer),
-                return_exceptions=True,
-            )  # fmt: skip
-        except Exception:
-            pass
-        finally:
-            for w in (writer, up_writer):
-                if w is not None:
-                    self._writers.discard(w)
-                    w.close()
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(w.wait_closed(), 0.5)
-            self._tasks.discard(task)
-
-    @staticmethod
-    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        try:
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-        finally:
-            with contextlib.suppress(Exception):
-                if dst.can_write_eof():
-                    dst.write_eof()
-            dst.close()
-
     def stop(self) -> None:
-        async def shutdown() -> None:
-            if self._server is not None:
-                self._server.close()
-            for w in list(self._writers):
-                w.close()
-            for t in list(self._tasks):
-                t.cancel()
-            if self._tasks:
-                await asyncio.wait(list(self._tasks), timeout=1)
-            if self._server is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._server.wait_closed(), 1)
-
-        if self._thread.is_alive():
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(5)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
-        self._loop.close()
+        if self._relay is not None:
+            self._relay.close()
 
     def __enter__(self) -> TlsProxy:
         return self.start()
