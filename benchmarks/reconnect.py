@@ -38,13 +38,43 @@ CHANNELS = ("trades", "quotes", "bars")
 
 def _record(channel: str, sym: str, uid: int) -> dict[str, Any]:
     if channel == "trades":
-        return {"T": "t", "S": sym, "i": uid, "x": "V", "p": 1.5, "s": 1, "c": ["@"],
-                "z": "C", "t": NS + uid}
+        return {
+            "T": "t",
+            "S": sym,
+            "i": uid,
+            "x": "V",
+            "p": 1.5,
+            "s": 1,
+            "c": ["@"],
+            "z": "C",
+            "t": NS + uid,
+        }
     if channel == "quotes":
-        return {"T": "q", "S": sym, "bx": "V", "bp": 1.0, "bs": uid, "ax": "V", "ap": 1.1,
-                "as": 1, "c": ["R"], "z": "C", "t": NS + uid}
-    return {"T": "b", "S": sym, "o": 1.0, "h": 2.0, "l": 0.5, "c": 1.5, "v": uid, "n": 1,
-            "vw": 1.2, "t": NS + uid}
+        return {
+            "T": "q",
+            "S": sym,
+            "bx": "V",
+            "bp": 1.0,
+            "bs": uid,
+            "ax": "V",
+            "ap": 1.1,
+            "as": 1,
+            "c": ["R"],
+            "z": "C",
+            "t": NS + uid,
+        }
+    return {
+        "T": "b",
+        "S": sym,
+        "o": 1.0,
+        "h": 2.0,
+        "l": 0.5,
+        "c": 1.5,
+        "v": uid,
+        "n": 1,
+        "vw": 1.2,
+        "t": NS + uid,
+    }
 
 
 class _Probe:
@@ -100,21 +130,30 @@ def measure(
     """Drop the connection ``drops`` times; return the time to data after each drop."""
     own = server is None
     srv = server if server is not None else AlpacaStreamServer(test_stream=False).start()
-    client = StreamClient("iex", url=srv.base_url, key=DEFAULT_KEY, secret=DEFAULT_SECRET,
-                          ping_interval=None, retry=retry)
+    client = StreamClient(
+        "iex",
+        url=srv.base_url,
+        key=DEFAULT_KEY,
+        secret=DEFAULT_SECRET,
+        ping_interval=None,
+        retry=retry,
+    )
     probe = _Probe()
     result = Result()
     try:
         syms = [f"R{i:03d}" for i in range(symbols)]
-        subs = [client.trades(*syms).subscribe(probe), client.quotes(*syms).subscribe(probe),
-                client.bars(*syms).subscribe(probe)]
+        subs = [
+            client.trades(*syms).subscribe(probe),
+            client.quotes(*syms).subscribe(probe),
+            client.bars(*syms).subscribe(probe),
+        ]
         want = set(syms)
 
         def restored(after: int) -> Any:
             def pred(cs: list[ConnectionInfo]) -> bool:
                 live = [c for c in cs if not c.closed and c.id > after and c.authenticated]
-                return bool(live) and all(live[-1].subscriptions.get(ch) == want
-                                          for ch in CHANNELS)
+                return bool(live) and all(live[-1].subscriptions.get(ch) == want for ch in CHANNELS)
+
             return pred
 
         snap = srv.wait_for(restored(0), timeout)
@@ -127,12 +166,12 @@ def measure(
             conn = [c for c in snap if not c.closed and c.authenticated][-1]
             uids = list(range(uid + 1, uid + 4))
             uid += 3
-            srv.publish([_record(ch, syms[u % symbols], u) for ch, u in zip(CHANNELS, uids,
-                                                                            strict=True)],
-                        conn=conn.id)
+            srv.publish(
+                [_record(ch, syms[u % symbols], u) for ch, u in zip(CHANNELS, uids, strict=True)],
+                conn=conn.id,
+            )
             with probe.cond:
-                ok = probe.cond.wait_for(lambda u=uids: all(x in probe.arrived for x in u),
-                                         timeout)
+                ok = probe.cond.wait_for(lambda u=uids: all(x in probe.arrived for x in u), timeout)
             if not ok:
                 raise TimeoutError(f"probe not delivered after drop of connection {conn.id}")
             result.samples_s.append(max(probe.arrived[u] for u in uids) - t0)
@@ -156,8 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--drops", type=int, default=20)
     ap.add_argument("--symbols", type=int, default=50, help="per channel (3 channels)")
     ap.add_argument("--json", action="store_true", help="print the summary as JSON")
-    ap.add_argument("--smoke", action="store_true",
-                    help="3 drops of 5 symbols; checks it works, not how fast (CI)")
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="3 drops of 5 symbols; checks it works, not how fast (CI)",
+    )
     args = ap.parse_args(argv)
     if args.smoke:
         args.drops, args.symbols = 3, 5
@@ -166,15 +208,20 @@ def main(argv: list[str] | None = None) -> int:
     res = measure(args.drops, args.symbols)
     summary = res.summary()
     if args.json:
-        print(json.dumps({**summary, "reconnects": res.reconnects,
-                          "connections": res.connections}))
+        print(json.dumps({**summary, "reconnects": res.reconnects, "connections": res.connections}))
     else:
-        print(f"reconnect after abrupt drop, {args.symbols} symbols x 3 channels, "
-              f"{summary['drops']:.0f} drops:")
-        print(f"  median {summary['median_ms']:.1f} ms   p90 {summary['p90_ms']:.1f} ms   "
-              f"max {summary['max_ms']:.1f} ms   min {summary['min_ms']:.1f} ms")
-        print(f"  reconnects counted by the client: {res.reconnects}; "
-              f"connections seen by the server: {res.connections}")
+        print(
+            f"reconnect after abrupt drop, {args.symbols} symbols x 3 channels, "
+            f"{summary['drops']:.0f} drops:"
+        )
+        print(
+            f"  median {summary['median_ms']:.1f} ms   p90 {summary['p90_ms']:.1f} ms   "
+            f"max {summary['max_ms']:.1f} ms   min {summary['min_ms']:.1f} ms"
+        )
+        print(
+            f"  reconnects counted by the client: {res.reconnects}; "
+            f"connections seen by the server: {res.connections}"
+        )
     fast_enough = args.smoke or summary["median_ms"] <= 200  # CI machines are not timed
     ok = fast_enough and not res.observer_errors and res.books_balance
     return 0 if ok else 1
