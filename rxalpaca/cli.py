@@ -21,6 +21,7 @@ from typing import Any
 
 from . import ops
 from .client import StreamClient
+from .errors import ConfigurationError
 from .feeds import Family
 from .protocol import ConnectionState
 
@@ -260,7 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         result: int = args.func(args)
-    except _UsageError as e:
+    except (_UsageError, ConfigurationError) as e:
+        # A user mistake (a bad --feed, a malformed symbol): one sentence, no traceback.
         print(f"rxalpaca {args.command}: {e}", file=sys.stderr)
         return 2
     return result

@@ -65,3 +65,23 @@ def test_demo_symbol_mistakes_are_one_sentence(
     assert captured.out == ""
     [line] = captured.err.splitlines()
     assert line.startswith("rxalpaca demo: ") and says in line
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (
+            ["stream", "quotes", "BAD!!", "--url", "ws://127.0.0.1:9"],
+            "'BAD!!' is not a stock symbol",
+        ),
+        (["stream", "quotes", "AAPL", "--feed", "nasdaq"], "unknown feed 'nasdaq'"),
+    ],
+)
+def test_stream_mistakes_are_one_sentence(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, argv: list[str], says: str
+) -> None:
+    monkeypatch.setenv("APCA_API_KEY_ID", "k")
+    monkeypatch.setenv("APCA_API_SECRET_KEY", "s")
+    assert main(argv) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("rxalpaca stream: ") and says in line
