@@ -25,8 +25,12 @@ Threading — who owns what:
   ``state``, so every observer sees transitions in order;
 * the **retry timer thread** only resubscribes; the **flush timer thread** only
   sends the next subscription request after the linger; the **watchdog thread**
-  only reads counters and deadlines and aborts a silent socket or one whose reply
-  is overdue.
+  only reads counters and deadlines, aborts a socket that is silent (no market
+  data: ``silence_timeout``) or whose reply is overdue, and writes the summaries of
+  rate-limited log lines (``_log_limit``, its own lock); the transport's **ping
+  thread** pings and aborts a dead (half-open) link (``ping_timeout``);
+* ``frames`` observers run on the socket thread before the pipeline; the
+  transport's lock guards their registration (copy-on-write, like the router).
 No lock is held while observers run, so an observer may subscribe or dispose.
 """
 

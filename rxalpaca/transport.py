@@ -1,10 +1,13 @@
-"""The socket as a hot Observable of frames (websocket-client underneath).
+"""The socket as a hot, shared Observable of frames (websocket-client underneath).
 
-``WebSocketTransport.frames()`` returns an Observable; each subscription opens a
-new socket on a new thread — the *socket thread* — which reads frames and pushes
-them downstream as :class:`~rxalpaca.frames.Frame` items the moment they arrive
-(no buffering, no back-pressure: that is what makes it hot). A retry operator
-resubscribing therefore means a fresh connection. Disposing closes the socket.
+``WebSocketTransport.frames()`` returns a hot Observable with publish/ref-count
+semantics: the first subscriber opens a socket on a new thread — the *socket
+thread* — which reads frames and pushes them downstream as
+:class:`~rxalpaca.frames.Frame` items the moment they arrive (no buffering, no
+back-pressure); later subscribers join the same socket; the last one to dispose
+closes it. The end of a socket reaches every subscriber as ``on_error``, so a retry
+operator resubscribing means a fresh connection. ``monitor()`` sees every frame of
+every socket without opening one (recording, custom decoding).
 
 Threading (who owns what):
 
@@ -12,10 +15,17 @@ Threading (who owns what):
   pipeline for each frame, and reports the end of the socket as
   ``on_error(ConnectionLostError)`` (never ``on_completed``: a server going away
   is something to recover from, not the end of the data);
+* the **ping thread** (one per socket, when ``ping_interval`` is set) sends pings
+  and aborts the socket as ``KeepaliveTimeout`` when nothing answers within
+  ``ping_timeout`` while the socket thread waits in ``recv`` (``_FrameReader``
+  publishes ``waiting_since``/``last_read``: single float stores, read without a
+  lock);
 * ``send`` may be called from any thread: websocket-client's
   ``enable_multithread`` lock serialises writers;
-* ``_current`` (the live socket) is swapped under ``_lock``; the old one is
-  closed after the lock is released.
+* ``_lock`` guards ``_current`` (the live socket), each connection's
+  ``observers``/``emit`` and ``_monitors``; they are replaced whole
+  (copy-on-write), so the socket thread reads them without the lock. A socket
+  being replaced is closed after the lock is released.
 
 websocket-client's options, measured (``docs/benchmarks.md``): its pure-Python
 UTF-8 validation of text frames costs several times everything else, so it is
