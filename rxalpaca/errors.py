@@ -45,7 +45,8 @@ own (``ProtocolViolation``) is a bug and is raised.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Iterable
+from typing import Any, ClassVar
 
 __all__ = [
     "AlreadyAuthenticated",
@@ -72,8 +73,10 @@ __all__ = [
     "SlowClient",
     "StarNotAllowed",
     "StreamError",
+    "SubscriptionMismatch",
     "SubscriptionRejected",
     "SymbolLimitExceeded",
+    "UnknownMessage",
     "V2NotEnabled",
     "error_for_code",
     "is_fatal",
@@ -372,3 +375,22 @@ class HandlerError(RxAlpacaError):
         super().__init__(f"observer raised in {where}")
         self.where = where
         self.value = value
+
+
+class UnknownMessage(RxAlpacaError):
+    """The server sent a message type this version does not know (kept in ``message``)."""
+
+    def __init__(self, message: Any) -> None:
+        super().__init__(f"unknown message type {message.type!r}")
+        self.message = message
+
+
+class SubscriptionMismatch(RxAlpacaError):
+    """The server's ack does not hold what we asked for (§3.3: the ack is the truth)."""
+
+    def __init__(
+        self, missing: Iterable[tuple[str, str]], unexpected: Iterable[tuple[str, str]]
+    ) -> None:
+        self.missing = sorted(missing)
+        self.unexpected = sorted(unexpected)
+        super().__init__(f"ack mismatch: missing {self.missing}, unexpected {self.unexpected}")

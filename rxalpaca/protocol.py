@@ -33,6 +33,7 @@ from .errors import (
     AlreadyAuthenticated,
     ProtocolViolation,
     RemoteProtocolError,
+    ReplyTimeout,
     RxAlpacaError,
     StreamError,
     error_for_code,
@@ -193,9 +194,16 @@ class Session:
     key: str
     secret: str = field(repr=False)
     header_auth: bool = False
+    #: Seconds the server has to answer — the greeting and auth reply after
+    #: connecting, the ack of each subscription request — or ``None`` (never late).
+    reply_timeout: float | None = None
     state: ConnectionState = ConnectionState.IDLE
     #: The most recent states (bounded: a client reconnecting all day must not grow).
     history: deque[ConnectionState] = field(default_factory=lambda: deque(maxlen=64), repr=False)
+    # Reply deadlines on the shell's clock (no clock here: the shell passes ``now``).
+    _auth_due: float | None = field(default=None, repr=False)
+    _ack_due: float | None = field(default=None, repr=False)
+    _awaited: str = field(default="subscribe", repr=False)  # the action _ack_due awaits
 
     def _move(self, event: Event) -> ConnectionState:
         try:
@@ -208,24 +216,65 @@ class Session:
 
     # ---- events from the shell
 
-    def connect(self) -> list[Effect]:
-        """The shell is opening a new socket."""
+    def connect(self, now: float = 0.0) -> list[Effect]:
+        """The shell is opening a new socket (at ``now``: the auth reply is due later)."""
         self._move(Event.CONNECT)
+        self._ack_due = None
+        self._auth_due = None if self.reply_timeout is None else now + self.reply_timeout
         return []
 
     def lost(self) -> list[Effect]:
         """The socket is gone; the shell will back off and connect again."""
         self._move(Event.LOST)
+        self._auth_due = self._ack_due = None
         return []
 
     def close(self) -> list[Effect]:
         """The user closed the client."""
         self._move(Event.CLOSE)
+        self._auth_due = self._ack_due = None
         return []
 
     def fail(self) -> list[Effect]:
         """A fatal error ended the client."""
         self._move(Event.FAIL)
+        self._auth_due = self._ack_due = None
+        return []
+
+    # ---- deadlines (the python-websockets model: the core says when; the shell waits)
+
+    def request_sent(self, now: float, action: str = "subscribe") -> None:
+        """A subscription request (``action``) left at ``now``; its ack or error is due.
+
+        One request is in flight at a time (S26), so the next ack or error answers it
+        and clears the deadline; a late ack can never satisfy a newer request's.
+        """
+        if self.reply_timeout is not None:
+            self._ack_due = now + self.reply_timeout
+            self._awaited = action
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` next has something to do, or ``None``."""
+        dues = [d for d in (self._auth_due, self._ack_due) if d is not None]
+        return min(dues) if dues else None
+
+    def tick(self, now: float) -> list[Effect]:
+        """Time passed: a reply overdue at ``now`` yields ``Reconnect(ReplyTimeout)``.
+
+        A lost or corrupted control frame would otherwise leave the client waiting
+        forever; dropping the socket and starting a fresh session replays everything.
+        Each deadline fires at most once.
+        """
+        if self._auth_due is not None and now >= self._auth_due:
+            self._auth_due = None
+            if self.state in (ConnectionState.CONNECTING, ConnectionState.AUTHENTICATING):
+                what = f"not authenticated {self.reply_timeout} s after connecting"
+                return [Reconnect(ReplyTimeout(what))]
+        if self._ack_due is not None and now >= self._ack_due:
+            self._ack_due = None
+            if self.state is ConnectionState.AUTHENTICATED:
+                what = f"no reply to {self._awaited} in {self.reply_timeout} s"
+                return [Reconnect(ReplyTimeout(what))]
         return []
 
     def receive(self, message: SuccessMessage | ErrorMessage | SubscriptionMessage) -> list[Effect]:
@@ -248,10 +297,12 @@ class Session:
                 return self._on_greeting()
             if message.msg == "authenticated":
                 self._move(Event.AUTHENTICATED)
+                self._auth_due = None
                 return []
             return []  # unknown success text: nothing to do
         if isinstance(message, SubscriptionMessage):
             self._move(Event.ACK)
+            self._ack_due = None
             return [SubscriptionAck(message)]
         return self._on_error(error_for_code(message.code, message.msg or None))
 
@@ -274,6 +325,7 @@ class Session:
             return [Reconnect(error)]
         if self.state is ConnectionState.AUTHENTICATED:
             # 400/405/413 after auth answer the outstanding subscription request (§3.3).
+            self._ack_due = None
             return [SubscriptionFailed(error)]
         # A non-fatal, non-retryable error before auth (e.g. 400): the session
         # cannot go on as it is; start over.

@@ -27,12 +27,15 @@ LAYER = {
     "codec": 1,
     "operators": 2,
     "transport": 2,
-    "client": 3,
+    "supervisor": 2,
+    "streams": 3,  # the streams facade: demand, routing, errors — no upstream
+    "upstream": 4,  # the Alpaca socket the facade drives
+    "client": 5,
     "testing": 1,  # beside the sans-I/O core; its own imports are checked apart
-    "aio": 4,
-    "cli": 4,
-    "contrib": 4,
-    "__main__": 5,
+    "aio": 6,
+    "cli": 6,
+    "contrib": 6,
+    "__main__": 7,
 }
 TESTING_MAY_IMPORT = {"frames", "models", "errors", "feeds", "metrics", "protocol"}
 NO_RX = {
@@ -47,6 +50,7 @@ NO_RX = {
     "book",
     "codec",
     "testing",
+    "supervisor",
 }
 #: The exception tree imports nothing of ours, so its own layer may raise from it
 #: (feeds and symbols raise ConfigurationError).

@@ -232,3 +232,63 @@ def test_history_is_bounded() -> None:
         s.lost()
         s.connect()
     assert len(s.history) == s.history.maxlen
+
+
+# ---- reply deadlines: the core says when, the shell waits (python-websockets' model)
+
+
+def timed(reply_timeout: float = 5.0) -> Session:
+    return Session("key", "very-secret", reply_timeout=reply_timeout)
+
+
+def test_no_deadline_without_a_reply_timeout() -> None:
+    s = session()
+    s.connect(100.0)
+    assert s.next_deadline() is None
+    assert s.tick(10_000.0) == []
+
+
+def test_the_auth_reply_is_due_after_connecting() -> None:
+    s = timed(5.0)
+    s.connect(100.0)
+    assert s.next_deadline() == 105.0
+    assert s.tick(104.9) == []
+    [effect] = s.tick(105.0)
+    assert isinstance(effect, Reconnect) and isinstance(effect.error, errors.ReplyTimeout)
+    assert "not authenticated" in str(effect.error)
+    assert s.next_deadline() is None and s.tick(200.0) == []  # fires once
+    assert s.state is S.CONNECTING  # the shell drops the socket; the table is untouched
+
+
+def test_authentication_in_time_clears_the_deadline() -> None:
+    s = timed(5.0)
+    s.connect(100.0)
+    s.receive(CONNECTED)
+    s.receive(AUTHENTICATED)
+    assert s.next_deadline() is None
+    assert s.tick(1_000.0) == []
+
+
+def test_an_ack_is_due_after_each_request_and_answered_by_the_next_reply() -> None:
+    s = timed(2.0)
+    s.connect(0.0)
+    s.receive(CONNECTED)
+    s.receive(AUTHENTICATED)
+    s.request_sent(10.0, "unsubscribe")
+    assert s.next_deadline() == 12.0
+    s.receive(ACK)
+    assert s.next_deadline() is None and s.tick(50.0) == []
+    s.request_sent(20.0)
+    s.receive(ErrorMessage(code=405, msg="symbol limit exceeded"))  # an error answers it too
+    assert s.next_deadline() is None
+    s.request_sent(30.0, "unsubscribe")
+    [effect] = s.tick(32.5)
+    assert isinstance(effect.error, errors.ReplyTimeout)  # type: ignore[union-attr]
+    assert "no reply to unsubscribe in 2.0 s" in str(effect.error)  # type: ignore[union-attr]
+
+
+def test_a_lost_connection_forgets_its_deadlines() -> None:
+    s = timed(1.0)
+    s.connect(0.0)
+    s.lost()
+    assert s.next_deadline() is None and s.tick(100.0) == []

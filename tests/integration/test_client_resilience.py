@@ -260,8 +260,8 @@ def _relayed_client(relay: DarkRelay, **kw: Any) -> StreamClient:
 
 def test_keepalive_is_on_by_default() -> None:
     client = StreamClient("iex", key="k", secret="s")
-    assert client._transport.ping_interval == 10.0
-    assert client._transport.ping_timeout == 10.0  # alpaca-py: 180 s; Go and JS: 5 s
+    assert client._upstream.transport.ping_interval == 10.0
+    assert client._upstream.transport.ping_timeout == 10.0  # alpaca-py: 180 s; Go and JS: 5 s
     client.close()
 
 

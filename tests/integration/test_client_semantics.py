@@ -438,8 +438,8 @@ def test_secret_never_appears(
         *log_lines,
         repr(client),
         str(client.health()),
-        repr(client._session),
-        repr(client._transport),
+        repr(client._upstream.session),
+        repr(client._upstream.transport),
         *(repr(p) + str(p) for p in problems),
     ]
     assert texts and not any(secret in t for t in texts)

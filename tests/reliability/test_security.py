@@ -176,7 +176,7 @@ def test_secret_never_in_logs_reprs_exceptions_or_metrics(
         assert client.current_state is ConnectionState.AUTHENTICATED
         assert_no_secret(
             client, client.health(), client.metrics.snapshot(), errors.items,
-            client._session, client._transport, client.subscriptions(),
+            client._upstream.session, client._upstream.transport, client.subscriptions(),
         )  # fmt: skip
         conn = server.connections()[0]
         if header_auth:  # the secret did travel, in the upgrade headers only
@@ -203,7 +203,7 @@ def test_wrong_secret_fails_without_revealing_it(
         assert isinstance(fatal, AuthFailed), repr(fatal)
         assert client.current_state is ConnectionState.FAILED
         assert_no_secret(fatal, box.items, client, client.health(), client.metrics.snapshot(),
-                         client._session, client._transport)  # fmt: skip
+                         client._upstream.session, client._upstream.transport)  # fmt: skip
         assert client.metrics.frames_balance() and client.metrics.messages_balance()
     guard.check()
 

@@ -1,0 +1,382 @@
+"""``AlpacaUpstream``: the Alpaca socket that a :class:`~rxalpaca.streams.Streams` facade drives.
+
+It wires the transport (a hot Observable of frames), the fused pipeline
+(reassemble → validate → decode → meter → route), the sans-I/O
+:class:`~rxalpaca.protocol.Session` (handshake, acks, error codes, reply
+deadlines) and ``retry_with_backoff`` (reconnects) into one connection
+observable, and keeps the server's subscriptions in step with the book.
+
+Threading — who owns what:
+
+* the **socket thread** (the transport's) runs the pipeline and observers, and the
+  control path (:meth:`_on_control`): Session transitions, acks, server errors;
+* the **supervisor thread** (:class:`~rxalpaca.supervisor.Supervisor`) runs every
+  clock-driven check: reply deadlines (``Session.tick``), the linger flush of
+  subscription requests, silence (no market data), the slow-observer warning and
+  the summaries of rate-limited log lines;
+* **any thread** may call :meth:`pump` (a subscription changed) and :meth:`close`.
+
+Locks: ``_state_lock`` (re-entrant) guards the Session and orders its transitions
+with their emission on ``state``; ``_send_lock`` makes taking the next request from
+the book, recording its deadline and writing it one step, so a request can never
+reach a socket of a later session (order: ``_send_lock`` before ``_state_lock``);
+``_flush_lock`` guards the linger's due time; ``_conn_lock`` the connection's
+disposable. No lock is held while observers run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import reactivex
+from reactivex import Observable, abc
+from reactivex import operators as rx_ops
+from reactivex.disposable import Disposable
+
+from . import models
+from .codec import Codec, Decoded
+from .errors import (
+    ConnectionLostError,
+    FrameError,
+    StreamError,
+    SubscriptionMismatch,
+    UnknownMessage,
+)
+from .operators import RetryPolicy, pipeline, retry_with_backoff
+from .protocol import (
+    ConnectionState,
+    Fail,
+    PublishError,
+    Reconnect,
+    Send,
+    Session,
+    SubscriptionAck,
+    SubscriptionFailed,
+)
+from .streams import ErrorOutlet, Streams
+from .supervisor import Supervisor
+from .transport import WebSocketTransport
+
+__all__ = ["AlpacaUpstream"]
+
+logger = logging.getLogger("rxalpaca")
+_W = logging.WARNING
+
+
+class AlpacaUpstream:
+    """One Alpaca endpoint's connection, across reconnects, for one streams facade.
+
+    Args:
+        streams: the facade (router, book, metrics) this upstream serves.
+        outlet: where problems are published.
+        transport, codec, session: the socket, the encoding, the state machine.
+        supervisor: the thread that runs this upstream's clock-driven checks.
+        emit_state: publishes a new :class:`ConnectionState` (called under
+            ``_state_lock``, so in order).
+        on_fatal: the connection ended for good with this error.
+        retry: the back-off policy for reconnects.
+        max_message_bytes, linger, silence_timeout, slow_threshold: see ``StreamClient``.
+    """
+
+    def __init__(
+        self,
+        streams: Streams,
+        outlet: ErrorOutlet,
+        *,
+        transport: WebSocketTransport,
+        codec: Codec,
+        session: Session,
+        supervisor: Supervisor,
+        emit_state: Callable[[ConnectionState], None],
+        on_fatal: Callable[[Exception], None],
+        retry: RetryPolicy,
+        max_message_bytes: int,
+        linger: float,
+        silence_timeout: float | None,
+        slow_threshold: float,
+    ) -> None:
+        self.streams = streams
+        self.metrics = streams.metrics
+        self.outlet = outlet
+        self.transport = transport
+        self.codec = codec
+        self.session = session
+        self._supervisor = supervisor
+        self._emit_state = emit_state
+        self._on_fatal = on_fatal
+        self._retry = retry
+        self._max_message_bytes = max_message_bytes
+        self._linger = linger
+        self._silence_timeout = silence_timeout
+        self._slow_threshold = slow_threshold
+        self._state_lock = threading.RLock()
+        self._send_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._flush_due: float | None = None
+        self._conn_lock = threading.Lock()
+        self._connection: abc.DisposableBase | None = None
+        self._shut = False
+        # time.time_ns() of the last authentication (socket thread writes, supervisor reads).
+        self._authenticated_ns = 0
+        # The last time the supervisor saw no live subscription (silence starts after).
+        self._unsubscribed_ns = time.time_ns()
+        self._slow_window = (self.metrics.observer_time_total_ns, time.perf_counter_ns())
+        self._slow_warned = 0.0
+        for check in (self._check_flush, self._check_deadlines, self._check_activity):
+            supervisor.add(check)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def open(self) -> None:
+        """Subscribe the connection observable (once); it reconnects until closed."""
+        with self._conn_lock:
+            if self._connection is not None or self._shut:
+                return
+            # Assigned before subscribing: the subscription may call back synchronously.
+            self._connection = Disposable()
+        sub = self._connection_observable().subscribe(
+            on_next=lambda _state: None, on_error=self._on_fatal, on_completed=lambda: None
+        )
+        with self._conn_lock:
+            close_now = self._shut
+            if not close_now:
+                self._connection = sub
+        if close_now:
+            sub.dispose()
+
+    def close(self) -> None:
+        """Close the socket for good and complete the raw-frame observers (any thread)."""
+        with self._conn_lock:
+            self._shut = True
+            conn, self._connection = self._connection, None
+        with self._state_lock:
+            if not self.session.state.terminal:
+                self.session.close()
+                self._emit_state(self.session.state)
+        if conn is not None:
+            conn.dispose()
+        self.transport.close(final=True)
+        self.streams._book.disconnected()
+
+    def fail(self) -> None:
+        """A fatal error ended the connection: the state machine says so."""
+        with self._state_lock:
+            if not self.session.state.terminal:
+                self.session.fail()
+                self._emit_state(self.session.state)
+        self.streams._book.disconnected()
+
+    # ------------------------------------------------------------------ connection
+
+    def _connection_observable(self) -> Observable[ConnectionState]:
+        def connect_once(_scheduler: abc.SchedulerBase | None = None) -> Observable[Any]:
+            with self._state_lock:
+                if self.session.state.terminal:
+                    return reactivex.empty()
+                self.session.connect(time.monotonic())  # the auth reply is due from now
+                self.metrics.connects += 1
+                self._emit_state(self.session.state)
+            self._supervisor.wake()
+            # reassemble → validate → decode → meter → route, fused into one Rx hop.
+            return self.transport.frames().pipe(
+                pipeline(self.codec, self.metrics, self.streams._router, self._max_message_bytes),
+                rx_ops.map(self._on_control),
+            )
+
+        return reactivex.defer(connect_once).pipe(
+            rx_ops.do_action(on_error=self._on_lost),
+            retry_with_backoff(
+                self._retry,
+                reset_on=lambda s: s is ConnectionState.AUTHENTICATED,
+                on_retry=self._on_retry,
+            ),
+        )
+
+    def _on_control(self, item: Decoded) -> ConnectionState:
+        """Socket thread: everything that is not a data record."""
+        feed = self.streams.endpoint.feed
+        if isinstance(item, FrameError):
+            self.outlet.log.log(
+                ("frame", item.reason[:60]), _W, "bad frame from %s: %s", feed, item
+            )
+            self.outlet.publish(item)
+            return self.session.state
+        if isinstance(item, models.Unknown):
+            self.metrics.unknown_messages += 1
+            self.outlet.log.log(
+                ("unknown", item.type), _W, "unknown message type %r from %s", item.type, feed
+            )
+            self.outlet.publish(UnknownMessage(item))
+            return self.session.state
+        if not isinstance(
+            item, models.SuccessMessage | models.ErrorMessage | models.SubscriptionMessage
+        ):
+            return self.session.state  # a record of a channel nobody routes: nothing to do
+        self.metrics.control_messages += 1
+        with self._state_lock:
+            before = self.session.state
+            effects = self.session.receive(item)
+            after = self.session.state
+            if after is not before:
+                self._emit_state(after)
+        book = self.streams._book
+        if after is ConnectionState.AUTHENTICATED and before is not after:
+            self._authenticated_ns = time.time_ns()  # silence is measured from here
+            book.connected()
+            self._flush()  # replay every live subscription at once
+        for effect in effects:
+            if isinstance(effect, Send):
+                self.transport.send(self.codec.encode(effect.message), self.codec.opcode)
+            elif isinstance(effect, SubscriptionAck):
+                check = book.on_ack(effect.ack)
+                if not check.ok:
+                    err = SubscriptionMismatch(check.missing, check.unexpected)
+                    logger.warning("%s", err)
+                    self.outlet.publish(err)
+                self.pump()
+            elif isinstance(effect, SubscriptionFailed):
+                self._refused(effect.error)
+                self.pump()
+            elif isinstance(effect, PublishError):
+                said = effect.error
+                self.outlet.log.log(("server", type(said)), _W, "server reported %s", said)
+                self.outlet.publish(said)
+            elif isinstance(effect, Reconnect | Fail):
+                raise effect.error  # ends this connection; retry_with_backoff decides
+        return after
+
+    def _refused(self, error: StreamError) -> None:
+        rejection = self.streams._book.on_error(split=error.per_symbol)
+        if rejection.split:
+            # Some symbols of a combined request may be fine: try each half alone, now.
+            logger.info("server refused a combined subscribe (%s); retrying it in halves", error)
+            self._flush()
+            return
+        logger.warning("subscription refused by the server: %s", error)
+        self.outlet.publish(error)
+        self.streams._refuse_pairs(rejection.pairs, error)
+
+    def _on_lost(self, error: Exception) -> None:
+        """Socket thread (or the subscriber's): this connection ended."""
+        self.streams._book.disconnected()
+        if self._shut or not self._retry.should_retry(error):
+            return
+        with self._state_lock:
+            if not self.session.state.terminal:
+                self.session.lost()
+                self._emit_state(self.session.state)
+        self.metrics.reconnects += 1
+        self.outlet.log.log(("lost", type(error)), _W, "connection lost (%s); reconnecting", error)
+        self.outlet.publish(error)
+
+    def _on_retry(self, error: BaseException, attempt: int, delay: float) -> None:
+        logger.info("reconnect attempt %d in %.3f s after %s", attempt, delay, error)
+
+    # ------------------------------------------------------------------ requests
+
+    def pump(self) -> None:
+        """Send the next subscription request soon (any thread).
+
+        Changes linger for ``subscribe_linger`` seconds first, so a burst of
+        subscriptions (a loop over 1,000 symbols) leaves as a few messages instead of
+        one per server round trip. The supervisor sends it when the linger is over.
+        """
+        if self._shut:
+            return
+        with self._flush_lock:
+            if self._flush_due is not None:
+                return
+            self._flush_due = time.monotonic() + self._linger
+        self._supervisor.wake()
+
+    def _flush(self) -> None:
+        """Send the next subscription request now, if one is due (any thread)."""
+        if self._shut:
+            return
+        with self._send_lock:
+            req = self.streams._book.take_request()
+            if req is None:
+                return
+            with self._state_lock:
+                self.session.request_sent(time.monotonic(), req.action)  # ack due from now
+            try:
+                self.transport.send(self.codec.encode(req.message()), self.codec.opcode)
+            except ConnectionLostError:
+                # The socket is going away; the reconnect replays every subscription.
+                logger.debug("subscription request not sent: connection lost")
+        self._supervisor.wake()
+
+    # ------------------------------------------------------------------ supervisor checks
+
+    def _check_flush(self, now: float) -> float | None:
+        with self._flush_lock:
+            due = self._flush_due
+            if due is None or now < due:
+                return due
+            self._flush_due = None
+        self._flush()
+        return None
+
+    def _check_deadlines(self, now: float) -> float | None:
+        """Drop a socket whose auth reply or subscription ack is overdue (§2.4)."""
+        with self._state_lock:
+            effects = self.session.tick(now)
+            due = self.session.next_deadline()
+        for effect in effects:
+            if isinstance(effect, Reconnect) and isinstance(effect.error, ConnectionLostError):
+                self.metrics.reply_timeouts += 1
+                logger.warning("%s; reconnecting", effect.error)
+                self.transport.abort(effect.error)
+        return due
+
+    def _check_activity(self, now: float) -> float | None:
+        """Summaries of repeated log lines, the slow-observer warning, silence."""
+        self.outlet.log.flush()  # summaries owed by errors that stopped repeating
+        m = self.metrics
+        period = self._supervisor.period
+        last_total, last_at = self._slow_window
+        at = time.perf_counter_ns()
+        if at - last_at < period * 1e9 * 0.5:
+            return None  # woken early for something else: keep the window whole
+        total, started = m.observer_time_total_ns, m.dispatch_started_ns
+        busy = (total - last_total) / max(1, at - last_at)
+        if started and at - started > period * 1e9 * self._slow_threshold:
+            busy = 1.0  # one batch still running: a huge frame must not hide it
+        self._slow_window = (total, at)
+        if self._slow_threshold and busy > self._slow_threshold:
+            m.slow_consumer_warnings += 1
+            if now - self._slow_warned > 5.0:
+                self._slow_warned = now
+                logger.warning(
+                    "observers use %.0f%% of the socket thread; the server disconnects "
+                    "clients that fall behind (407). Move slow work off it with "
+                    "ops.conflate(...) or ops.observe_on(...)",
+                    min(busy, 1.0) * 100,
+                )
+        if self._silence_timeout:
+            self._check_silence(self._silence_timeout)
+        return None
+
+    def _check_silence(self, timeout: float) -> None:
+        now_ns = time.time_ns()
+        if not self.streams._book.live:
+            self._unsubscribed_ns = now_ns
+            return
+        # Only market data refreshes this clock: a mute server still acks (§6).
+        quiet_since = max(
+            self.metrics.last_message_ns, self._authenticated_ns, self._unsubscribed_ns
+        )
+        if (
+            self.session.state is ConnectionState.AUTHENTICATED
+            and now_ns - quiet_since > timeout * 1e9
+        ):
+            logger.warning(
+                "no market data for %.1f s while subscribed; reconnecting",
+                (now_ns - quiet_since) / 1e9,
+            )
+            self._authenticated_ns = now_ns  # act once; the reconnect resets it anyway
+            self.transport.abort(ConnectionLostError("silent connection: no market data"))
