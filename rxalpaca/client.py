@@ -68,10 +68,9 @@ from .errors import (
     SubscriptionRejected,
 )
 from .feeds import IMPLICIT_CHANNELS, Channel, Endpoint, endpoint, url_for
-from .frames import Frame
+from .frames import DEFAULT_MAX_MESSAGE_BYTES, Frame
 from .metrics import Metrics
-from .operators import RetryPolicy, Router, pipeline, retry_with_backoff
-from .operators._reassemble import DEFAULT_MAX_MESSAGE_BYTES
+from .operators import RetryPolicy, pipeline, retry_with_backoff
 from .protocol import (
     ConnectionState,
     Fail,
@@ -82,6 +81,7 @@ from .protocol import (
     SubscriptionAck,
     SubscriptionFailed,
 )
+from .router import Router
 from .symbols import normalise_symbols
 from .transport import WebSocketTransport
 

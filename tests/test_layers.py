@@ -25,6 +25,7 @@ LAYER = {
     "protocol": 1,
     "book": 1,
     "codec": 1,
+    "router": 1,
     "operators": 2,
     "transport": 2,
     "client": 3,
@@ -46,6 +47,7 @@ NO_RX = {
     "protocol",
     "book",
     "codec",
+    "router",
     "testing",
 }
 #: The exception tree imports nothing of ours, so its own layer may raise from it
