@@ -42,10 +42,9 @@ from .errors import (
     UnknownMessage,
 )
 from .feeds import Endpoint, endpoint, url_for
-from .frames import Frame
+from .frames import DEFAULT_MAX_MESSAGE_BYTES, Frame
 from .metrics import Metrics
 from .operators import RetryPolicy
-from .operators._reassemble import DEFAULT_MAX_MESSAGE_BYTES
 from .protocol import ConnectionState, Session
 from .streams import ErrorOutlet, Streams
 from .supervisor import Supervisor

@@ -4,7 +4,7 @@ This is the part of a client that users subscribe to, kept apart from the upstre
 it drives, so one facade can serve two upstreams: Alpaca's socket
 (:class:`~rxalpaca.client.StreamClient`) and, later, a message bus. It owns
 
-* the :class:`~rxalpaca.operators.Router` — (channel, symbol) → observers, O(1) per
+* the :class:`~rxalpaca.router.Router` — (channel, symbol) → observers, O(1) per
   message whatever the number of subscriptions;
 * the :class:`~rxalpaca.book.SubscriptionBook` — reference counts per (channel,
   symbol): the first subscriber makes a pair wanted upstream, the last dispose
@@ -44,7 +44,7 @@ from .book import SubscriptionBook
 from .errors import ConfigurationError, HandlerError, StreamError, SubscriptionRejected
 from .feeds import IMPLICIT_CHANNELS, Channel, Endpoint
 from .metrics import Metrics
-from .operators import Router
+from .router import Router
 from .symbols import normalise_symbols
 
 __all__ = ["ErrorOutlet", "Streams"]

@@ -25,6 +25,7 @@ LAYER = {
     "protocol": 1,
     "book": 1,
     "codec": 1,
+    "router": 1,
     "operators": 2,
     "transport": 2,
     "supervisor": 2,
@@ -49,6 +50,7 @@ NO_RX = {
     "protocol",
     "book",
     "codec",
+    "router",
     "testing",
     "supervisor",
 }

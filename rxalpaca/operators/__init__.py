@@ -16,6 +16,16 @@ Example::
     client = StreamClient(feed="iex")
     client.quotes("AAPL").pipe(ops.throttle(0.5), ops.map(lambda q: q.ask_price)).subscribe(print)
 
+The five pipeline operators are each one *stage* (``_stage.py``: ``on_next`` plus an
+optional flush at completion) lifted into an operator; ``pipeline`` fuses the very same
+stages. The routing table they deliver through is :class:`~rxalpaca.router.Router`
+(sans-I/O, re-exported here), and a decoded frame is a :class:`~rxalpaca.frames.Batch`
+(also re-exported).
+
+Callbacks you pass (``key``, ``on_conflated``, ``on_overflow``, ``reset_on``,
+``on_retry``, a ``RetryPolicy`` subclass's methods) are wrapped as in RxPY: one that
+raises ends the stream with that exception as ``on_error`` and lets go of the source.
+
 Threading: the socket thread runs ``reassemble`` through ``route`` and, by
 default, every observer. ``throttle`` emits trailing items from timer threads;
 ``conflate`` and ``bounded_buffer`` hand items to a scheduler of your choice.
@@ -32,16 +42,17 @@ from reactivex.operators import __all__ as _rx_all
 
 from ..codec import Codec, Decoded
 from ..errors import FrameError
-from ..frames import Frame
+from ..frames import DEFAULT_MAX_MESSAGE_BYTES, Batch, Frame
 from ..metrics import Metrics
+from ..router import Router
 from ._buffer import BufferOverflow, OverflowPolicy, bounded_buffer_
 from ._conflate import conflate_
-from ._decode import Batch, decode_
+from ._decode import decode_
 from ._meter import meter_
 from ._pipeline import pipeline_
-from ._reassemble import DEFAULT_MAX_MESSAGE_BYTES, reassemble_
+from ._reassemble import reassemble_
 from ._retry import RetryPolicy, retry_with_backoff_
-from ._route import Router, route_
+from ._route import route_
 from ._throttle import throttle_
 from ._validate import validate_
 
@@ -94,7 +105,7 @@ def validate(
     return validate_(max_message_bytes)
 
 
-def decode(codec: Codec) -> Callable[[Observable[Frame | FrameError]], Observable[Batch]]:
+def decode(codec: Codec) -> Callable[[Observable[Frame | FrameError]], Observable[Batch[Decoded]]]:
     """Decode each frame into a :class:`Batch` of typed records (one batch per frame).
 
     ``FrameError`` values pass through as one-item failed batches. Decoding never
@@ -106,7 +117,7 @@ def decode(codec: Codec) -> Callable[[Observable[Frame | FrameError]], Observabl
     return decode_(codec)
 
 
-def meter(metrics: Metrics) -> Callable[[Observable[Batch]], Observable[Batch]]:
+def meter(metrics: Metrics) -> Callable[[Observable[Batch[Decoded]]], Observable[Batch[Decoded]]]:
     """Count frames, bytes, decode failures and messages by type; pass batches on.
 
     Args:
@@ -115,13 +126,15 @@ def meter(metrics: Metrics) -> Callable[[Observable[Batch]], Observable[Batch]]:
     return meter_(metrics)
 
 
-def route(router: Router) -> Callable[[Observable[Batch]], Observable[Decoded]]:
+def route(router: Router) -> Callable[[Observable[Batch[Decoded]]], Observable[Decoded]]:
     """Deliver data records to their (channel, symbol) observers; emit everything else.
 
-    One dictionary lookup per message, whatever the number of subscriptions. An
-    observer that raises is reported through the router's ``on_handler_error`` and
-    the other observers still get the record. Control messages, ``Unknown`` and
-    ``FrameError`` values are emitted downstream, one by one.
+    ``router`` is the routing table (:class:`~rxalpaca.router.Router`); this operator
+    times the observers and keeps the data clock. One dictionary lookup per message,
+    whatever the number of subscriptions. An observer that raises is reported through
+    the router's ``on_handler_error`` and the other observers still get the record.
+    Control messages, ``Unknown`` and ``FrameError`` values are emitted downstream,
+    one by one.
 
     ::
 
@@ -178,6 +191,9 @@ def retry_with_backoff(
         scheduler: where waits are scheduled (virtual time in tests).
         reset_on: which items prove the source healthy again.
         on_retry: called as ``(error, attempt, delay_seconds)`` before each wait.
+
+    If ``reset_on``, ``on_retry`` or the policy raises, the stream ends with that
+    exception (no further try) and the source is let go.
     """
     return retry_with_backoff_(policy, scheduler, reset_on=reset_on, on_retry=on_retry)
 
@@ -200,7 +216,8 @@ def throttle(
 
     Args:
         interval: seconds (or a ``timedelta``).
-        key: throttle each key separately, e.g. ``lambda q: q.symbol``.
+        key: throttle each key separately, e.g. ``lambda q: q.symbol``; if it raises,
+            the stream ends with that error and the source is let go.
         scheduler: where window timers run.
     """
     return throttle_(interval, key, scheduler)
@@ -225,7 +242,11 @@ def conflate(
     Args:
         key: e.g. ``lambda q: q.symbol`` (default: one key, i.e. "latest only").
         scheduler: the consumer's scheduler (default: a shared thread pool).
-        on_conflated: called with the running count of replaced items.
+        on_conflated: called on the producer's thread with the running count of
+            replaced items.
+
+    If ``key`` or ``on_conflated`` raises, the stream ends with that error (after the
+    items already pending) and the source is let go.
     """
     return conflate_(key, scheduler, on_conflated)
 

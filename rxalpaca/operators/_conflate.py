@@ -7,7 +7,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 from reactivex import Observable, abc
-from reactivex.disposable import CompositeDisposable, Disposable
+from reactivex.disposable import CompositeDisposable, Disposable, SingleAssignmentDisposable
 from reactivex.scheduler import ThreadPoolScheduler
 
 _T = TypeVar("_T")
@@ -76,16 +76,35 @@ def conflate_(
                     sched.schedule(drain)
 
             def on_next(value: _T) -> None:
-                k = key(value) if key is not None else None
+                if key is None:
+                    k: Hashable = None
+                else:
+                    try:
+                        k = key(value)
+                    except Exception as error:  # a user's callback: it becomes on_error
+                        fail(error)
+                        return
+                dropped = 0
                 with lock:
-                    if st.stopped:
+                    if st.stopped or st.done is not _NOT_DONE:
                         return
                     if k in st.pending:
                         st.dropped += 1
-                        if on_conflated is not None:
-                            on_conflated(st.dropped)
+                        dropped = st.dropped
                     st.pending[k] = value
                     kick_locked()
+                if dropped and on_conflated is not None:
+                    try:
+                        # Outside the lock: the callback may dispose, or push into the source.
+                        on_conflated(dropped)
+                    except Exception as error:
+                        fail(error)
+
+            def fail(error: Exception) -> None:
+                # The error goes after what is pending, on the consumer's thread (never
+                # beside an on_next in progress there); the source is let go at once.
+                on_done(error)
+                upstream.dispose()
 
             def on_done(done: object) -> None:
                 with lock:
@@ -99,8 +118,11 @@ def conflate_(
                     st.stopped = True
                     st.pending.clear()
 
-            sub = source.subscribe(on_next, on_done, lambda: on_done(True), scheduler=scheduler_)
-            return CompositeDisposable(sub, Disposable(dispose))
+            upstream = SingleAssignmentDisposable()
+            upstream.disposable = source.subscribe(
+                on_next, on_done, lambda: on_done(True), scheduler=scheduler_
+            )
+            return CompositeDisposable(upstream, Disposable(dispose))
 
         return Observable(subscribe)
 

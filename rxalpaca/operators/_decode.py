@@ -3,42 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
 
 from reactivex import Observable
 
 from ..codec import Codec, Decoded
 from ..errors import FrameError
-from ..frames import Frame
+from ..frames import Batch, Frame
 from ._stage import Stage, StageFactory, lift
 
 
-class Batch(NamedTuple):
-    """The records of one frame, in wire order.
-
-    Attributes:
-        items: records, ``Unknown`` messages and ``FrameError`` values.
-        nbytes: the frame's size on the wire.
-        received_ns: when the frame arrived.
-        failed: nothing good came out of the frame.
-    """
-
-    items: list[Decoded]
-    nbytes: int
-    received_ns: int
-    failed: bool = False
-
-
-def decode_stage(codec: Codec) -> StageFactory[Frame | FrameError, Batch]:
+def decode_stage(codec: Codec) -> StageFactory[Frame | FrameError, Batch[Decoded]]:
     """The logic of :func:`decode` as a stage (``_stage.py``)."""
 
-    def make(emit: Callable[[Batch], None]) -> Stage[Frame | FrameError]:
+    def make(emit: Callable[[Batch[Decoded]], None]) -> Stage[Frame | FrameError]:
         return Stage(_decoder(codec, emit))
 
     return make
 
 
-def _decoder(codec: Codec, emit: Callable[[Batch], None]) -> Callable[[Frame | FrameError], None]:
+def _decoder(
+    codec: Codec, emit: Callable[[Batch[Decoded]], None]
+) -> Callable[[Frame | FrameError], None]:
     dec = codec.decode
 
     def on_next(item: Frame | FrameError) -> None:
@@ -57,5 +42,5 @@ def _decoder(codec: Codec, emit: Callable[[Batch], None]) -> Callable[[Frame | F
     return on_next
 
 
-def decode_(codec: Codec) -> Callable[[Observable[Frame | FrameError]], Observable[Batch]]:
+def decode_(codec: Codec) -> Callable[[Observable[Frame | FrameError]], Observable[Batch[Decoded]]]:
     return lift(decode_stage(codec))

@@ -7,26 +7,29 @@ from collections.abc import Callable
 
 from reactivex import Observable
 
+from ..codec import Decoded
 from ..errors import FrameError
+from ..frames import Batch
 from ..metrics import Metrics
-from ._decode import Batch
 from ._stage import Stage, StageFactory, lift
 
 
-def meter_stage(metrics: Metrics) -> StageFactory[Batch, Batch]:
+def meter_stage(metrics: Metrics) -> StageFactory[Batch[Decoded], Batch[Decoded]]:
     """The logic of :func:`meter` as a stage (``_stage.py``; socket thread)."""
 
-    def make(emit: Callable[[Batch], None]) -> Stage[Batch]:
+    def make(emit: Callable[[Batch[Decoded]], None]) -> Stage[Batch[Decoded]]:
         return Stage(_meter(metrics, emit))
 
     return make
 
 
-def _meter(metrics: Metrics, emit: Callable[[Batch], None]) -> Callable[[Batch], None]:
+def _meter(
+    metrics: Metrics, emit: Callable[[Batch[Decoded]], None]
+) -> Callable[[Batch[Decoded]], None]:
     m = metrics
     by_class = m.messages_by_class
 
-    def on_next(batch: Batch) -> None:
+    def on_next(batch: Batch[Decoded]) -> None:
         m.frames_received += 1
         m.bytes_received += batch.nbytes
         if batch.failed:
@@ -42,5 +45,5 @@ def _meter(metrics: Metrics, emit: Callable[[Batch], None]) -> Callable[[Batch],
     return on_next
 
 
-def meter_(metrics: Metrics) -> Callable[[Observable[Batch]], Observable[Batch]]:
+def meter_(metrics: Metrics) -> Callable[[Observable[Batch[Decoded]]], Observable[Batch[Decoded]]]:
     return lift(meter_stage(metrics))

@@ -16,10 +16,11 @@ from ..codec import Codec, Decoded
 from ..errors import FrameError
 from ..frames import Frame
 from ..metrics import Metrics
+from ..router import Router
 from ._decode import decode_stage
 from ._meter import meter_stage
 from ._reassemble import reassemble_stage
-from ._route import Router, route_stage
+from ._route import route_stage
 from ._stage import fuse
 from ._validate import validate_stage
 

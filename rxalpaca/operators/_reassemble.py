@@ -8,13 +8,8 @@ from collections.abc import Callable
 from reactivex import Observable
 
 from ..errors import FrameError
-from ..frames import Frame, Opcode
+from ..frames import DATA_OPCODES, DEFAULT_MAX_MESSAGE_BYTES, Frame, Opcode
 from ._stage import Stage, StageFactory, lift
-
-_DATA_OPCODES = frozenset({Opcode.TEXT, Opcode.BINARY})
-
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # news bodies can be large (§4.17); still bounded
-
 
 Emit = Callable[[Frame | FrameError], None]
 
@@ -83,7 +78,7 @@ def _reassembler(max_message_bytes: int, emit: Emit) -> Stage[Frame | FrameError
                 parts.clear()
                 emit(Frame(whole, opcode, True, frame.received_ns))
             return
-        if op not in _DATA_OPCODES:
+        if op not in DATA_OPCODES:
             emit(frame)  # control frames pass through untouched
             return
         if parts or discarding:

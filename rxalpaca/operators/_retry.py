@@ -77,24 +77,49 @@ def retry_with_backoff_(
 
             def on_next(value: _T) -> None:
                 nonlocal attempt
-                if reset_on is None or reset_on(value):
+                if reset_on is None:
                     attempt = 0
+                else:
+                    try:
+                        healthy = reset_on(value)
+                    except Exception as failure:  # a user's callback: it becomes on_error
+                        fail(failure)
+                        return
+                    if healthy:
+                        attempt = 0
                 observer.on_next(value)
 
             def on_error(error: Exception) -> None:
                 nonlocal attempt
-                exhausted = pol.max_attempts is not None and attempt >= pol.max_attempts
-                if not pol.should_retry(error) or exhausted:
+                try:  # the policy (a subclass is user code) and on_retry
+                    exhausted = pol.max_attempts is not None and attempt >= pol.max_attempts
+                    retry = pol.should_retry(error) and not exhausted
+                    if retry:
+                        wait = pol.delay(attempt, error, rand)
+                        attempt += 1
+                        if on_retry is not None:
+                            on_retry(error, attempt, wait)
+                except Exception as failure:
+                    fail(failure)
+                    return
+                if not retry:
                     observer.on_error(error)
                     return
-                wait = pol.delay(attempt, error, rand)
-                attempt += 1
-                if on_retry is not None:
-                    on_retry(error, attempt, wait)
                 with lock:
                     if disposed:
                         return
                     timer.disposable = sched.schedule_relative(wait, lambda _s, _st: connect())
+
+            def fail(failure: Exception) -> None:
+                """End the stream with ``failure``: no further try, the source let go."""
+                nonlocal disposed
+                with lock:
+                    if disposed:
+                        return
+                    disposed = True
+                timer.dispose()
+                current.dispose()
+                observer.on_error(failure)
 
             def connect() -> None:
                 with lock:

@@ -42,24 +42,8 @@ class StageFactory(Protocol[_In, _Out_co]):
 
 
 def lift(make: StageFactory[_In, _Out]) -> Callable[[Observable[_In]], Observable[_Out]]:
-    """One stage as an Rx operator."""
-
-    def operator(source: Observable[_In]) -> Observable[_Out]:
-        def subscribe(
-            observer: abc.ObserverBase[_Out],
-            scheduler: abc.SchedulerBase | None = None,
-        ) -> abc.DisposableBase:
-            stage = make(observer.on_next)
-            return source.subscribe(
-                stage.on_next,
-                observer.on_error,
-                _completion([stage], observer),
-                scheduler=scheduler,
-            )
-
-        return Observable(subscribe)
-
-    return operator
+    """One stage as an Rx operator: :func:`fuse` of that stage alone, one wiring for both."""
+    return fuse(make)
 
 
 def fuse(*makes: StageFactory[Any, Any]) -> Callable[[Observable[Any]], Observable[Any]]:

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from reactivex import Observable, abc, typing
-from reactivex.disposable import CompositeDisposable, Disposable
+from reactivex.disposable import CompositeDisposable, Disposable, SingleAssignmentDisposable
 from reactivex.scheduler import TimeoutScheduler
 
 _T = TypeVar("_T")
@@ -60,7 +60,15 @@ def throttle_(
                         del windows[k]  # quiet key: nothing kept
 
             def on_next(value: _T) -> None:
-                k = key(value) if key is not None else None
+                if key is None:
+                    k: Hashable = None
+                else:
+                    try:
+                        k = key(value)
+                    except Exception as error:  # a user's callback: it becomes on_error
+                        on_error(error)
+                        upstream.dispose()
+                        return
                 with lock:
                     if stopped:
                         return
@@ -108,8 +116,11 @@ def throttle_(
                     if st.timer is not None:
                         st.timer.dispose()
 
-            sub = source.subscribe(on_next, on_error, on_completed, scheduler=scheduler_)
-            return CompositeDisposable(sub, Disposable(dispose))
+            upstream = SingleAssignmentDisposable()
+            upstream.disposable = source.subscribe(
+                on_next, on_error, on_completed, scheduler=scheduler_
+            )
+            return CompositeDisposable(upstream, Disposable(dispose))
 
         return Observable(subscribe)
 

@@ -7,16 +7,8 @@ from collections.abc import Callable
 from reactivex import Observable
 
 from ..errors import FrameError
-from ..frames import Frame, Opcode
+from ..frames import ARRAY_LEADS, DATA_OPCODES, Frame
 from ._stage import Stage, StageFactory, lift
-
-_DATA_OPCODES = frozenset({Opcode.TEXT, Opcode.BINARY})
-
-# A frame is a JSON array (§4.1) or a MessagePack array (fixarray 0x90-0x9f, array16
-# 0xdc, array32 0xdd). Anything else cannot hold messages; say so before decoding.
-_JSON_START = frozenset(b"[ \t\r\n")
-_MSGPACK_ARRAY = frozenset(range(0x90, 0xA0)) | {0xDC, 0xDD}
-_ARRAY_START = _JSON_START | _MSGPACK_ARRAY
 
 
 def validate_stage(
@@ -38,7 +30,7 @@ def _validator(
             emit(item)
             return
         op = item.opcode
-        if op not in _DATA_OPCODES:
+        if op not in DATA_OPCODES:
             return  # pings, pongs and closes are the transport's business
         payload = item.payload
         if not item.fin:
@@ -60,7 +52,8 @@ def _validator(
             return
         first = payload[0]
         lead = ord(first) if isinstance(first, str) else first
-        if lead not in _ARRAY_START:
+        # A JSON (§4.1) or MessagePack array; anything else cannot hold messages.
+        if lead not in ARRAY_LEADS:
             emit(FrameError("frame is not an array", payload, item.received_ns))
             return
         emit(item)

@@ -143,3 +143,53 @@ def test_dispose_cancels_the_pending_retry() -> None:
     xs = scheduler.create_cold_observable(on_error(10, errors.ConnectionLostError("x")))
     scheduler.start(lambda: xs.pipe(ops.retry_with_backoff(NO_JITTER, scheduler)), disposed=215)
     assert xs.subscriptions == [subscribe(200, 210)]
+
+
+def test_a_raising_reset_on_ends_the_stream_and_lets_go_of_the_source() -> None:
+    scheduler = TestScheduler()
+    bad = ValueError("bad item")
+
+    def reset_on(v: str) -> bool:
+        if v == "?":
+            raise bad
+        return True
+
+    xs = scheduler.create_cold_observable(
+        on_next(5, "a"), on_next(10, "?"), on_next(15, "b"), on_completed(50)
+    )
+    res = scheduler.start(
+        lambda: xs.pipe(ops.retry_with_backoff(NO_JITTER, scheduler, reset_on=reset_on))
+    )
+    assert res.messages == [on_next(205, "a"), on_error(210, bad)]
+    assert xs.subscriptions == [subscribe(200, 210)]
+
+
+def test_a_raising_on_retry_ends_the_stream_without_retrying() -> None:
+    scheduler = TestScheduler()
+    bad = RuntimeError("logging backend down")
+
+    def on_retry(_e: BaseException, _n: int, _d: float) -> None:
+        raise bad
+
+    xs = scheduler.create_cold_observable(
+        on_next(5, "a"), on_error(10, errors.ConnectionLostError("x"))
+    )
+    res = scheduler.start(
+        lambda: xs.pipe(ops.retry_with_backoff(NO_JITTER, scheduler, on_retry=on_retry))
+    )
+    assert res.messages == [on_next(205, "a"), on_error(210, bad)]
+    assert xs.subscriptions == [subscribe(200, 210)]  # and no second try
+
+
+def test_a_raising_policy_ends_the_stream_without_retrying() -> None:
+    # A RetryPolicy subclass is user code too.
+    class Broken(ops.RetryPolicy):
+        def should_retry(self, error: BaseException) -> bool:
+            raise bad
+
+    scheduler = TestScheduler()
+    bad = AttributeError("no backoff_factor")
+    xs = scheduler.create_cold_observable(on_error(10, errors.ConnectionLostError("x")))
+    res = scheduler.start(lambda: xs.pipe(ops.retry_with_backoff(Broken(), scheduler)))
+    assert res.messages == [on_error(210, bad)]
+    assert xs.subscriptions == [subscribe(200, 210)]

@@ -75,3 +75,26 @@ def test_error_propagates_and_dispose_stops_timers() -> None:
     xs = scheduler.create_hot_observable(on_next(210, 1), on_next(211, 2), on_error(212, err))
     res = scheduler.start(lambda: xs.pipe(ops.throttle(10, scheduler=scheduler)))
     assert res.messages == [on_next(210, 1), on_error(212, err)]
+
+
+def test_a_raising_key_ends_the_stream_and_lets_go_of_the_source() -> None:
+    # RxPY wraps user callbacks: the exception goes to on_error, not up the producer's
+    # thread (on a client's stream, the socket thread) leaving the operator half-alive.
+    scheduler = TestScheduler()
+    bad = KeyError("no symbol")
+
+    def key(x: tuple[str, int]) -> str:
+        if x[0] == "?":
+            raise bad
+        return x[0]
+
+    xs = scheduler.create_hot_observable(
+        on_next(210, ("A", 1)),
+        on_next(212, ("A", 2)),  # pending in A's window: dropped with the stream
+        on_next(215, ("?", 0)),
+        on_next(216, ("B", 1)),
+        on_completed(300),
+    )
+    res = scheduler.start(lambda: xs.pipe(ops.throttle(10, key=key, scheduler=scheduler)))
+    assert res.messages == [on_next(210, ("A", 1)), on_error(215, bad)]
+    assert xs.subscriptions == [subscribe(200, 215)]
