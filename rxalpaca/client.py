@@ -63,9 +63,10 @@ from .errors import (
     FrameError,
     HandlerError,
     ReplyTimeout,
-    RxAlpacaError,
     StreamError,
+    SubscriptionMismatch,
     SubscriptionRejected,
+    UnknownMessage,
 )
 from .feeds import IMPLICIT_CHANNELS, Channel, Endpoint, endpoint, url_for
 from .frames import Frame
@@ -85,26 +86,10 @@ from .protocol import (
 from .symbols import normalise_symbols
 from .transport import WebSocketTransport
 
+# UnknownMessage and SubscriptionMismatch moved to ``errors``; this old path still works.
 __all__ = ["StreamClient", "SubscriptionMismatch", "UnknownMessage"]
 
 logger = logging.getLogger("rxalpaca")
-
-
-class UnknownMessage(RxAlpacaError):
-    """The server sent a message type this version does not know (kept in ``message``)."""
-
-    def __init__(self, message: models.Unknown) -> None:
-        super().__init__(f"unknown message type {message.type!r}")
-        self.message = message
-
-
-class SubscriptionMismatch(RxAlpacaError):
-    """The server's ack does not hold what we asked for (§3.3: the ack is the truth)."""
-
-    def __init__(self, missing: Iterable[tuple[str, str]], unexpected: Iterable[tuple[str, str]]):
-        self.missing = sorted(missing)
-        self.unexpected = sorted(unexpected)
-        super().__init__(f"ack mismatch: missing {self.missing}, unexpected {self.unexpected}")
 
 
 _DEFAULT_RETRY = RetryPolicy(initial_delay=0.05, max_delay=10.0)

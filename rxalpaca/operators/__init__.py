@@ -31,10 +31,10 @@ from reactivex.operators import *  # noqa: F403 - the facade re-exports reactive
 from reactivex.operators import __all__ as _rx_all
 
 from ..codec import Codec, Decoded
-from ..errors import FrameError
+from ..errors import BufferOverflow, FrameError
 from ..frames import Frame
 from ..metrics import Metrics
-from ._buffer import BufferOverflow, OverflowPolicy, bounded_buffer_
+from ._buffer import OverflowPolicy, bounded_buffer_
 from ._conflate import conflate_
 from ._decode import Batch, decode_
 from ._meter import meter_
