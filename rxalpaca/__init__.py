@@ -149,7 +149,8 @@ __all__ = [
 
 
 if TYPE_CHECKING:
-    from .aio import aiter as aiter  # deprecated: type checkers flag its uses
+    # Deprecated (PEP 702): type checkers flag its uses, not this re-export.
+    from .aio import aiter as aiter  # type: ignore[deprecated]
 else:
     from .aio import _deprecated_aiter
 
