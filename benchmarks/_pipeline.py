@@ -78,11 +78,15 @@ def to_frames(w: Workload, encoding: str) -> list[Frame]:
     return [Frame(p, Opcode.BINARY, True, RECEIVED_NS) for p in w.msgpack_frames]
 
 
+#: The class :func:`subscribed_router` builds; pipeline_ratio.py swaps in a baseline's.
+router_class: type[Router] = Router
+
+
 def subscribed_router(
     subscriptions: int, counter: Counter, metrics: Metrics | None = None, seed: int = 1
 ) -> Router:
     """A router with one observer per (channel, symbol) of ``workload(subscriptions)``."""
-    router = Router(metrics)
+    router = router_class(metrics)
     for ch in CHANNELS:
         for sym in symbols(subscriptions, seed):
             router.add(ch, sym, AutoDetachObserver(on_next=counter))
@@ -214,7 +218,10 @@ def websocket_framing(frames: list[Frame]) -> Callable[[], None]:
     64 KiB chunks (as rxalpaca's buffered recv serves it): framing without the kernel."""
     from websocket._abnf import frame_buffer
 
-    stream = b"".join(_header(int(f.opcode), len(f.payload)) + bytes(f.payload) for f in frames)
+    payloads = [f.payload.encode() if isinstance(f.payload, str) else f.payload for f in frames]
+    stream = b"".join(
+        _header(int(f.opcode), len(p)) + p for f, p in zip(frames, payloads, strict=True)
+    )
 
     def run() -> None:
         pos = 0

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                         pipeline(pkg, subs, enc, fused) for pkg in ("rxalpaca_base", "rxalpaca")
                     ]
                     variant = "ops.pipeline" if fused else "five operators"
-                    cases[f"pipeline, {variant}, {enc}, {subs} sub(s)"] = (*pair, 400)
+                    cases[f"pipeline, {variant}, {enc}, {subs} sub(s)"] = (pair[0], pair[1], 400)
         best = {k: [float("inf"), float("inf")] for k in cases}
         ratios: dict[str, list[float]] = {k: [] for k in cases}
         for _ in range(args.rounds):

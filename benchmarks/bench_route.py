@@ -27,6 +27,7 @@ from reactivex import operators as rx_ops
 from reactivex.subject import Subject
 
 from rxalpaca.codec import Codec
+from rxalpaca.models import MarketRecord
 
 SUBSCRIPTIONS = (1, 100, 1000)
 
@@ -87,9 +88,11 @@ def test_filter_per_subscription(benchmark: Any, subscriptions: int) -> None:
     subject: Subject[Any] = Subject()
     for ch in CHANNELS:
         for sym in symbols(subscriptions, 1):
-            subject.pipe(
-                rx_ops.filter(lambda r, c=ch, s=sym: c == r.CHANNEL and s == r.symbol)
-            ).subscribe(counter)
+
+            def mine(r: MarketRecord, c: str = ch, s: str = sym) -> bool:
+                return c == r.CHANNEL and s == r.symbol
+
+            subject.pipe(rx_ops.filter(mine)).subscribe(counter)
     on_next = subject.on_next
 
     def run() -> None:

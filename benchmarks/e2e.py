@@ -47,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -248,7 +249,7 @@ def _spawn(
 # ---------------------------------------------------------------- statistics
 
 
-def percentile(sorted_values: list[int], q: float) -> float:
+def percentile(sorted_values: Sequence[float], q: float) -> float:
     if not sorted_values:
         return float("nan")
     idx = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
@@ -566,7 +567,7 @@ def breakdown_markdown(data: dict[str, Any], summary: dict[str, Any]) -> list[st
         w = data["workloads"].get(f"{enc}/{largest}")
         if not row or not w or not row["rate"] > 0:
             return float("nan")
-        return 1e6 * (w["messages"] / w["frames"]) / row["rate"]
+        return float(1e6 * (w["messages"] / w["frames"]) / row["rate"])
 
     def line(label: str, values: list[float]) -> str:
         return f"| {label} | " + " | ".join(_us(v) for v in values) + " |"

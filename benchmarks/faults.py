@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -83,7 +83,7 @@ def dead_link(ping_interval: float, ping_timeout: float) -> float:
         return took
 
 
-def refused_batch(encoding: str = "msgpack") -> dict[str, float]:
+def refused_batch(encoding: Literal["json", "msgpack"] = "msgpack") -> dict[str, float]:
     with AlpacaStreamServer(
         accounts={"free": Account("s", plan="free", symbol_limit=30)}
     ) as server:

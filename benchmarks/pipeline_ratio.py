@@ -40,7 +40,7 @@ def one_process(rounds: int, fused: bool, baseline: str | None) -> dict[str, flo
     import _pipeline
     from _pipeline import Pipeline, per_frame_us
 
-    routers: dict[str, Any] = {"current": _pipeline.Router}
+    routers: dict[str, Any] = {"current": _pipeline.router_class}
     if baseline:
         spec = importlib.util.spec_from_file_location("rxalpaca.operators._route_base", baseline)
         assert spec is not None and spec.loader is not None
@@ -50,7 +50,7 @@ def one_process(rounds: int, fused: bool, baseline: str | None) -> dict[str, flo
         routers["baseline"] = module.Router
     cases = {}
     for name, router in routers.items():
-        _pipeline.Router = router  # subscribed_router builds this class
+        _pipeline.router_class = router
         for enc in ("json", "msgpack"):
             for n in SUBSCRIPTIONS:
                 p = Pipeline(n, enc, frames_per_run=400, fused=fused)

@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from reactivex.abc import ObserverBase
+
 from rxalpaca import RetryPolicy, StreamClient
 from rxalpaca.testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer, ConnectionInfo
 
@@ -77,7 +79,7 @@ def _record(channel: str, sym: str, uid: int) -> dict[str, Any]:
     }
 
 
-class _Probe:
+class _Probe(ObserverBase[Any]):
     """Observer: remembers when each uid arrived (perf_counter), wakes the waiter."""
 
     def __init__(self) -> None:
@@ -170,8 +172,12 @@ def measure(
                 [_record(ch, syms[u % symbols], u) for ch, u in zip(CHANNELS, uids, strict=True)],
                 conn=conn.id,
             )
+
+            def delivered(u: list[int] = uids) -> bool:
+                return all(x in probe.arrived for x in u)
+
             with probe.cond:
-                ok = probe.cond.wait_for(lambda u=uids: all(x in probe.arrived for x in u), timeout)
+                ok = probe.cond.wait_for(delivered, timeout)
             if not ok:
                 raise TimeoutError(f"probe not delivered after drop of connection {conn.id}")
             result.samples_s.append(max(probe.arrived[u] for u in uids) - t0)

@@ -11,23 +11,44 @@ See ``docs/client.md`` for the client, the operators and the threading model.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from . import operators
 from . import operators as ops
-from .aio import aiter, iterate
-from .client import StreamClient, SubscriptionMismatch, UnknownMessage
+from .aio import aiterate, iterate
+from .client import StreamClient
 from .codec import Codec
 from .errors import (
+    AlreadyAuthenticated,
     AuthFailed,
+    AuthTimeout,
+    BufferOverflow,
     ClientClosedError,
     ConfigurationError,
     ConnectionLimitExceeded,
     ConnectionLostError,
     FrameError,
     HandlerError,
+    InsufficientScope,
     InsufficientSubscription,
+    InternalServerError,
+    InvalidSubscribeAction,
+    InvalidSyntax,
+    KeepaliveTimeout,
+    MsgpackRequired,
+    NotAuthenticated,
+    ProtocolViolation,
+    RemoteProtocolError,
+    ReplyTimeout,
     RxAlpacaError,
+    SlowClient,
+    StarNotAllowed,
     StreamError,
+    SubscriptionMismatch,
     SubscriptionRejected,
+    SymbolLimitExceeded,
+    UnknownMessage,
+    V2NotEnabled,
 )
 from .feeds import Channel, Family
 from .frames import Frame, Opcode
@@ -60,8 +81,11 @@ from .protocol import ConnectionState
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlreadyAuthenticated",
     "AuthFailed",
+    "AuthTimeout",
     "Bar",
+    "BufferOverflow",
     "CancelError",
     "Channel",
     "ClientClosedError",
@@ -82,29 +106,57 @@ __all__ = [
     "FrameError",
     "HandlerError",
     "Imbalance",
+    "InsufficientScope",
     "InsufficientSubscription",
+    "InternalServerError",
+    "InvalidSubscribeAction",
+    "InvalidSyntax",
+    "KeepaliveTimeout",
     "Luld",
     "Metrics",
+    "MsgpackRequired",
     "News",
+    "NotAuthenticated",
     "Opcode",
     "OptionQuote",
     "OptionTrade",
     "OrderBook",
     "OrderBookLevel",
+    "ProtocolViolation",
     "Quote",
+    "RemoteProtocolError",
+    "ReplyTimeout",
     "RetryPolicy",
     "RxAlpacaError",
+    "SlowClient",
+    "StarNotAllowed",
     "StreamClient",
     "StreamError",
     "SubscriptionMismatch",
     "SubscriptionRejected",
+    "SymbolLimitExceeded",
     "Trade",
     "TradingStatus",
     "UnknownMessage",
     "UpdatedBar",
+    "V2NotEnabled",
     "__version__",
-    "aiter",
+    "aiterate",
     "iterate",
     "operators",
     "ops",
 ]
+
+
+if TYPE_CHECKING:
+    # Deprecated (PEP 702): type checkers flag its uses, not this re-export.
+    from .aio import aiter as aiter  # type: ignore[deprecated]
+else:
+    from .aio import _deprecated_aiter
+
+    def __getattr__(name: str) -> Any:
+        # ``aiter`` (deprecated, it shadowed the builtin) is served here rather than
+        # bound, so ``from rxalpaca import *`` cannot hide the builtin (PEP 562).
+        if name == "aiter":
+            return _deprecated_aiter
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,11 +3,15 @@
 Neither needs the caller to run an event loop for rxalpaca (the socket has its own
 thread), so both work in Jupyter, whose kernel already runs a loop::
 
-    async for quote in rxalpaca.aiter(client.quotes("AAPL").pipe(ops.take(3))):
+    async for quote in rxalpaca.aiterate(client.quotes("AAPL").pipe(ops.take(3))):
         print(quote.bid_price)
 
     for trade in rxalpaca.iterate(client.trades("AAPL"), timeout=5.0):
         print(trade.price)
+
+``aiterate`` is ``iterate``'s ``async`` twin. It used to be called ``aiter``, which
+shadowed the builtin ``aiter`` after ``from rxalpaca import *``; ``rxalpaca.aiter``
+still works, and warns (``DeprecationWarning``) each time it is called.
 """
 
 from __future__ import annotations
@@ -15,18 +19,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
+import warnings
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from reactivex import Observable
 
-__all__ = ["aiter", "iterate"]
+__all__ = ["aiterate", "iterate"]
 
 _T = TypeVar("_T")
 _NEXT, _ERROR, _DONE = 0, 1, 2
 
 
-async def aiter(source: Observable[_T], maxsize: int = 0) -> AsyncIterator[_T]:
+async def aiterate(source: Observable[_T], maxsize: int = 0) -> AsyncIterator[_T]:
     """Iterate ``source`` with ``async for`` on the running asyncio loop.
 
     Items cross from the socket thread with ``loop.call_soon_threadsafe``. Leaving
@@ -100,3 +105,31 @@ def iterate(source: Observable[_T], timeout: float | None = None) -> Iterator[_T
                 return
     finally:
         sub.dispose()
+
+
+def _deprecated_aiter(source: Observable[_T], maxsize: int = 0) -> AsyncIterator[_T]:
+    """Deprecated: the old name of :func:`aiterate` (it shadowed the builtin ``aiter``)."""
+    warnings.warn(
+        "rxalpaca.aiter is deprecated because it shadows the builtin aiter; "
+        "use rxalpaca.aiterate (same arguments)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return aiterate(source, maxsize)
+
+
+if TYPE_CHECKING:
+    from typing_extensions import deprecated
+
+    # Type checkers see the old name, and flag its uses (PEP 702).
+    @deprecated("rxalpaca.aiter shadows the builtin aiter; use rxalpaca.aiterate")
+    def aiter(source: Observable[_T], maxsize: int = 0) -> AsyncIterator[_T]: ...
+
+else:
+
+    def __getattr__(name: str) -> Any:
+        # Served lazily rather than defined, so ``from rxalpaca.aio import *`` cannot
+        # bind the name and hide the builtin (PEP 562).
+        if name == "aiter":
+            return _deprecated_aiter
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

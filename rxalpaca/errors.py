@@ -1,10 +1,12 @@
-"""The exception tree of rxalpaca.
+"""The exception tree of rxalpaca: every error the package raises or publishes.
 
 Every error the server can report (``alpaca-stream-protocol.md`` §5) has its own
 class, and each class says whether it ends the connection for good (``fatal``),
 whether reconnecting may help (``retryable``) and how much longer than usual to
 wait before trying again (``backoff_factor``; 406 waits longer because the old
-session may hold the slot for a while, §2.5).
+session may hold the slot for a while, §2.5). All of them are importable from
+``rxalpaca`` as well; ``tests/test_errors.py`` checks that this drawing is the
+class tree.
 
 ::
 
@@ -32,10 +34,19 @@ session may hold the slot for a while, §2.5).
     │   ├── MsgpackRequired           412  fatal
     │   ├── StarNotAllowed            413  reaches the rejected symbols' observers only
     │   └── InternalServerError       500  retryable
-    ├── FrameError                    a frame (or a message in it) could not be decoded: a value on
-    │                                 ``client.errors``, never raised into the stream
     ├── SubscriptionRejected          wraps a 405/413/400 for the observers of the rejected symbols
-    └── HandlerError                  a user's observer raised; the original is ``__cause__``
+    ├── SubscriptionMismatch          the server's ack differs from what we asked (the ack wins)
+    ├── FrameError                    a frame (or a message in it) could not be decoded
+    ├── UnknownMessage                a message type this version does not know (kept whole)
+    ├── HandlerError                  a user's observer raised; the original is ``__cause__``
+    └── BufferOverflow                a full ``bounded_buffer`` that may neither wait nor drop
+
+``ConfigurationError`` is raised by the call that got the bad argument, and
+``ProtocolViolation`` by the state machine (a bug of ours). A stream ends
+(``on_error``) with ``ClientClosedError``, a fatal error, ``SubscriptionRejected``
+(the refused symbols' streams only) or ``BufferOverflow``. What the server or the
+socket causes, and ``HandlerError``, is published on ``client.errors``; nothing
+transient is ever raised into a market stream.
 
 Errors the server causes are kept apart from errors we cause, as in h11: a stray
 message from the server (``RemoteProtocolError``) is a transient fault — logged,
@@ -46,12 +57,13 @@ own (``ProtocolViolation``) is a bug and is raised.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 __all__ = [
     "AlreadyAuthenticated",
     "AuthFailed",
     "AuthTimeout",
+    "BufferOverflow",
     "ClientClosedError",
     "ConfigurationError",
     "ConnectionLimitExceeded",
@@ -79,7 +91,6 @@ __all__ = [
     "UnknownMessage",
     "V2NotEnabled",
     "error_for_code",
-    "is_fatal",
 ]
 
 
@@ -298,6 +309,109 @@ class InternalServerError(StreamError):
     retryable = True
 
 
+class SubscriptionRejected(RxAlpacaError):
+    """The server refused to subscribe these symbols; ``__cause__`` is the server's error."""
+
+    def __init__(self, channel: str, symbols: tuple[str, ...], cause: StreamError) -> None:
+        super().__init__(f"{channel} {', '.join(symbols)} rejected: {cause}")
+        self.channel = channel
+        self.symbols = symbols
+        self.cause = cause
+
+
+class SubscriptionMismatch(RxAlpacaError):
+    """The server's ack does not hold what we asked for (§3.3: the ack is the truth).
+
+    Published on ``client.errors``; the client's view follows the ack.
+
+    Attributes:
+        missing: ``(channel, symbol)`` pairs we asked for that the ack lacks, sorted.
+        unexpected: ``(channel, symbol)`` pairs the ack holds that we did not ask for, sorted.
+    """
+
+    def __init__(
+        self, missing: Iterable[tuple[str, str]], unexpected: Iterable[tuple[str, str]]
+    ) -> None:
+        self.missing = sorted(missing)
+        self.unexpected = sorted(unexpected)
+        super().__init__(f"ack mismatch: missing {self.missing}, unexpected {self.unexpected}")
+
+
+class FrameError(RxAlpacaError):
+    """A frame or one message in it could not be decoded.
+
+    Attributes:
+        reason: what was wrong, in words.
+        excerpt: the start of the offending raw bytes (truncated, never the whole frame).
+        received_ns: when the frame arrived (``time.time_ns()``).
+    """
+
+    EXCERPT_LIMIT: ClassVar[int] = 200
+    #: Not a market record: the router's one attribute lookup sends it to ``client.errors``.
+    CHANNEL: ClassVar[str] = ""
+
+    def __init__(self, reason: str, raw: bytes | str = b"", received_ns: int = 0) -> None:
+        if isinstance(raw, str):
+            raw = raw.encode("utf-8", "replace")
+        self.reason = reason
+        self.excerpt = bytes(raw[: self.EXCERPT_LIMIT])
+        self.truncated = len(raw) > self.EXCERPT_LIMIT
+        self.received_ns = received_ns
+        more = "…" if self.truncated else ""
+        super().__init__(f"{reason}: {self.excerpt!r}{more}")
+
+
+class _UnknownRecord(Protocol):
+    """What :class:`UnknownMessage` reads of a :class:`~rxalpaca.models.Unknown`.
+
+    Structural, so this module imports nothing of ours (``models`` raises from here).
+    """
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def raw(self) -> dict[str, Any]: ...
+
+
+class UnknownMessage(RxAlpacaError):
+    """The server sent a message type this version does not know (kept in ``message``).
+
+    Published on ``client.errors``, never raised into a stream: newer servers may add
+    message types, and the rest of the frame is still delivered (§4.1).
+
+    Attributes:
+        message: the :class:`~rxalpaca.models.Unknown` record, its ``raw`` dict whole.
+    """
+
+    def __init__(self, message: _UnknownRecord) -> None:
+        super().__init__(f"unknown message type {message.type!r}")
+        self.message = message
+
+
+class HandlerError(RxAlpacaError):
+    """A user's observer raised while handling ``value``; the original is ``__cause__``."""
+
+    def __init__(self, where: str, value: object) -> None:
+        super().__init__(f"observer raised in {where}")
+        self.where = where
+        self.value = value
+
+
+class BufferOverflow(RxAlpacaError):
+    """A :func:`~rxalpaca.operators.bounded_buffer` was full and could neither wait nor drop.
+
+    Raised (as ``on_error``, after the items already queued) with ``overflow="error"``,
+    and with ``overflow="block"`` when the producer is the consumer's own thread.
+
+    Attributes:
+        size: the buffer's capacity, in items.
+    """
+
+    def __init__(self, size: int, reason: str) -> None:
+        super().__init__(f"bounded buffer full ({size} items): {reason}")
+        self.size = size
+
+
 _BY_CODE: dict[int, type[StreamError]] = {
     cls.code: cls
     for cls in (
@@ -327,70 +441,3 @@ def error_for_code(code: int, msg: str | None = None) -> StreamError:
         err = StreamError(msg if msg is not None else "unknown error", code)
         return err
     return cls(msg, code)
-
-
-def is_fatal(error: BaseException) -> bool:
-    """True when no reconnect can fix ``error``."""
-    return isinstance(error, RxAlpacaError) and error.fatal
-
-
-class FrameError(RxAlpacaError):
-    """A frame or one message in it could not be decoded.
-
-    Attributes:
-        reason: what was wrong, in words.
-        excerpt: the start of the offending raw bytes (truncated, never the whole frame).
-        received_ns: when the frame arrived (``time.time_ns()``).
-    """
-
-    EXCERPT_LIMIT: ClassVar[int] = 200
-    #: Not a market record: the router's one attribute lookup sends it to ``client.errors``.
-    CHANNEL: ClassVar[str] = ""
-
-    def __init__(self, reason: str, raw: bytes | str = b"", received_ns: int = 0) -> None:
-        if isinstance(raw, str):
-            raw = raw.encode("utf-8", "replace")
-        self.reason = reason
-        self.excerpt = bytes(raw[: self.EXCERPT_LIMIT])
-        self.truncated = len(raw) > self.EXCERPT_LIMIT
-        self.received_ns = received_ns
-        more = "…" if self.truncated else ""
-        super().__init__(f"{reason}: {self.excerpt!r}{more}")
-
-
-class SubscriptionRejected(RxAlpacaError):
-    """The server refused to subscribe these symbols; ``__cause__`` is the server's error."""
-
-    def __init__(self, channel: str, symbols: tuple[str, ...], cause: StreamError) -> None:
-        super().__init__(f"{channel} {', '.join(symbols)} rejected: {cause}")
-        self.channel = channel
-        self.symbols = symbols
-        self.cause = cause
-
-
-class HandlerError(RxAlpacaError):
-    """A user's observer raised while handling ``value``; the original is ``__cause__``."""
-
-    def __init__(self, where: str, value: object) -> None:
-        super().__init__(f"observer raised in {where}")
-        self.where = where
-        self.value = value
-
-
-class UnknownMessage(RxAlpacaError):
-    """The server sent a message type this version does not know (kept in ``message``)."""
-
-    def __init__(self, message: Any) -> None:
-        super().__init__(f"unknown message type {message.type!r}")
-        self.message = message
-
-
-class SubscriptionMismatch(RxAlpacaError):
-    """The server's ack does not hold what we asked for (§3.3: the ack is the truth)."""
-
-    def __init__(
-        self, missing: Iterable[tuple[str, str]], unexpected: Iterable[tuple[str, str]]
-    ) -> None:
-        self.missing = sorted(missing)
-        self.unexpected = sorted(unexpected)
-        super().__init__(f"ack mismatch: missing {self.missing}, unexpected {self.unexpected}")

@@ -325,7 +325,7 @@ def _refuse_async_observer(observer: object, channel: Channel, syms: tuple[str, 
     raise ConfigurationError(
         f"{name} is an async function, and observers are called synchronously, so it "
         f"would never run; iterate instead: "
-        f"async for item in rxalpaca.aiter(client.{method}({args})): ..."
+        f"async for item in rxalpaca.aiterate(client.{method}({args})): ..."
     )
 
 

@@ -233,7 +233,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 @pytest.fixture
 def secret_guard(request: pytest.FixtureRequest) -> SecretGuardHandler:
     """This test's guard: ``.register(secret)``, ``.findings``, ``.records``, ``.recent``."""
-    attached = request.node.stash.get(_KEY, None)
+    attached: _Attached | None = request.node.stash.get(_KEY, None)
     if attached is None:  # pragma: no cover - the hooks always attach first
         attached = request.node.stash[_KEY] = _Attached(_level(request.node))
     return attached.handler

@@ -14,7 +14,7 @@ def book() -> SubscriptionBook:
 
 
 def ack(**channels: tuple[str, ...]) -> SubscriptionMessage:
-    return SubscriptionMessage(**channels)  # type: ignore[arg-type]
+    return SubscriptionMessage(**channels)
 
 
 def test_first_acquire_requests_last_release_unsubscribes() -> None:

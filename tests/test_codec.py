@@ -97,7 +97,7 @@ def packb(obj: Any) -> bytes:
                 walk(item)
 
     walk(obj)
-    data = msgpack.packb(obj, use_bin_type=True)
+    data: bytes = msgpack.packb(obj, use_bin_type=True)
     for ext in exts:
         head = _EXT_HEADERS[len(ext.data)]
         data = data.replace(head + b"\x2a" + ext.data, head + b"\xff" + ext.data)
@@ -399,6 +399,7 @@ def test_every_data_message(
     codec = Codec(family, encoding)  # type: ignore[arg-type]
     [record] = codec.decode(frame([message], encoding, width), RECEIVED)
     assert type(record) is cls
+    assert isinstance(record, MarketRecord)
     for name, value in expected.items():
         got = getattr(record, name)
         assert got == value, name
@@ -452,7 +453,7 @@ def test_batched_frame_keeps_wire_order(encoding: str) -> None:
     messages = [orjson.loads(text) for fam, text, _, _ in CASES if fam is Family.STOCKS]
     out = Codec("iex", encoding).decode(frame(messages, encoding), RECEIVED)  # type: ignore[arg-type]
     assert [type(r) for r in out] == [cls for fam, _, cls, _ in CASES if fam is Family.STOCKS]
-    assert all(r.received_ns == RECEIVED for r in out)
+    assert all(isinstance(r, MarketRecord) and r.received_ns == RECEIVED for r in out)
 
 
 # ---------------------------------------------------------------- numbers and timestamps
@@ -596,7 +597,7 @@ def test_stock_ack_with_every_list_null_lists_and_unknown_lists(encoding: str) -
 )
 def test_documented_acks(family: str, ack: str) -> None:
     for encoding in ("json", "msgpack"):
-        [msg] = Codec(family, encoding).decode(frame([orjson.loads(ack)], encoding))  # type: ignore[arg-type]
+        [msg] = Codec(family, encoding).decode(frame([orjson.loads(ack)], encoding))
         assert isinstance(msg, SubscriptionMessage)
         for key, value in orjson.loads(ack).items():
             if key != "T":
@@ -947,7 +948,7 @@ def test_decodes_everything_the_test_server_sends(
     assert len(out) == len(records)
     for message, item in zip(records, out, strict=True):
         assert not isinstance(item, FrameError | Unknown), (message, item)
-        assert item.__struct_config__.tag == message["T"]  # type: ignore[union-attr]
+        assert item.__struct_config__.tag == message["T"]
         if isinstance(item, MarketRecord):
             assert item.symbol == message["S"]
             assert item.timestamp_ns == wire.to_nanos(message["t"])
@@ -1130,6 +1131,7 @@ def test_a_null_list_is_an_empty_list(
     got = codec.decode(frame([message, null, empty], encoding), RECEIVED)
     assert [type(x) for x in got] == [cls, cls, cls], got
     original, from_null, from_empty = got
+    assert isinstance(original, MarketRecord | News) and isinstance(from_null, MarketRecord | News)
     assert getattr(from_null, attribute) == () and type(getattr(from_null, attribute)) is tuple
     assert from_null == from_empty  # the same record, field by field
     assert original == msgspec.structs.replace(

@@ -7,7 +7,7 @@ picks the width).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgpack
 import orjson
@@ -28,9 +28,9 @@ from rxalpaca.models import (
 )
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-ENCODINGS = ["json", "msgpack"]
-CODECS = {enc: Codec("stocks", enc) for enc in ENCODINGS}  # type: ignore[call-overload]
-STRICT = {enc: Codec("stocks", enc, strict_timestamps=True) for enc in ENCODINGS}  # type: ignore[call-overload]
+ENCODINGS: list[Literal["json", "msgpack"]] = ["json", "msgpack"]
+CODECS: dict[str, Codec] = {enc: Codec("stocks", enc) for enc in ENCODINGS}
+STRICT: dict[str, Codec] = {enc: Codec("stocks", enc, strict_timestamps=True) for enc in ENCODINGS}
 
 # ---------------------------------------------------------------- valid messages
 
@@ -110,7 +110,8 @@ def _frame(elements: list[Any], encoding: str) -> bytes:
     wire = [_wire(e, encoding) for e in elements]
     if encoding == "json":
         return orjson.dumps(wire)
-    return msgpack.packb(wire, use_bin_type=True)
+    packed: bytes = msgpack.packb(wire, use_bin_type=True)
+    return packed
 
 
 def _assert_well_formed(out: object, received_ns: int) -> None:

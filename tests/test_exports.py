@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+from collections.abc import AsyncIterator
+from types import ModuleType
 
 import pytest
+import reactivex
 
 import rxalpaca
+import rxalpaca.aio
 
 MODULES = [
     "rxalpaca",
@@ -52,3 +57,36 @@ def test_public_api_has_docstrings() -> None:
         obj = getattr(rxalpaca, name)
         if callable(obj):
             assert obj.__doc__, f"rxalpaca.{name} has no docstring"
+
+
+def test_star_import_does_not_hide_the_builtin_aiter() -> None:
+    namespace: dict[str, object] = {}
+    exec("from rxalpaca import *", namespace)
+    exec("from rxalpaca.aio import *", namespace)
+    assert "aiter" not in namespace
+    assert "aiterate" in namespace
+
+
+async def _collect(items: AsyncIterator[int]) -> list[int]:
+    return [item async for item in items]
+
+
+def test_aiterate_iterates_an_observable() -> None:
+    assert asyncio.run(_collect(rxalpaca.aiterate(reactivex.of(1, 2, 3)))) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("module", [rxalpaca, rxalpaca.aio], ids=lambda m: m.__name__)
+def test_old_aiter_still_works_and_warns_once_per_call(module: ModuleType) -> None:
+    old_aiter = module.aiter
+    with pytest.warns(DeprecationWarning, match=r"use rxalpaca\.aiterate") as caught:
+        items = old_aiter(reactivex.of(1, 2, 3))
+    assert len(caught) == 1
+    assert caught[0].filename == __file__  # points at the caller, not at rxalpaca
+    assert asyncio.run(_collect(items)) == [1, 2, 3]
+
+
+def test_unknown_attributes_still_raise() -> None:
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = rxalpaca.no_such_name  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = rxalpaca.aio.no_such_name  # type: ignore[attr-defined]

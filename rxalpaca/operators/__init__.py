@@ -41,11 +41,11 @@ from reactivex.operators import *  # noqa: F403 - the facade re-exports reactive
 from reactivex.operators import __all__ as _rx_all
 
 from ..codec import Codec, Decoded
-from ..errors import FrameError
+from ..errors import BufferOverflow, FrameError
 from ..frames import DEFAULT_MAX_MESSAGE_BYTES, Batch, Frame
 from ..metrics import Metrics
 from ..router import Router
-from ._buffer import BufferOverflow, OverflowPolicy, bounded_buffer_
+from ._buffer import OverflowPolicy, bounded_buffer_
 from ._conflate import conflate_
 from ._decode import decode_
 from ._meter import meter_

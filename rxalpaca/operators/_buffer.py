@@ -46,7 +46,7 @@ from reactivex.scheduler import (
     VirtualTimeScheduler,
 )
 
-from ..errors import RxAlpacaError
+from ..errors import BufferOverflow
 from ._conflate import _default_scheduler  # one shared pool for both hand-over operators
 
 _T = TypeVar("_T")
@@ -58,21 +58,6 @@ _NOT_DONE = object()
 # Schedulers that run scheduled work on the calling thread (now, or once the caller
 # returns to the scheduler's loop): a producer on that thread can never wait for room.
 _SAME_THREAD_SCHEDULERS = (ImmediateScheduler, TrampolineScheduler, VirtualTimeScheduler)
-
-
-class BufferOverflow(RxAlpacaError):
-    """A :func:`~rxalpaca.operators.bounded_buffer` was full and could neither wait nor drop.
-
-    Raised (as ``on_error``, after the items already queued) with ``overflow="error"``,
-    and with ``overflow="block"`` when the producer is the consumer's own thread.
-
-    Attributes:
-        size: the buffer's capacity, in items.
-    """
-
-    def __init__(self, size: int, reason: str) -> None:
-        super().__init__(f"bounded buffer full ({size} items): {reason}")
-        self.size = size
 
 
 class _State:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from reactivex.abc import ObserverBase
 
 from rxalpaca import RetryPolicy, StreamClient
 from rxalpaca.testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer
@@ -16,7 +17,7 @@ from rxalpaca.testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer
 FAST_RETRY = RetryPolicy(initial_delay=0.02, max_delay=0.2)
 
 
-class Collector:
+class Collector(ObserverBase[Any]):
     """An observer that records everything and lets a test wait for events."""
 
     def __init__(self) -> None:

@@ -171,7 +171,7 @@ def test_an_async_observer_is_refused_at_subscribe_and_nothing_is_subscribed(
         subscribe_with(client.trades("AAPL", "msft"))
     msg = str(info.value)
     assert msg.startswith(f"{name} is an async function")
-    assert "async for item in rxalpaca.aiter(client.trades('AAPL', 'MSFT')): ..." in msg
+    assert "async for item in rxalpaca.aiterate(client.trades('AAPL', 'MSFT')): ..." in msg
     # No routing entry, no reference count, no connection.
     assert client._router.entries() == 0 and client._book.live == 0
     assert client.current_state is ConnectionState.IDLE
@@ -186,7 +186,7 @@ def test_the_refusal_names_the_method_that_was_called(
 ) -> None:
     client = make_client(alpaca_server)
     with pytest.raises(ConfigurationError, match=r"client\.daily_bars\('AAPL'\)"):
-        client.daily_bars("AAPL").subscribe(on_trade)
+        client.daily_bars("AAPL").subscribe(on_trade)  # type: ignore[arg-type]  # the mistake
 
 
 # ---------------------------------------------------------------- a raising observer (item 5)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -20,6 +20,7 @@ from .conftest import FAST_RETRY, Collector
 from .test_client_semantics import quote, states, wait_state
 
 S = ConnectionState
+E = TypeVar("E", bound=Exception)
 NS = 1_700_000_000_000_000_000
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,7 +38,7 @@ class ErrorLog:
             self.items.append(e)
             self._cond.notify_all()
 
-    def wait_for(self, kind: type[Exception], timeout: float = 10.0) -> Exception:
+    def wait_for(self, kind: type[E], timeout: float = 10.0) -> E:
         with self._cond:
             ok = self._cond.wait_for(lambda: any(isinstance(e, kind) for e in self.items), timeout)
         assert ok, f"no {kind.__name__} on errors: {self.items}"

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from reactivex.disposable import Disposable
+from reactivex.abc import DisposableBase
 
 from rxalpaca import ConnectionState, StreamClient, errors
 from rxalpaca.client import UnknownMessage
@@ -291,7 +291,7 @@ def test_subscribe_and_dispose_from_inside_an_observer(
 ) -> None:
     client = make_client(alpaca_server)
     follow = collector()
-    holder: dict[str, Disposable] = {}
+    holder: dict[str, DisposableBase] = {}
 
     def on_quote(q: Any) -> None:  # runs on the socket thread
         if "t" not in holder:

@@ -250,7 +250,7 @@ def test_async_bridge(
 
     async def main() -> list[float]:
         out = []
-        async for qt in rxalpaca.aiter(client.quotes("AAPL").pipe(ops.take(3))):
+        async for qt in rxalpaca.aiterate(client.quotes("AAPL").pipe(ops.take(3))):
             out.append(qt.bid_price)
         return out
 

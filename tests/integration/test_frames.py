@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from rxalpaca import Frame, StreamClient
-from rxalpaca.errors import ConnectionLostError
+from rxalpaca.errors import ConnectionLostError, FrameError
 from rxalpaca.frames import Opcode
 from rxalpaca.testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer
 from rxalpaca.transport import WebSocketTransport
@@ -116,7 +116,7 @@ def test_a_raising_frames_observer_is_reported_and_harms_nobody(
     client.errors.subscribe(problems)
     calls = threading.Event()
 
-    def bad(_f: Frame) -> None:
+    def bad(_f: Frame | FrameError) -> None:
         calls.set()
         raise RuntimeError("recorder bug")
 

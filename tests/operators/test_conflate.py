@@ -124,7 +124,12 @@ def test_on_conflated_may_dispose_the_stream_it_counts() -> None:
     )
     src.on_next(("A", 1))
     done = threading.Event()
-    worker = threading.Thread(target=lambda: (src.on_next(("A", 2)), done.set()), daemon=True)
+
+    def push() -> None:
+        src.on_next(("A", 2))
+        done.set()
+
+    worker = threading.Thread(target=push, daemon=True)
     worker.start()
     assert done.wait(5), "on_conflated deadlocked disposing its own stream"
     scheduler.start()

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import reactivex
+from reactivex.abc import ObserverBase
 from reactivex.testing import ReactiveTest, TestScheduler
 
 from rxalpaca import ops
@@ -31,7 +32,7 @@ def frame(*parts: bytes, t: int = 7) -> Frame:
     return Frame(b"[" + b",".join(parts) + b"]", Opcode.TEXT, True, t)
 
 
-class Sink:
+class Sink(ObserverBase[Any]):
     def __init__(self, fail: bool = False) -> None:
         self.items: list[Any] = []
         self.fail = fail
@@ -67,6 +68,7 @@ def test_decode_emits_one_batch_per_frame_with_received_time() -> None:
     res = scheduler.start(lambda: xs.pipe(ops.decode(Codec("stocks", "json"))))
     [batch] = [m.value.value for m in res.messages]
     assert [type(x) for x in batch.items] == [Trade, Quote]
+    assert isinstance(batch.items[0], Trade)
     assert batch.received_ns == 99 and batch.items[0].received_ns == 99
     assert not batch.failed
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -10,6 +11,8 @@ import pytest
 import reactivex
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reactivex import Observable
+from reactivex.abc import ObserverBase
 from reactivex.testing import ReactiveTest, TestScheduler
 
 from rxalpaca import ops
@@ -34,7 +37,7 @@ FRAMES: list[Frame | FrameError] = [
 ]
 
 
-class Sink:
+class Sink(ObserverBase[Any]):
     def __init__(self) -> None:
         self.items: list[Any] = []
 
@@ -54,6 +57,7 @@ def run(fused: bool) -> tuple[list[Any], list[Any], dict[str, Any]]:
     sink = Sink()
     router.add("quotes", "AAPL", sink)
     codec = Codec("stocks", "json")
+    op: list[Callable[[Observable[Any]], Observable[Any]]]
     if fused:
         op = [ops.pipeline(codec, metrics, router, 200)]
     else:
@@ -118,7 +122,7 @@ def _payloads(draw: st.DrawFn) -> bytes | str:
 
 
 @st.composite
-def _items(draw: st.DrawFn) -> list[Frame | FrameError]:
+def _items(draw: st.DrawFn) -> Sequence[Frame | FrameError]:
     """One step of a stream: a whole frame, a (maybe partial) fragmented message, a stray
     continuation, a control frame or an error value from the transport."""
     kind = draw(st.sampled_from(["whole", "fragments", "continuation", "control", "error"]))
@@ -194,7 +198,7 @@ LOST = ConnectionError("connection lost")
     end=st.sampled_from(["completed", "error"]),
 )
 def test_fused_pipeline_is_the_five_operators_piped(
-    steps: list[list[Frame | FrameError]], end: str
+    steps: list[Sequence[Frame | FrameError]], end: str
 ) -> None:
     items = [item for step in steps for item in step]
     fused = _through(True, items, end)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from reactivex.testing import ReactiveTest, TestScheduler
 
 from rxalpaca import ops
@@ -11,7 +13,7 @@ from rxalpaca.frames import Frame, Opcode
 on_next, on_completed = ReactiveTest.on_next, ReactiveTest.on_completed
 
 
-def values(items: list[object], **kw: object) -> list[object]:
+def values(items: Sequence[object], **kw: object) -> list[object]:
     scheduler = TestScheduler()
     xs = scheduler.create_hot_observable(
         *[on_next(210 + i, x) for i, x in enumerate(items)], on_completed(300)

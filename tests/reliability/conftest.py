@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from reactivex.abc import ObserverBase
 
 from rxalpaca import RetryPolicy, StreamClient
 from rxalpaca.testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer
@@ -118,7 +119,7 @@ def wire_uid(rec: Any) -> int:
 # ---------------------------------------------------------------- observers
 
 
-class Recorder:
+class Recorder(ObserverBase[Any]):
     """An observer that logs ``(channel, symbol, uid)`` and every terminal event.
 
     Reliability suites assert that no terminal event ever reaches user code while the
@@ -160,7 +161,7 @@ class EventLog:
             return self.cond.wait_for(lambda: uid in self.seen, timeout)
 
 
-class CountingObserver:
+class CountingObserver(ObserverBase[Any]):
     """A cheap observer for churn: counts values, records terminal events."""
 
     __slots__ = ("completed", "errors", "n")

@@ -109,7 +109,7 @@ def run_pipeline(
     reactivex.from_iterable(frames).pipe(
         ops.reassemble(MAX_BYTES),
         ops.validate(),
-        ops.decode(Codec("stocks", enc.value, strict_timestamps=strict_timestamps)),  # type: ignore[arg-type]
+        ops.decode(Codec("stocks", enc.value, strict_timestamps=strict_timestamps)),
         ops.meter(metrics),
         ops.route(router),
     ).subscribe(sink.on_rest, sink.errors.append, done)
@@ -298,7 +298,7 @@ class _Live:
             url=self.server.base_url,
             key=DEFAULT_KEY,
             secret=DEFAULT_SECRET,
-            encoding=enc.value,  # type: ignore[arg-type]
+            encoding=enc.value,
             ping_interval=None,
             max_message_bytes=MAX_BYTES,
         )

@@ -30,7 +30,6 @@ from typing import Any
 
 import pytest
 import reactivex
-from _secret_guard import SecretGuardHandler, assert_no_secret, find_secrets, register_secret
 
 from rxalpaca import ConnectionState, StreamClient, ops
 from rxalpaca.errors import (
@@ -43,6 +42,7 @@ from rxalpaca.errors import (
 from rxalpaca.frames import Frame, Opcode
 from rxalpaca.testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer
 from rxalpaca.testing.wire import Encoding, encode_frame
+from tests._secret_guard import SecretGuardHandler, assert_no_secret, find_secrets, register_secret
 
 from ._fuzz_helpers import timing_factor
 from .tls_helpers import CertSet, TlsProxy, have_openssl, make_certs

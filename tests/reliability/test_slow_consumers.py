@@ -335,7 +335,8 @@ def test_bounded_buffer_drop_oldest_keeps_a_slow_observer_healthy_with_the_newes
 
         def all_accounted_for() -> bool:
             delivered = metrics.messages_delivered
-            return delivered == info.sent_data_count == len(seen) + dropped[0]
+            sent: int = info.sent_data_count
+            return delivered == sent == len(seen) + dropped[0]
 
         # The queue drains at the observer's pace (QUEUE_SIZE x WORK_S at most).
         with run.cond:

@@ -71,7 +71,7 @@ def test_alpaca_py_stock_stream_receives_published_records(
         assert info.received[0] == {"action": "auth", "key": DEFAULT_KEY, "secret": DEFAULT_SECRET}
         assert info.headers.get("User-Agent", "").startswith("APCA-PY")
 
-        trades = [
+        trades: list[dict[str, Any]] = [
             {
                 "T": "t",
                 "S": "AAPL",
@@ -106,7 +106,7 @@ def test_alpaca_py_stock_stream_receives_published_records(
                 "t": T0 + 2000,
             },
         ]
-        quotes = [
+        quotes: list[dict[str, Any]] = [
             {
                 "T": "q",
                 "S": "AAPL",
@@ -134,7 +134,7 @@ def test_alpaca_py_stock_stream_receives_published_records(
                 "t": T0 + 4000,
             },
         ]
-        bars = [
+        bars: list[dict[str, Any]] = [
             {
                 "T": "b",
                 "S": "SPY",

@@ -76,7 +76,7 @@ def test_s19_null_empty_and_missing_mean_no_change(
     """S19: a missing key, [] and null are all 'no change'; a non-list value → 400."""
     peer = _stock_peer(server, connect)
     peer.subscribe(trades=["AAPL"], quotes=["MSFT"])
-    ack = peer.subscribe(trades=None, quotes=[], bars=["SPY"])  # type: ignore[arg-type]
+    ack = peer.subscribe(trades=None, quotes=[], bars=["SPY"])
     assert ack["trades"] == ["AAPL"] and ack["quotes"] == ["MSFT"] and ack["bars"] == ["SPY"]
     peer.send({"action": "subscribe", "trades": "AAPL"})
     peer.expect_error(400)
@@ -91,7 +91,7 @@ def test_s19_msgpack_nil_lists_like_the_go_sdk(
     peer = _stock_peer(server, connect, msgpack_mode=True)
     ack = peer.subscribe(
         trades=["AAPL"], quotes=None, bars=None, news=None, orderbooks=None, pricing=None
-    )  # type: ignore[arg-type]
+    )
     assert ack["trades"] == ["AAPL"]
 
 
