@@ -26,7 +26,7 @@ import os
 import threading
 import time
 from enum import Enum
-from typing import Any, Literal
+from typing import Any, Literal, Never, Self, TypedDict, Unpack, overload
 
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
@@ -41,17 +41,31 @@ from .errors import (
     SubscriptionMismatch,
     UnknownMessage,
 )
-from .feeds import Endpoint, endpoint, url_for
+from .feeds import CryptoFeed, Endpoint, OptionFeed, StockFeed, endpoint, url_for
 from .frames import DEFAULT_MAX_MESSAGE_BYTES, Frame
 from .metrics import Metrics
+from .models import (
+    Bar,
+    CryptoBar,
+    CryptoDailyBar,
+    CryptoQuote,
+    CryptoTrade,
+    CryptoUpdatedBar,
+    DailyBar,
+    OptionQuote,
+    OptionTrade,
+    Quote,
+    Trade,
+    UpdatedBar,
+)
 from .operators import RetryPolicy
 from .protocol import ConnectionState, Session
-from .streams import ErrorOutlet, Streams
+from .streams import BarT, DailyBarT, ErrorOutlet, QuoteT, Streams, TradeT, UpdatedBarT
 from .supervisor import Supervisor
 from .transport import WebSocketTransport
 from .upstream import AlpacaUpstream
 
-__all__ = ["Lifecycle", "StreamClient", "SubscriptionMismatch", "UnknownMessage"]
+__all__ = ["ClientOptions", "Lifecycle", "StreamClient", "SubscriptionMismatch", "UnknownMessage"]
 
 logger = logging.getLogger("rxalpaca")
 
@@ -67,7 +81,29 @@ class Lifecycle(Enum):
     CLOSED = "closed"  # close() was called: new subscribers get ClientClosedError
 
 
-class StreamClient(Streams):
+class ClientOptions(TypedDict, total=False):
+    """The keyword options of :class:`StreamClient` (documented there)."""
+
+    key: str | None
+    secret: str | None
+    url: str | None
+    sandbox: bool
+    encoding: Literal["json", "msgpack"]
+    header_auth: bool
+    retry: RetryPolicy | None
+    ping_interval: float | None
+    ping_timeout: float | None
+    ca_file: str | None
+    max_message_bytes: int
+    silence_timeout: float | None
+    slow_observer_threshold: float
+    subscribe_linger: float
+    reply_timeout: float | None
+    strict_timestamps: bool
+    name: str
+
+
+class StreamClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
     """A connection to one Alpaca market-data endpoint, as typed per-symbol Observables.
 
     The socket opens on the first subscription (or :meth:`connect`), authenticates,
@@ -116,6 +152,30 @@ class StreamClient(Streams):
             +40 % MessagePack decode time).
     """
 
+    # The feed's family picks the record types, so an editor knows that trades() on
+    # "iex" gives Trade and on "crypto" CryptoTrade; any other string gives Any.
+    @overload
+    def __init__(
+        self: StreamClient[Trade, Quote, Bar, DailyBar, UpdatedBar],
+        feed: StockFeed = "iex",
+        **options: Unpack[ClientOptions],
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: StreamClient[CryptoTrade, CryptoQuote, CryptoBar, CryptoDailyBar, CryptoUpdatedBar],
+        feed: CryptoFeed,
+        **options: Unpack[ClientOptions],
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: StreamClient[OptionTrade, OptionQuote, Never, Never, Never],
+        feed: OptionFeed,
+        **options: Unpack[ClientOptions],
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: StreamClient[Any, Any, Any, Any, Any], feed: str, **options: Unpack[ClientOptions]
+    ) -> None: ...
     def __init__(
         self,
         feed: str = "iex",
@@ -206,7 +266,7 @@ class StreamClient(Streams):
             f"encoding={self.encoding!r}, state={self.current_state.value!r})"
         )
 
-    def __enter__(self) -> StreamClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -307,7 +367,7 @@ class StreamClient(Streams):
             "metrics": m.snapshot(),
         }
 
-    def connect(self) -> StreamClient:
+    def connect(self) -> Self:
         """Open the connection now instead of at the first subscription."""
         self._open()
         return self

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal
 
 from .errors import ConfigurationError
 
@@ -28,8 +29,11 @@ __all__ = [
     "PRODUCTION_HOST",
     "SANDBOX_HOST",
     "Channel",
+    "CryptoFeed",
     "Endpoint",
     "Family",
+    "OptionFeed",
+    "StockFeed",
     "endpoint",
     "endpoint_for_path",
     "url_for",
@@ -154,6 +158,12 @@ ENDPOINTS: dict[str, Endpoint] = {
 #: Short names for common feeds (``"crypto"`` is the US crypto feed, ``"options"`` the
 #: indicative one, which every plan may use).
 ALIASES: dict[str, str] = {"crypto": "crypto/us", "options": "indicative", "v2/test": "test"}
+
+#: Feed names by family, for type checkers (``StreamClient``'s overloads pick the
+#: record types from them); ``endpoint()`` also takes any case and other spellings.
+StockFeed = Literal["iex", "sip", "delayed_sip", "boats", "overnight", "test", "v2/test"]
+CryptoFeed = Literal["crypto", "crypto/us", "crypto/us-1", "crypto/eu-1"]
+OptionFeed = Literal["indicative", "opra", "options"]
 _BY_PATH = {e.path: e for e in ENDPOINTS.values()}
 
 

@@ -31,12 +31,13 @@ import inspect
 import logging
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Generic
 
 import reactivex
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 from reactivex.subject import Subject
+from typing_extensions import TypeVar
 
 from . import models
 from ._logging import RateLimitedLog
@@ -47,7 +48,7 @@ from .metrics import Metrics
 from .router import Router
 from .symbols import normalise_symbols
 
-__all__ = ["ErrorOutlet", "Streams"]
+__all__ = ["BarT", "DailyBarT", "ErrorOutlet", "QuoteT", "Streams", "TradeT", "UpdatedBarT"]
 
 logger = logging.getLogger("rxalpaca")
 
@@ -99,8 +100,21 @@ class ErrorOutlet:
             self.subject.on_completed()
 
 
-class Streams:
+# The record types of a feed family (see ``StreamClient``'s overloads): what the
+# editor shows for ``client.trades(...)`` on a stock, crypto or options feed.
+# Defaults (PEP 696): a plain ``StreamClient`` annotation means "any feed".
+TradeT = TypeVar("TradeT", default=Any)
+QuoteT = TypeVar("QuoteT", default=Any)
+BarT = TypeVar("BarT", default=Any)
+DailyBarT = TypeVar("DailyBarT", default=Any)
+UpdatedBarT = TypeVar("UpdatedBarT", default=Any)
+
+
+class Streams(Generic[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
     """Typed observables per (channel, symbols), ref-counted against an upstream.
+
+    Generic in the record types of the feed family, so ``trades`` is an
+    ``Observable[Trade]`` on a stock feed and ``Observable[CryptoTrade]`` on crypto.
 
     Args:
         endpoint: the feed's endpoint (its channels and symbol grammar).
@@ -131,23 +145,23 @@ class Streams:
 
     # ---- typed streams
 
-    def trades(self, *symbols: str | Iterable[str]) -> Observable[Any]:
+    def trades(self, *symbols: str | Iterable[str]) -> Observable[TradeT]:
         """Trades of ``symbols`` (``"*"``: every symbol; a list counts as its symbols)."""
         return self._stream(Channel.TRADES, symbols)
 
-    def quotes(self, *symbols: str | Iterable[str]) -> Observable[Any]:
+    def quotes(self, *symbols: str | Iterable[str]) -> Observable[QuoteT]:
         """Quotes of ``symbols``."""
         return self._stream(Channel.QUOTES, symbols)
 
-    def bars(self, *symbols: str | Iterable[str]) -> Observable[Any]:
+    def bars(self, *symbols: str | Iterable[str]) -> Observable[BarT]:
         """Minute bars of ``symbols``."""
         return self._stream(Channel.BARS, symbols)
 
-    def daily_bars(self, *symbols: str | Iterable[str]) -> Observable[Any]:
+    def daily_bars(self, *symbols: str | Iterable[str]) -> Observable[DailyBarT]:
         """Running daily bars."""
         return self._stream(Channel.DAILY_BARS, symbols)
 
-    def updated_bars(self, *symbols: str | Iterable[str]) -> Observable[Any]:
+    def updated_bars(self, *symbols: str | Iterable[str]) -> Observable[UpdatedBarT]:
         """Minute bars corrected after late trades."""
         return self._stream(Channel.UPDATED_BARS, symbols)
 

@@ -84,7 +84,7 @@ class AlpacaUpstream:
 
     def __init__(
         self,
-        streams: Streams,
+        streams: Streams[Any, Any, Any, Any, Any],
         outlet: ErrorOutlet,
         *,
         transport: WebSocketTransport,
