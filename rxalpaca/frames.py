@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import NamedTuple
 
-__all__ = ["Frame", "Opcode"]
+__all__ = ["CONTROL_OPCODES", "DATA_OPCODES", "DEFAULT_MAX_MESSAGE_BYTES", "Frame", "Opcode"]
 
 
 class Opcode(IntEnum):
@@ -23,6 +23,15 @@ class Opcode(IntEnum):
     CLOSE = 0x8
     PING = 0x9
     PONG = 0xA
+
+
+#: The opcodes that start a message (RFC 6455 §5.6); a continuation frame carries on one.
+DATA_OPCODES = frozenset({Opcode.TEXT, Opcode.BINARY})
+#: Ping, pong and close (RFC 6455 §5.5): at most 125 bytes, never fragmented.
+CONTROL_OPCODES = frozenset({Opcode.CLOSE, Opcode.PING, Opcode.PONG})
+
+#: The largest message accepted by default: news bodies can be large (§4.17); still bounded.
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class Frame(NamedTuple):
