@@ -18,6 +18,7 @@ from typing import Final, Generic, NamedTuple, TypeVar
 
 __all__ = [
     "ARRAY_LEADS",
+    "CONTROL_OPCODES",
     "DATA_OPCODES",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "JSON_ARRAY_LEADS",
@@ -43,6 +44,8 @@ class Opcode(IntEnum):
 
 #: The opcodes of frames that carry messages; the others are the transport's business.
 DATA_OPCODES: Final = frozenset({Opcode.TEXT, Opcode.BINARY})
+#: Ping, pong and close (RFC 6455 §5.5): at most 125 bytes, never fragmented.
+CONTROL_OPCODES: Final = frozenset({Opcode.CLOSE, Opcode.PING, Opcode.PONG})
 
 #: Lead bytes of a JSON array (§4.1): ``[`` after optional whitespace.
 JSON_ARRAY_LEADS: Final = frozenset(b"[ \t\r\n")

@@ -17,9 +17,9 @@ Threading (who owns what):
   is something to recover from, not the end of the data);
 * the **ping thread** (one per socket, when ``ping_interval`` is set) sends pings
   and aborts the socket as ``KeepaliveTimeout`` when nothing answers within
-  ``ping_timeout`` while the socket thread waits in ``recv`` (``_FrameReader``
-  publishes ``waiting_since``/``last_read``: single float stores, read without a
-  lock);
+  ``ping_timeout`` while the socket thread waits in ``recv`` (the read loop
+  publishes ``waiting_since``/``last_read`` per system call: single float stores,
+  read without a lock);
 * ``send`` may be called from any thread: websocket-client's
   ``enable_multithread`` lock serialises writers;
 * ``_lock`` guards ``_current`` (the live socket), each connection's
@@ -32,8 +32,10 @@ UTF-8 validation of text frames costs several times everything else, so it is
 off (``skip_utf8_validation=True``) — the decoder validates UTF-8 in C anyway.
 Its frame reader asks the kernel for 2 bytes of header, then the length, then
 the payload: three system calls and several Python layers per frame. We keep
-websocket-client for the handshake, TLS and every write, and read frames with
-``_FrameReader``, which slices them out of reads of up to 64 KiB.
+websocket-client for the handshake, TLS and every write; the socket thread reads
+its socket directly, up to 64 KiB per ``recv``, and feeds the bytes to
+:class:`~rxalpaca.framing.FrameParser` (the sans-I/O RFC 6455 parser), which
+returns every frame they complete: ``recv → feed → dispatch``.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import websocket
 from reactivex import Observable, abc
@@ -53,6 +55,16 @@ from reactivex.disposable import Disposable
 
 from .errors import ConfigurationError, ConnectionLostError, FrameError, KeepaliveTimeout
 from .frames import Frame, Opcode
+from .framing import (
+    Close,
+    CloseCode,
+    Failure,
+    FrameEvent,
+    FrameParser,
+    Ping,
+    TooLarge,
+    default_max_skip_bytes,
+)
 
 __all__ = ["WebSocketTransport"]
 
@@ -62,124 +74,6 @@ logger = logging.getLogger(__name__)
 #: small peak RSS (64 KiB measured 0.5 MB less than 256 KiB at the same cost per frame,
 #: docs/benchmarks.md).
 _READ_CHUNK = 64 * 1024
-
-
-class _ProtocolError(Exception):
-    """The server broke RFC 6455 framing (masked or RSV-flagged frames)."""
-
-
-class _FrameReader:
-    """RFC 6455 frame parsing over large reads (socket thread only).
-
-    websocket-client's reader asks the kernel for 2 bytes of header, then the
-    extended length, then the payload — three system calls and several Python
-    layers per frame. This reader takes up to 64 KiB per ``recv`` and slices frames
-    out of it: about 1 µs per frame instead of 5-6 (docs/benchmarks.md). The
-    handshake and all writes stay with websocket-client.
-
-    Server frames are never masked and we negotiate no extension, so a mask bit or
-    an RSV bit is a protocol error.
-    """
-
-    __slots__ = ("_buf", "_limit", "_pos", "_raw", "last_read", "waiting_since")
-
-    def __init__(self, raw: Callable[[int], bytes], limit: int | None) -> None:
-        self._raw = raw
-        self._buf = b""
-        self._pos = 0
-        self._limit = limit
-        #: ``time.monotonic()`` of the last bytes read (read by the keep-alive thread).
-        self.last_read = time.monotonic()
-        #: ``time.monotonic()`` since when the socket thread is blocked in ``recv``
-        #: waiting for bytes; ``0.0`` while it is busy (decoding, running observers).
-        self.waiting_since = 0.0
-
-    def _fill(self, need: int) -> bytes:
-        """Make ``need`` bytes available from ``_pos``; returns the (new) buffer."""
-        rest = self._buf[self._pos :]
-        # Drop the consumed buffer before reading the next: at most one chunk and the
-        # joined copy are alive at once (peak RSS, docs/benchmarks.md).
-        self._buf, self._pos = b"", 0
-        chunks = [rest] if rest else []
-        have = len(rest)
-        while have < need:
-            # Two clock reads per system call (not per frame): the keep-alive thread
-            # must know whether silence is the network's or our own busy thread's.
-            self.waiting_since = time.monotonic()
-            data = self._raw(max(_READ_CHUNK, need - have))
-            self.waiting_since = 0.0
-            self.last_read = time.monotonic()
-            if not data:
-                raise ConnectionLostError("the server closed the TCP connection")
-            chunks.append(data)
-            have += len(data)
-        # One chunk (the frames ended with the last read, as when the stream is not a
-        # flood): no copy.
-        self._buf = buf = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return buf
-
-    def read(self) -> tuple[int, bool, bytes]:
-        """The next frame as ``(opcode, fin, payload)``.
-
-        Raises:
-            _FrameTooLarge: the header announces more than the limit; the payload has
-                not been read (call :meth:`skip`).
-        """
-        buf = self._buf
-        pos = self._pos
-        if len(buf) - pos < 2:
-            buf = self._fill(2)
-            pos = 0
-        b1 = buf[pos]
-        b2 = buf[pos + 1]
-        if b1 & 0x70 or b2 & 0x80:
-            raise _ProtocolError(f"unexpected RSV/mask bits in frame header {b1:#x} {b2:#x}")
-        n = b2 & 0x7F
-        head = 2
-        if n >= 126:
-            head = 4 if n == 126 else 10
-            if len(buf) - pos < head:
-                buf = self._fill(head)
-                pos = 0
-            n = int.from_bytes(buf[pos + 2 : pos + head], "big")
-        limit = self._limit
-        if limit is not None and n > limit:
-            self._pos = pos + head
-            raise _FrameTooLarge(n, bool(b1 & 0x80))
-        end = pos + head + n
-        if end > len(buf):
-            buf = self._fill(head + n)
-            pos = 0
-            end = head + n
-        if end == len(buf):
-            self._buf, self._pos = b"", 0  # consumed: don't hold up to 64 KiB idle
-        else:
-            self._pos = end
-        return b1 & 0x0F, bool(b1 & 0x80), buf[pos + head : end]
-
-    def skip(self, n: int) -> None:
-        """Drop the next ``n`` payload bytes in bounded chunks."""
-        available = len(self._buf) - self._pos
-        if n <= available:
-            self._pos += n
-            return
-        n -= available
-        self._buf, self._pos = b"", 0
-        while n > 0:
-            data = self._raw(min(n, _READ_CHUNK))
-            if not data:
-                raise ConnectionLostError("connection closed inside an oversized frame")
-            self.last_read = time.monotonic()
-            n -= len(data)
-
-
-class _FrameTooLarge(Exception):
-    """A frame header announced more bytes than the transport accepts."""
-
-    def __init__(self, length: int, fin: bool) -> None:
-        super().__init__(length)
-        self.length = length
-        self.fin = fin
 
 
 _Observer = abc.ObserverBase[Frame | FrameError]
@@ -198,8 +92,13 @@ class _Connection:
         self.emit: Callable[[Frame | FrameError], None] = _drop
         # websocket-client is only partly typed; its socket is handled as Any here.
         self.ws: Any = None
-        # Set by the socket thread once the handshake is done (the keep-alive reads it).
-        self.reader: _FrameReader | None = None
+        # The reading side's clocks, for the ping thread and link(): single float
+        # stores by the socket thread, once per system call, read without a lock.
+        #: ``time.monotonic()`` of the last bytes read; 0.0 until the handshake is done.
+        self.last_read = 0.0
+        #: ``time.monotonic()`` since when the socket thread is blocked in ``recv``
+        #: waiting for bytes; ``0.0`` while it is busy (decoding, running observers).
+        self.waiting_since = 0.0
         #: ``time.monotonic()`` of the oldest ping with nothing read since; 0.0: none.
         self.ping_outstanding_since = 0.0
         self.closing = threading.Event()
@@ -225,12 +124,14 @@ class _Connection:
                 t.url, header=[f"{k}: {v}" for k, v in t.headers.items()], timeout=t.connect_timeout
             )
             ws.settimeout(None)  # reads block; close() unblocks them with shutdown()
-            # websocket-client's own recv (handles TLS quirks) under our frame parser.
-            reader = _FrameReader(ws.frame_buffer.recv, t.max_frame_bytes)
-            self.reader = reader
         except Exception as exc:
             self._finish(exc, "connect failed")
             return
+        # From here on every byte is the parser's. websocket-client read the status line
+        # and headers a byte at a time (websocket/_http.py, read_headers), so a frame
+        # that came in the same packet as the 101 is still in the socket, not in a
+        # buffer of its own.
+        self.last_read = time.monotonic()
         self.opened.set()
         if self.closing.is_set():
             self._shutdown()
@@ -243,51 +144,8 @@ class _Connection:
         if t.ping_interval:
             pinger = threading.Thread(target=self._keepalive, name=f"{t.name}-ping", daemon=True)
             pinger.start()
-        read = reader.read
-        clock = time.time_ns
-        # True while the rest of an oversized message's fragments are being skipped.
-        skipping = False
         try:
-            while True:
-                try:
-                    op, fin, payload = read()
-                except _FrameTooLarge as big:
-                    # Refused at its header: report the message once, at once, then skip
-                    # its payload in bounded chunks; or, when skipping would mean reading
-                    # an absurd amount, leave with 1009 (RFC 6455 "message too big").
-                    if not skipping:
-                        self.emit(
-                            FrameError(
-                                f"message exceeds {t.max_frame_bytes} bytes "
-                                f"(a frame of {big.length} bytes)",
-                                b"",
-                                clock(),
-                            )
-                        )
-                    if big.length > t.max_skip_bytes:
-                        with contextlib.suppress(Exception):
-                            ws.send_close(1009)
-                        raise ConnectionLostError(
-                            f"frame of {big.length} bytes announced; closed with 1009"
-                        ) from None
-                    reader.skip(big.length)
-                    skipping = not big.fin
-                    continue
-                if op == Opcode.CONTINUATION:
-                    if skipping:
-                        skipping = not fin
-                        continue
-                elif op == Opcode.PING:
-                    ws.pong(payload)
-                    continue
-                elif op == Opcode.PONG:
-                    continue
-                elif op == Opcode.CLOSE:
-                    code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
-                    with contextlib.suppress(Exception):
-                        ws.send_close(1000)
-                    raise ConnectionLostError(f"server closed the connection (code {code})")
-                self.emit(Frame(payload, op, fin, clock()))
+            self._read(ws.sock, FrameParser(t.max_frame_bytes, t.max_skip_bytes))
         except Exception as exc:
             self._finish(exc, "socket ended")
         finally:
@@ -295,6 +153,65 @@ class _Connection:
             self._shutdown()
             if pinger is not None:
                 pinger.join(timeout=1.0)
+
+    def _read(self, sock: socket.socket, parser: FrameParser) -> NoReturn:
+        """The socket thread's loop: recv, feed the parser, dispatch what it returns.
+
+        Ends only by raising (the socket closed or failed, a close frame, a
+        protocol error). ``sock`` is websocket-client's socket, blocking: a TLS socket
+        then retries OpenSSL's want-read internally, so ``recv`` returns bytes, or
+        ``b""`` at the end, or raises.
+        """
+        recv = sock.recv
+        feed = parser.feed
+        wall = time.time_ns
+        clock = time.monotonic
+        frame_type = Frame
+        while True:
+            # Two clock reads per system call (not per frame): the keep-alive thread
+            # must know whether silence is the network's or our own busy thread's.
+            self.waiting_since = clock()
+            data = recv(_READ_CHUNK)
+            self.waiting_since = 0.0
+            self.last_read = clock()
+            if not data:
+                raise ConnectionLostError("the server closed the TCP connection")
+            received_ns = wall()
+            for event in feed(data, received_ns):
+                if type(event) is frame_type:
+                    self.emit(event)
+                else:
+                    self._control(event, received_ns)
+            del data  # don't hold up to 64 KiB idle while blocked in the next recv
+
+    def _control(self, event: FrameEvent, received_ns: int) -> None:
+        """What the parser returns besides data frames (rare: no fast path needed)."""
+        ws = self.ws
+        if isinstance(event, Ping):
+            ws.pong(event.payload)
+        elif isinstance(event, TooLarge):
+            # Refused at its header: the message is reported once, at once; the parser
+            # skips its payload (and its further fragments) without keeping them.
+            self.emit(
+                FrameError(
+                    f"message exceeds {self.transport.max_frame_bytes} bytes "
+                    f"(a frame of {event.length} bytes)",
+                    b"",
+                    received_ns,
+                )
+            )
+        elif isinstance(event, Close):
+            with contextlib.suppress(Exception):
+                ws.send_close(CloseCode.NORMAL)
+            reason = f": {event.reason!r}" if event.reason else ""
+            raise ConnectionLostError(f"server closed the connection (code {event.code}{reason})")
+        elif isinstance(event, Failure):
+            # The server broke RFC 6455 (1002), or announced a frame too large to be
+            # worth skipping (1009): tell it why, and leave.
+            with contextlib.suppress(Exception):
+                ws.send_close(event.code)
+            raise ConnectionLostError(f"{event.reason}; closed with {event.code}")
+        # A Pong needs nothing more: the clocks in _read saw bytes arrive.
 
     def _finish(self, exc: BaseException, what: str) -> None:
         if self.closing.is_set():
@@ -333,8 +250,8 @@ class _Connection:
         """
         t = self.transport
         interval, timeout = t.ping_interval, t.ping_timeout
-        reader, ws = self.reader, self.ws
-        assert interval is not None and reader is not None
+        ws = self.ws
+        assert interval is not None
         clock = time.monotonic
         next_ping = clock() + interval
         while True:
@@ -342,7 +259,7 @@ class _Connection:
             wake = next_ping
             since = self.ping_outstanding_since
             if since and timeout is not None:
-                waiting = reader.waiting_since
+                waiting = self.waiting_since
                 # Busy reader: look again in a while rather than spin on a past deadline.
                 due = max(since, waiting) + timeout if waiting else now + timeout / 4
                 wake = min(wake, due)
@@ -350,10 +267,10 @@ class _Connection:
                 return
             now = clock()
             since = self.ping_outstanding_since
-            if since and reader.last_read >= since:
+            if since and self.last_read >= since:
                 since = self.ping_outstanding_since = 0.0  # answered (or other bytes came)
             if since and timeout is not None:
-                waiting = reader.waiting_since
+                waiting = self.waiting_since
                 if waiting and now - max(since, waiting) >= timeout:
                     self.abort(
                         KeepaliveTimeout(
@@ -373,15 +290,12 @@ class _Connection:
 
     def link(self) -> tuple[float | None, float | None]:
         """Seconds since bytes last arrived, and since the oldest unanswered ping."""
-        reader = self.reader
+        last = self.last_read
         now = time.monotonic()
         since = self.ping_outstanding_since
-        if reader is not None and since and reader.last_read >= since:
+        if last and since and last >= since:
             since = 0.0
-        return (
-            now - reader.last_read if reader is not None else None,
-            now - since if since else None,
-        )
+        return (now - last if last else None, now - since if since else None)
 
     def send(self, payload: bytes | str, opcode: int) -> None:
         ws = self.ws
@@ -473,7 +387,7 @@ class WebSocketTransport:
         self.max_frame_bytes = max_frame_bytes
         #: An oversized frame up to this size is read and dropped; a larger one closes
         #: the socket (a reconnect is cheaper than reading gigabytes).
-        self.max_skip_bytes = max(16 * (max_frame_bytes or 0), 16 * 1024 * 1024)
+        self.max_skip_bytes = default_max_skip_bytes(max_frame_bytes)
         self.name = name
         # Guards _current, each connection's observers/emit, and _monitors.
         self._lock = threading.Lock()
