@@ -14,7 +14,7 @@ Example::
     ...
     log.log(("bad-frame",), logging.WARNING, "bad frame from %s: %s", feed, err)
     ...
-    log.flush()  # now and then (a watchdog tick) and at close: summaries still owed
+    log.flush()  # now and then (a supervisor tick) and at close: summaries still owed
 
 Stdlib only: a layer-0 module (design.md).
 """

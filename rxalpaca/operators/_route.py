@@ -44,7 +44,7 @@ def _router_step(
     def on_next(batch: Batch[Decoded]) -> None:
         nonlocal count
         t0 = clock()
-        # Published so a watchdog can see a batch that is taking long *while* it runs.
+        # Published so the supervisor can see a batch that is taking long *while* it runs.
         metrics.dispatch_started_ns = t0
         items = batch.items
         rest = dispatch(items)
