@@ -22,43 +22,27 @@ every thread and lock.
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import time
 from enum import Enum
-from typing import Any, Literal, Never, Self, TypedDict, Unpack, overload
+from typing import Any, Literal, Never, Self, Unpack, overload
 
-from reactivex import Observable, abc
-from reactivex.disposable import Disposable
+from reactivex import Observable
 from reactivex.subject import BehaviorSubject
 
+from . import models as m
 from ._logging import RateLimitedLog
 from .codec import Codec
 from .errors import (
     ClientClosedError,
-    ConfigurationError,
     FrameError,
     SubscriptionMismatch,
     UnknownMessage,
 )
-from .feeds import CryptoFeed, Endpoint, OptionFeed, StockFeed, endpoint, url_for
-from .frames import DEFAULT_MAX_MESSAGE_BYTES, Frame
+from .feeds import CryptoFeed, OptionFeed, StockFeed
+from .frames import Frame
 from .metrics import Metrics
-from .models import (
-    Bar,
-    CryptoBar,
-    CryptoDailyBar,
-    CryptoQuote,
-    CryptoTrade,
-    CryptoUpdatedBar,
-    DailyBar,
-    OptionQuote,
-    OptionTrade,
-    Quote,
-    Trade,
-    UpdatedBar,
-)
 from .operators import RetryPolicy
+from .options import ClientOptions, Settings
 from .protocol import ConnectionState, Session
 from .streams import BarT, DailyBarT, ErrorOutlet, QuoteT, Streams, TradeT, UpdatedBarT
 from .supervisor import Supervisor
@@ -79,28 +63,6 @@ class Lifecycle(Enum):
     OPENED = "opened"  # the connection runs, reconnecting after transient failures
     FAILED = "failed"  # a fatal error ended it: new subscribers get that error
     CLOSED = "closed"  # close() was called: new subscribers get ClientClosedError
-
-
-class ClientOptions(TypedDict, total=False):
-    """The keyword options of :class:`StreamClient` (documented there)."""
-
-    key: str | None
-    secret: str | None
-    url: str | None
-    sandbox: bool
-    encoding: Literal["json", "msgpack"]
-    header_auth: bool
-    retry: RetryPolicy | None
-    ping_interval: float | None
-    ping_timeout: float | None
-    ca_file: str | None
-    max_message_bytes: int
-    silence_timeout: float | None
-    slow_observer_threshold: float
-    subscribe_linger: float
-    reply_timeout: float | None
-    strict_timestamps: bool
-    name: str
 
 
 class StreamClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
@@ -156,19 +118,21 @@ class StreamClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
     # "iex" gives Trade and on "crypto" CryptoTrade; any other string gives Any.
     @overload
     def __init__(
-        self: StreamClient[Trade, Quote, Bar, DailyBar, UpdatedBar],
+        self: StreamClient[m.Trade, m.Quote, m.Bar, m.DailyBar, m.UpdatedBar],
         feed: StockFeed = "iex",
         **options: Unpack[ClientOptions],
     ) -> None: ...
     @overload
     def __init__(
-        self: StreamClient[CryptoTrade, CryptoQuote, CryptoBar, CryptoDailyBar, CryptoUpdatedBar],
+        self: StreamClient[
+            m.CryptoTrade, m.CryptoQuote, m.CryptoBar, m.CryptoDailyBar, m.CryptoUpdatedBar
+        ],
         feed: CryptoFeed,
         **options: Unpack[ClientOptions],
     ) -> None: ...
     @overload
     def __init__(
-        self: StreamClient[OptionTrade, OptionQuote, Never, Never, Never],
+        self: StreamClient[m.OptionTrade, m.OptionQuote, Never, Never, Never],
         feed: OptionFeed,
         **options: Unpack[ClientOptions],
     ) -> None: ...
@@ -176,88 +140,46 @@ class StreamClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
     def __init__(
         self: StreamClient[Any, Any, Any, Any, Any], feed: str, **options: Unpack[ClientOptions]
     ) -> None: ...
-    def __init__(
-        self,
-        feed: str = "iex",
-        *,
-        key: str | None = None,
-        secret: str | None = None,
-        url: str | None = None,
-        sandbox: bool = False,
-        encoding: Literal["json", "msgpack"] = "msgpack",
-        header_auth: bool = False,
-        retry: RetryPolicy | None = None,
-        ping_interval: float | None = 10.0,
-        ping_timeout: float | None = 10.0,
-        ca_file: str | None = None,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        silence_timeout: float | None = None,
-        slow_observer_threshold: float = 0.8,
-        subscribe_linger: float = 0.01,
-        reply_timeout: float | None = 5.0,
-        strict_timestamps: bool = False,
-        name: str = "rxalpaca",
-    ) -> None:
-        ep = endpoint(feed)
-        if encoding not in ("json", "msgpack"):
-            raise ConfigurationError(f"encoding must be 'json' or 'msgpack', not {encoding!r}")
-        if ep.msgpack_only and encoding != "msgpack":
-            raise ConfigurationError(f"{ep.feed} speaks MessagePack only (§1.3)")
-        for option, value in (
-            ("reply_timeout", reply_timeout),
-            ("ping_interval", ping_interval),
-            ("ping_timeout", ping_timeout),
-            ("silence_timeout", silence_timeout),
-        ):
-            if value is not None and not value > 0:
-                raise ConfigurationError(f"{option} must be a positive number of seconds or None")
-        key = key if key is not None else os.environ.get("APCA_API_KEY_ID")
-        secret = secret if secret is not None else os.environ.get("APCA_API_SECRET_KEY")
-        if not key or not secret:
-            raise ConfigurationError(
-                "no credentials: pass key= and secret=, or set APCA_API_KEY_ID and "
-                "APCA_API_SECRET_KEY"
-            )
+    def __init__(self, feed: str = "iex", **options: Unpack[ClientOptions]) -> None:
+        cfg = Settings.build(feed, options)
+        o = cfg.options
         # Repeated errors (a raising observer, a bad frame per message) log once in
         # full, then a count every interval; counters and `errors` still see each one.
         outlet = ErrorOutlet(Metrics(), RateLimitedLog(logger))
-        super().__init__(ep, outlet.metrics, outlet)
-        self.encoding = encoding
-        self.url = _resolve_url(feed, url, sandbox, ep)
-        headers = {"User-Agent": "rxalpaca/0.1"}
-        if encoding == "msgpack":
-            headers["Content-Type"] = "application/msgpack"
-        if header_auth:
-            headers["APCA-API-KEY-ID"] = key
-            headers["APCA-API-SECRET-KEY"] = secret
-        self._ping = (ping_interval, ping_timeout)
+        super().__init__(cfg.endpoint, outlet.metrics, outlet)
+        self.encoding: Literal["json", "msgpack"] = o["encoding"]
+        self.url = cfg.url
         self._life = Lifecycle.UNOPENED
         self._ended_by: Exception | None = None  # the fatal error, once FAILED
         self._life_lock = threading.Lock()
         self._state = BehaviorSubject(ConnectionState.IDLE)
-        self._supervisor = Supervisor(name)
+        self._supervisor = Supervisor(o["name"])
         self._upstream = AlpacaUpstream(
             self,
             outlet,
             transport=WebSocketTransport(
-                self.url,
-                headers=headers,
-                sslopt={"ca_certs": ca_file} if ca_file else None,
-                ping_interval=ping_interval,
-                ping_timeout=ping_timeout,
-                max_frame_bytes=max_message_bytes,
-                name=name,
+                cfg.url,
+                headers=cfg.headers,
+                sslopt={"ca_certs": o["ca_file"]} if o["ca_file"] else None,
+                ping_interval=o["ping_interval"],
+                ping_timeout=o["ping_timeout"],
+                max_frame_bytes=o["max_message_bytes"],
+                name=o["name"],
             ),
-            codec=Codec(ep.family, encoding, strict_timestamps=strict_timestamps),
-            session=Session(key, secret, header_auth=header_auth, reply_timeout=reply_timeout),
+            codec=Codec(
+                cfg.endpoint.family, o["encoding"], strict_timestamps=o["strict_timestamps"]
+            ),
+            session=Session(
+                cfg.key, cfg.secret, header_auth=o["header_auth"], reply_timeout=o["reply_timeout"]
+            ),
             supervisor=self._supervisor,
             emit_state=self._emit_state,
             on_fatal=self._fail,
-            retry=retry if retry is not None else _DEFAULT_RETRY,
-            max_message_bytes=max_message_bytes,
-            linger=subscribe_linger,
-            silence_timeout=silence_timeout,
-            slow_threshold=slow_observer_threshold,
+            retry=o["retry"] if o["retry"] is not None else _DEFAULT_RETRY,
+            max_message_bytes=o["max_message_bytes"],
+            linger=o["subscribe_linger"],
+            silence_timeout=o["silence_timeout"],
+            slow_threshold=o["slow_observer_threshold"],
         )
 
     def __repr__(self) -> str:
@@ -308,26 +230,8 @@ class StreamClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         is not an error here (see :attr:`state`). An observer that raises is
         reported on :attr:`errors` like any other.
         """
-        outlet, monitor = self._outlet, self._upstream.transport.monitor()
-
-        def subscribe(
-            observer: abc.ObserverBase[Frame | FrameError],
-            scheduler: abc.SchedulerBase | None = None,
-        ) -> abc.DisposableBase:
-            if self._life is Lifecycle.CLOSED:
-                observer.on_completed()
-                return Disposable()
-
-            def on_next(frame: Frame | FrameError) -> None:
-                try:
-                    observer.on_next(frame)
-                except Exception as exc:
-                    self.metrics.count_handler_error()
-                    outlet.handler_error(exc, frame, observer)
-
-            return monitor.subscribe(on_next, observer.on_error, observer.on_completed)
-
-        return Observable(subscribe)
+        monitor = self._upstream.transport.monitor()
+        return self._outlet.guarded(monitor, lambda: self._life is Lifecycle.CLOSED)
 
     def health(self) -> dict[str, Any]:
         """A plain dict for dashboards and liveness probes.
@@ -339,32 +243,22 @@ class StreamClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         ``ping_timeout`` (the link will be dropped at the full timeout); ``None`` when
         pings are off.
         """
-        m = self.metrics
-        last = m.last_message_ns
-        read_age, unanswered = self._upstream.transport.link()
-        interval, timeout = self._ping
-        stale = None
-        if interval is not None:
-            stale = unanswered is not None and unanswered > (timeout or interval * 2) / 2
-        data_age = (time.time_ns() - last) / 1e9 if last else None
+        metrics = self.metrics
+        state = self.current_state
         return {
             "feed": self.endpoint.feed,
-            "state": self.current_state.value,
-            "connected": self.current_state is ConnectionState.AUTHENTICATED,
-            "last_message_age_s": data_age,
-            "last_data_age_s": data_age,
-            "last_frame_age_s": read_age,
-            "link_stale": stale,
-            "ping_unanswered_s": unanswered,
+            "state": state.value,
+            "connected": state is ConnectionState.AUTHENTICATED,
+            **self._upstream.liveness(),
             "live_subscriptions": self._book.live,
             "server_subscriptions": len(self._book.acked()),
-            "reconnects": m.reconnects,
-            "frames_received": m.frames_received,
-            "messages_delivered": m.messages_delivered,
-            "decode_failures": m.decode_failures,
-            "handler_errors": m.handler_errors,
+            "reconnects": metrics.reconnects,
+            "frames_received": metrics.frames_received,
+            "messages_delivered": metrics.messages_delivered,
+            "decode_failures": metrics.decode_failures,
+            "handler_errors": metrics.handler_errors,
             "fatal_error": repr(self._ended_by) if self._ended_by else None,
-            "metrics": m.snapshot(),
+            "metrics": metrics.snapshot(),
         }
 
     def connect(self) -> Self:
@@ -430,11 +324,3 @@ class StreamClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
             self._state.on_next(state)
         except Exception:
             logger.exception("a state observer raised")
-
-
-def _resolve_url(feed: str, url: str | None, sandbox: bool, ep: Endpoint) -> str:
-    if url is None:
-        return url_for(feed, sandbox=sandbox)
-    if url.rstrip("/").endswith(ep.path):
-        return url
-    return url.rstrip("/") + ep.path

@@ -30,7 +30,7 @@ import functools
 import inspect
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Generic
 
 import reactivex
@@ -51,6 +51,7 @@ from .symbols import normalise_symbols
 __all__ = ["BarT", "DailyBarT", "ErrorOutlet", "QuoteT", "Streams", "TradeT", "UpdatedBarT"]
 
 logger = logging.getLogger("rxalpaca")
+_T = TypeVar("_T")
 
 
 class ErrorOutlet:
@@ -93,6 +94,30 @@ class ErrorOutlet:
         err = HandlerError(type(record).__name__, record)
         err.__cause__ = exc
         self.publish(err)
+
+    def guarded(self, source: Observable[_T], ended: Callable[[], bool]) -> Observable[_T]:
+        """``source`` with its observers' exceptions reported here instead of raised.
+
+        A subscriber arriving once ``ended()`` is true is completed at once.
+        """
+
+        def subscribe(
+            observer: abc.ObserverBase[_T], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            if ended():
+                observer.on_completed()
+                return Disposable()
+
+            def on_next(value: _T) -> None:
+                try:
+                    observer.on_next(value)
+                except Exception as exc:
+                    self.metrics.count_handler_error()
+                    self.handler_error(exc, value, observer)
+
+            return source.subscribe(on_next, observer.on_error, observer.on_completed)
+
+        return Observable(subscribe)
 
     def complete(self) -> None:
         """The client closed: complete every ``errors`` observer."""

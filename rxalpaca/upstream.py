@@ -170,6 +170,29 @@ class AlpacaUpstream:
                 self._emit_state(self.session.state)
         self.streams._book.disconnected()
 
+    def liveness(self) -> dict[str, Any]:
+        """The two clocks and the link's health, for ``health()`` (any thread).
+
+        ``last_data_age_s`` counts from the last market data (also under its older
+        name ``last_message_age_s``), ``last_frame_age_s`` from the last bytes of any
+        kind; ``link_stale`` is true while a ping has gone unanswered for more than
+        half of ``ping_timeout`` (``None`` when pings are off).
+        """
+        last = self.metrics.last_message_ns
+        read_age, unanswered = self.transport.link()
+        interval, timeout = self.transport.ping_interval, self.transport.ping_timeout
+        stale = None
+        if interval is not None:
+            stale = unanswered is not None and unanswered > (timeout or interval * 2) / 2
+        data_age = (time.time_ns() - last) / 1e9 if last else None
+        return {
+            "last_message_age_s": data_age,
+            "last_data_age_s": data_age,
+            "last_frame_age_s": read_age,
+            "link_stale": stale,
+            "ping_unanswered_s": unanswered,
+        }
+
     # ------------------------------------------------------------------ connection
 
     def _connection_observable(self) -> Observable[ConnectionState]:

@@ -31,6 +31,7 @@ LAYER = {
     "transport": 2,
     "supervisor": 2,
     "streams": 3,  # the streams facade: demand, routing, errors — no upstream
+    "options": 3,  # a client's options, checked
     "upstream": 4,  # the Alpaca socket the facade drives
     "client": 5,
     "testing": 1,  # beside the sans-I/O core; its own imports are checked apart
