@@ -27,6 +27,13 @@ MODULES = [
     "rxalpaca.client",
     "rxalpaca.transport",
     "rxalpaca.testing",
+    "rxalpaca.frames",
+    "rxalpaca.framing",
+    "rxalpaca.router",
+    "rxalpaca.supervisor",
+    "rxalpaca.streams",
+    "rxalpaca.upstream",
+    "rxalpaca.options",
 ]
 
 
