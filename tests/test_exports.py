@@ -22,6 +22,7 @@ MODULES = [
     "rxalpaca.client",
     "rxalpaca.transport",
     "rxalpaca.testing",
+    "rxalpaca.testing.server",
 ]
 
 

@@ -11,10 +11,11 @@ module                        owns
 :mod:`.trading`               the account stream ``/stream``, sans I/O (S40)
 :mod:`.outbox`                the bounded outbound queue and the slow-client rule (S37)
 :mod:`.directory`             accounts, tokens, session slots and ghosts (S6, S14, S15)
-:mod:`.feeds`                 ``publish``, the synthetic market, FAKEPACA (S29-S33)
+:mod:`.feeds`                 ``publish``, the synthetic market (:class:`MarketHandle`),
+                              FAKEPACA (S29-S33)
 :mod:`.faults`                fault injection (S34, S36, S38, S39)
 :mod:`.config`                the option records and :class:`Account`
-:mod:`.records`               :class:`ConnectionInfo`, :class:`SentRecord`, :class:`MarketHandle`
+:mod:`.records`               :class:`ConnectionInfo`, :class:`SentRecord`
 ============================  ==========================================================
 """
 
@@ -33,7 +34,8 @@ from .config import (
     StreamsConfig,
 )
 from .faults import Fault
-from .records import ConnectionInfo, MarketHandle, SentRecord
+from .feeds import MarketHandle
+from .records import ConnectionInfo, SentRecord
 from .stream_server import AlpacaStreamServer
 
 __all__ = [

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import replace
-from typing import Any, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -33,9 +33,12 @@ from ..wire import Encoding, TimestampWidth, WidthCycle
 from .config import Account, ServerConfig
 from .connection import Connection
 from .directory import Directory, Slot
-from .records import ConnectionInfo, MarketHandle
+from .records import ConnectionInfo
 from .session import BaseSession, Credentials, Session
 from .trading import TradingSession, is_trading_path
+
+if TYPE_CHECKING:  # feeds builds on this module
+    from .feeds import MarketHandle
 
 __all__ = ["ConnSelector", "ServerCore"]
 

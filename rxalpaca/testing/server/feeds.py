@@ -9,8 +9,10 @@ the connections of one batch).
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from rxalpaca.feeds import ENDPOINTS, Family, endpoint
@@ -19,10 +21,22 @@ from ..market import Market, MarketConfig
 from ..wire import Encoding, TimestampWidth, WidthCycle, encode_item
 from .connection import Connection
 from .core import ConnSelector, ServerCore
-from .records import MarketHandle
 from .session import PREPARED, DeliveryCache, Session
 
-__all__ = ["FeedScripts", "PreparedMarket"]
+__all__ = ["FeedScripts", "MarketHandle", "PreparedMarket"]
+
+
+@dataclass
+class MarketHandle:
+    """A running synthetic market (see ``AlpacaStreamServer.start_market``).
+
+    ``sent`` counts generated messages; ``done`` is set when a ``total`` was reached.
+    """
+
+    config: MarketConfig
+    sent: int = 0
+    done: threading.Event = field(default_factory=threading.Event)
+    _task: asyncio.Task[None] | None = None
 
 
 class PreparedMarket:

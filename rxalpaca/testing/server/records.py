@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ..market import MarketConfig
 from ..wire import Encoding
 
-__all__ = ["ConnectionInfo", "MarketHandle", "SentRecord"]
+__all__ = ["ConnectionInfo", "SentRecord"]
 
 
 class SentRecord(NamedTuple):
@@ -62,16 +59,3 @@ class ConnectionInfo:
     closed: bool
     close_reason: str
     logs_dropped: bool = False
-
-
-@dataclass
-class MarketHandle:
-    """A running synthetic market (see ``AlpacaStreamServer.start_market``).
-
-    ``sent`` counts generated messages; ``done`` is set when a ``total`` was reached.
-    """
-
-    config: MarketConfig
-    sent: int = 0
-    done: threading.Event = field(default_factory=threading.Event)
-    _task: asyncio.Task[None] | None = None

@@ -326,6 +326,8 @@ class Session(BaseSession):
             compressed=compressed,
         )
         self.subs = {str(c): {} for c in endpoint.subscribable}
+        self._channel_of = CHANNEL_OF[endpoint.family]  # read per record delivered
+        self._news = endpoint.family is Family.NEWS
         self._order_books = order_books
         self._clock = clock
         #: S28: (channel, symbol) just unsubscribed, and how many messages may still pass.
@@ -539,14 +541,13 @@ class Session(BaseSession):
     def wants(self, rec: Mapping[str, Any]) -> bool:
         """Whether ``rec`` goes to this client: its subscriptions (S29), the lag of a
         recent unsubscribe (S28); an unknown ``T`` always passes (fault injection)."""
-        fam = self.endpoint.family
-        ch = CHANNEL_OF[fam].get(rec.get("T"))  # type: ignore[arg-type]
+        ch = self._channel_of.get(rec.get("T"))  # type: ignore[arg-type]
         if ch is None:
             return True
         subs = self.subs.get(ch)
         if subs is None:
             return False
-        if fam is Family.NEWS:
+        if self._news:
             return "*" in subs or any(s in subs for s in rec.get("symbols") or ())
         sym = rec.get("S")
         if not isinstance(sym, str) or "*" in subs or sym in subs:
@@ -568,10 +569,11 @@ class Session(BaseSession):
         if items is None:
             items = cache[enc] = [None] * len(recs)
         log = self.config.logs.sent_log_size > 0
+        wants = self.wants
         chosen: list[bytes] = []
         n = 0
         for idx, rec in enumerate(recs):
-            if not self.wants(rec):
+            if not wants(rec):
                 continue
             item = items[idx]
             if item is None:

@@ -132,9 +132,12 @@ class AlpacaStreamServer(FeedScripts, FaultScripts):
         ``write_limit`` and ``close_timeout`` are fixed once the server listens.
 
         Raises:
-            TypeError: an option that does not exist.
+            AttributeError: an option that does not exist (nothing is changed).
         """
-        new = self._config.replace(**options)  # raises before anything changes
+        try:
+            new = self._config.replace(**options)
+        except TypeError as exc:  # AttributeError, as when options were attributes
+            raise AttributeError(str(exc)) from None
 
         def run() -> None:
             self._config = new
