@@ -116,6 +116,29 @@ def test_imports_follow_the_layers(path: Path) -> None:
         assert LAYER[dep] < LAYER[me] or dep in LEAVES, f"{me} (layer {LAYER[me]}) imports {dep}"
 
 
+#: The test server's protocol parts are sans-I/O like the client's core: no loop,
+#: thread or socket, so they are unit-tested with byte strings (tests/testing/test_session.py).
+SERVER_SANS_IO = ["config", "directory", "outbox", "records", "session", "trading"]
+IO = {"asyncio", "websockets", "threading", "socket", "selectors"}
+
+
+@pytest.mark.parametrize("name", SERVER_SANS_IO)
+def test_server_protocol_parts_do_no_io(name: str) -> None:
+    path = ROOT / "testing" / "server" / f"{name}.py"
+    assert not imported_external(path) & IO
+    # ... nor import the I/O modules of their own package.
+    assert not {"core", "connection", "feeds", "faults", "stream_server"} & _siblings(path)
+
+
+def _siblings(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    return {
+        node.module.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
+    }
+
+
 def test_leaves_import_nothing_of_ours() -> None:
     for leaf in LEAVES:
         assert not imported_internal(ROOT / f"{leaf}.py") - {leaf}

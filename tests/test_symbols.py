@@ -11,7 +11,7 @@ import rxalpaca.symbols
 from rxalpaca.errors import ConfigurationError
 from rxalpaca.feeds import Family
 from rxalpaca.symbols import MAX_SYMBOL_LENGTH, normalise_symbols, validate_symbol
-from rxalpaca.testing.server import _valid_symbol as server_accepts
+from rxalpaca.testing.server.session import valid_symbol as server_accepts
 
 STOCK_GOOD = ["AAPL", "BRK.B", "BF.B", "SPY", "TSLA", "A", "A1", "GOOGL", "BF-B", "PBR.A", "ZVZZT"]
 CRYPTO_GOOD = ["BTC/USD", "ETH/USDT", "SHIB/USD", "1INCH/USD", "USDC/USD"]

@@ -1,7 +1,10 @@
 """``rxalpaca.testing``: a real Alpaca-protocol server on loopback, for tests and demos.
 
-* :class:`AlpacaStreamServer` — the market-data stream server (S1-S39 of
-  ``alpaca-stream-protocol.md`` §12) with scripting and fault injection.
+* :class:`AlpacaStreamServer` — the market-data stream server (S1-S40 of
+  ``alpaca-stream-protocol.md`` §12) with scripting and fault injection; its
+  options grouped in :class:`ServerConfig` (:class:`AuthConfig`,
+  :class:`ProtocolConfig`, :class:`DeliveryConfig`, :class:`LogConfig`,
+  :class:`StreamsConfig`). The package :mod:`rxalpaca.testing.server` holds its parts.
 * :class:`Market` / :class:`MarketConfig` — a deterministic synthetic market.
 * :mod:`rxalpaca.testing.wire` — the server's own plain encoder.
 * pytest fixtures ``alpaca_server`` and ``alpaca_server_factory``
@@ -24,10 +27,16 @@ from .server import (
     DEFAULT_TOKEN,
     Account,
     AlpacaStreamServer,
+    AuthConfig,
     ConnectionInfo,
+    DeliveryConfig,
     Fault,
+    LogConfig,
     MarketHandle,
+    ProtocolConfig,
     SentRecord,
+    ServerConfig,
+    StreamsConfig,
 )
 from .wire import Encoding
 
@@ -37,11 +46,17 @@ __all__ = [
     "DEFAULT_TOKEN",
     "Account",
     "AlpacaStreamServer",
+    "AuthConfig",
     "ConnectionInfo",
+    "DeliveryConfig",
     "Encoding",
     "Fault",
+    "LogConfig",
     "Market",
     "MarketConfig",
     "MarketHandle",
+    "ProtocolConfig",
     "SentRecord",
+    "ServerConfig",
+    "StreamsConfig",
 ]
