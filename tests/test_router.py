@@ -15,10 +15,10 @@ import msgpack
 import pytest
 
 from rxalpaca import frames, ops, router
-from rxalpaca.client import StreamClient
 from rxalpaca.codec import Codec
 from rxalpaca.metrics import Metrics
 from rxalpaca.models import SuccessMessage, Trade
+from rxalpaca.options import Settings
 from rxalpaca.router import Router
 
 TRADE = (
@@ -142,7 +142,7 @@ def test_all_is_the_public_api(name: str) -> None:
 
 def test_the_size_cap_has_one_definition() -> None:
     cap = frames.DEFAULT_MAX_MESSAGE_BYTES
-    client_default = inspect.signature(StreamClient).parameters["max_message_bytes"].default
+    client_default = Settings.build("iex", {"key": "k", "secret": "s"}).options["max_message_bytes"]
     assert client_default is cap
     assert inspect.signature(ops.reassemble).parameters["max_message_bytes"].default is cap
     assert inspect.signature(ops.pipeline).parameters["max_message_bytes"].default is cap
