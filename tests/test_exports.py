@@ -34,6 +34,7 @@ MODULES = [
     "rxalpaca.streams",
     "rxalpaca.upstream",
     "rxalpaca.options",
+    "rxalpaca.timestamps",
     "rxalpaca.testing.server",
 ]
 

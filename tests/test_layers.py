@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent / "rxalpaca"
 LAYER = {
     "frames": 0,
     "models": 0,
+    "timestamps": 0,
     "errors": 0,
     "feeds": 0,
     "symbols": 0,
@@ -44,6 +45,7 @@ TESTING_MAY_IMPORT = {"frames", "models", "errors", "feeds", "metrics", "protoco
 NO_RX = {
     "frames",
     "models",
+    "timestamps",
     "errors",
     "feeds",
     "symbols",
@@ -57,9 +59,9 @@ NO_RX = {
     "testing",
     "supervisor",
 }
-#: The exception tree imports nothing of ours, so its own layer may raise from it
-#: (feeds and symbols raise ConfigurationError).
-LEAVES = {"errors"}
+#: Leaves import nothing of ours, so their own layer may use them: the exception tree
+#: (feeds and symbols raise ConfigurationError) and the timestamp parsers (models).)
+LEAVES = {"errors", "timestamps"}
 
 
 def module_name(path: Path) -> str:
