@@ -60,7 +60,7 @@ NO_RX = {
     "supervisor",
 }
 #: Leaves import nothing of ours, so their own layer may use them: the exception tree
-#: (feeds and symbols raise ConfigurationError) and the timestamp parsers (models).)
+#: (feeds and symbols raise ConfigurationError) and the timestamp parsers (models).
 LEAVES = {"errors", "timestamps"}
 
 
