@@ -41,3 +41,10 @@ def test_defaults_and_url() -> None:
     assert s.url == "ws://127.0.0.1:9/v1beta3/crypto/us"
     assert s.options["ping_timeout"] == 10.0 and s.options["reply_timeout"] == 5.0
     assert s.headers["Content-Type"] == "application/msgpack"
+
+
+def test_every_option_has_one_default_and_one_type() -> None:
+    """``ClientOptions`` (for type checkers) and the defaults name the same options."""
+    from rxalpaca.options import _DEFAULTS, ClientOptions
+
+    assert set(_DEFAULTS) == set(ClientOptions.__annotations__)
