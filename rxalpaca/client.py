@@ -13,38 +13,39 @@ Example (against the embedded server, no API keys needed)::
 The client is a facade over three parts, each with its own module: the streams API
 and ref-counted demand (:mod:`rxalpaca.streams`), the Alpaca socket it drives
 (:mod:`rxalpaca.upstream`: transport, pipeline, Session, reconnects) and the one
-thread for everything on a clock (:mod:`rxalpaca.supervisor`). What it keeps itself
-is the lifecycle (:class:`Lifecycle`, under ``_life_lock``) and the public
-observables ``state``, ``errors`` and ``frames``. ``docs/architecture.md`` draws
-every thread and lock.
+thread for everything on a clock (:mod:`rxalpaca.supervisor`). The lifecycle,
+``state``, ``errors`` and ``close()`` are the facade's (shared with every upstream);
+what it adds is the options, ``frames`` and ``health()``. ``docs/architecture.md``
+draws every thread and lock.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from enum import Enum
-from typing import Any, Literal, Never, Self, Unpack, overload
+from typing import Any, Literal, Never, Unpack, overload
 
 from reactivex import Observable
-from reactivex.subject import BehaviorSubject
 
 from . import models as m
 from ._logging import RateLimitedLog
 from .codec import Codec
-from .errors import (
-    ClientClosedError,
-    FrameError,
-    SubscriptionMismatch,
-    UnknownMessage,
-)
+from .errors import FrameError, SubscriptionMismatch, UnknownMessage
 from .feeds import CryptoFeed, OptionFeed, StockFeed
 from .frames import Frame
 from .metrics import Metrics
 from .operators import RetryPolicy
 from .options import ClientOptions, Settings
 from .protocol import ConnectionState, Session
-from .streams import BarT, DailyBarT, ErrorOutlet, QuoteT, Streams, TradeT, UpdatedBarT
+from .streams import (
+    BarT,
+    DailyBarT,
+    ErrorOutlet,
+    Lifecycle,
+    QuoteT,
+    Streams,
+    TradeT,
+    UpdatedBarT,
+)
 from .supervisor import Supervisor
 from .transport import WebSocketTransport
 from .upstream import AlpacaUpstream
@@ -54,15 +55,6 @@ __all__ = ["ClientOptions", "Lifecycle", "StreamClient", "SubscriptionMismatch",
 logger = logging.getLogger("rxalpaca")
 
 _DEFAULT_RETRY = RetryPolicy(initial_delay=0.05, max_delay=10.0)
-
-
-class Lifecycle(Enum):
-    """Where a client is in its life (httpx's ``ClientState``); only ever moves down."""
-
-    UNOPENED = "unopened"  # created: nothing connected until the first subscription
-    OPENED = "opened"  # the connection runs, reconnecting after transient failures
-    FAILED = "failed"  # a fatal error ended it: new subscribers get that error
-    CLOSED = "closed"  # close() was called: new subscribers get ClientClosedError
 
 
 class StreamClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
@@ -149,10 +141,6 @@ class StreamClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         super().__init__(cfg.endpoint, outlet.metrics, outlet)
         self.encoding: Literal["json", "msgpack"] = o["encoding"]
         self.url = cfg.url
-        self._life = Lifecycle.UNOPENED
-        self._ended_by: Exception | None = None  # the fatal error, once FAILED
-        self._life_lock = threading.Lock()
-        self._state = BehaviorSubject(ConnectionState.IDLE)
         self._supervisor = Supervisor(o["name"])
         self._upstream = AlpacaUpstream(
             self,
@@ -188,33 +176,12 @@ class StreamClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
             f"encoding={self.encoding!r}, state={self.current_state.value!r})"
         )
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # ------------------------------------------------------------------ public
-
-    @property
-    def state(self) -> Observable[ConnectionState]:
-        """The current :class:`ConnectionState` at once, then every transition."""
-        return self._state
 
     @property
     def current_state(self) -> ConnectionState:
         """The state right now."""
         return self._upstream.session.state
-
-    @property
-    def lifecycle(self) -> Lifecycle:
-        """Unopened, opened, failed or closed (see :class:`Lifecycle`)."""
-        return self._life
-
-    @property
-    def errors(self) -> Observable[Exception]:
-        """Problems that did not stop the stream: bad frames, handler errors, server errors."""
-        return self._outlet.subject
 
     @property
     def frames(self) -> Observable[Frame | FrameError]:
@@ -261,66 +228,18 @@ class StreamClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
             "metrics": metrics.snapshot(),
         }
 
-    def connect(self) -> Self:
-        """Open the connection now instead of at the first subscription."""
-        self._open()
-        return self
-
-    def close(self) -> None:
-        """Close the socket and complete every observer. Prompt and idempotent.
-
-        After a fatal error the state stays ``failed`` (terminal), so the ``close()``
-        at the end of a ``with`` block never hides why the client stopped.
-        """
-        with self._life_lock:
-            if self._life is Lifecycle.CLOSED:
-                return
-            self._life = Lifecycle.CLOSED
-        self._upstream.close()
-        self._supervisor.stop()
-        self._outlet.log.flush()
-        self._end_observers(None)
-        self._state.on_completed()
-        self._outlet.complete()
-
     # ------------------------------------------------------------------ the streams' hooks
 
-    def _refusal(self) -> Exception | None:
-        life, error = self._life, self._ended_by
-        if life is Lifecycle.FAILED and error is not None:
-            return error
-        if life is Lifecycle.CLOSED:
-            return error or ClientClosedError("the client is closed")
-        return None
-
-    def _open(self) -> None:
-        with self._life_lock:
-            if self._life is not Lifecycle.UNOPENED:
-                return
-            self._life = Lifecycle.OPENED
+    def _start(self) -> None:
         self._supervisor.start()
         self._upstream.open()
 
     def _demand_changed(self) -> None:
         self._upstream.pump()
 
-    # ------------------------------------------------------------------ upstream callbacks
+    def _stop(self) -> None:
+        self._upstream.close()
+        self._supervisor.stop()
 
-    def _fail(self, error: Exception) -> None:
-        """The connection ended for good: fail every observer with the typed error."""
-        with self._life_lock:
-            if self._life is Lifecycle.CLOSED:
-                return
-            self._life, self._ended_by = Lifecycle.FAILED, error
-        logger.error("stream failed for good: %r", error)
+    def _failed(self) -> None:
         self._upstream.fail()
-        self._outlet.publish(error)
-        self._end_observers(error)
-        self._state.on_completed()
-
-    def _emit_state(self, state: ConnectionState) -> None:
-        # Called with the upstream's state lock held, so transitions arrive in order.
-        try:
-            self._state.on_next(state)
-        except Exception:
-            logger.exception("a state observer raised")

@@ -12,10 +12,14 @@ it drives, so one facade can serve two upstreams: Alpaca's socket
 * the :class:`ErrorOutlet` — ``errors``: everything that went wrong without stopping
   the stream, logged at a bounded rate.
 
-An upstream plugs in through three hooks a subclass implements: ``_refusal()`` (the
-error a new subscriber gets once the client is closed or failed, else ``None``),
-``_open()`` (the first subscription opens the connection) and ``_demand_changed()``
-(the book changed: bring the upstream in step, soon).
+It also owns the client's life, the same for every upstream: :class:`Lifecycle`
+(under ``_life_lock``), ``state`` (a BehaviorSubject of :class:`ConnectionState`),
+``errors``, ``close()``, a fatal end (``_fail``) and the context manager.
+
+An upstream plugs in through hooks a subclass implements: ``current_state`` (its
+state right now), ``_start()`` (the first subscription, or ``connect()``, opens it),
+``_demand_changed()`` (the book changed: bring the upstream in step, soon),
+``_stop()`` (``close()``: release it) and ``_failed()`` (a fatal error ended it).
 
 Threading: ``subscribe`` and ``dispose`` run on any thread, including inside an
 observer on the socket thread. The router (copy-on-write entries under its own lock;
@@ -31,24 +35,41 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any, Generic
+from enum import Enum
+from typing import Any, Generic, Self
 
 import reactivex
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
-from reactivex.subject import Subject
+from reactivex.subject import BehaviorSubject, Subject
 from typing_extensions import TypeVar
 
 from . import models
 from ._logging import RateLimitedLog
 from .book import SubscriptionBook
-from .errors import ConfigurationError, HandlerError, StreamError, SubscriptionRejected
+from .errors import (
+    ClientClosedError,
+    ConfigurationError,
+    HandlerError,
+    StreamError,
+    SubscriptionRejected,
+)
 from .feeds import IMPLICIT_CHANNELS, Channel, Endpoint
 from .metrics import Metrics
+from .protocol import ConnectionState
 from .router import Router
 from .symbols import normalise_symbols
 
-__all__ = ["BarT", "DailyBarT", "ErrorOutlet", "QuoteT", "Streams", "TradeT", "UpdatedBarT"]
+__all__ = [
+    "BarT",
+    "DailyBarT",
+    "ErrorOutlet",
+    "Lifecycle",
+    "QuoteT",
+    "Streams",
+    "TradeT",
+    "UpdatedBarT",
+]
 
 logger = logging.getLogger("rxalpaca")
 _T = TypeVar("_T")
@@ -125,6 +146,15 @@ class ErrorOutlet:
             self.subject.on_completed()
 
 
+class Lifecycle(Enum):
+    """Where a client is in its life (httpx's ``ClientState``); only ever moves down."""
+
+    UNOPENED = "unopened"  # created: nothing connected until the first subscription
+    OPENED = "opened"  # the connection runs, reconnecting after transient failures
+    FAILED = "failed"  # a fatal error ended it: new subscribers get that error
+    CLOSED = "closed"  # close() was called: new subscribers get ClientClosedError
+
+
 # The record types of a feed family (see ``StreamClient``'s overloads): what the
 # editor shows for ``client.trades(...)`` on a stock, crypto or options feed.
 # Defaults (PEP 696): a plain ``StreamClient`` annotation means "any feed".
@@ -153,20 +183,111 @@ class Streams(Generic[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         self._outlet = errors
         self._router = Router(metrics, errors.handler_error)
         self._book = SubscriptionBook(frozenset(endpoint.channels))
+        self._life = Lifecycle.UNOPENED
+        self._ended_by: Exception | None = None  # the fatal error, once FAILED
+        self._life_lock = threading.Lock()
+        self._state = BehaviorSubject(ConnectionState.IDLE)
 
     # ---- the upstream's hooks
 
-    def _refusal(self) -> Exception | None:
-        """The error for a new subscriber, once nothing more can come; else ``None``."""
+    @property
+    def current_state(self) -> ConnectionState:
+        """The state right now."""
         raise NotImplementedError
 
-    def _open(self) -> None:
-        """A subscription exists: make sure the upstream is open."""
+    def _start(self) -> None:
+        """The first subscription (or ``connect()``): open the upstream (once)."""
         raise NotImplementedError
 
     def _demand_changed(self) -> None:
         """The book changed: bring the upstream in step, soon (any thread)."""
         raise NotImplementedError
+
+    def _stop(self) -> None:
+        """``close()``: release the upstream; prompt (observers end after it)."""
+        raise NotImplementedError
+
+    def _failed(self) -> None:
+        """A fatal error ended the client: stop the upstream for good (no lock held)."""
+
+    # ---- the life of a client, the same over every upstream
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def state(self) -> Observable[ConnectionState]:
+        """The current :class:`ConnectionState` at once, then every transition."""
+        return self._state
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        """Unopened, opened, failed or closed (see :class:`Lifecycle`)."""
+        return self._life
+
+    @property
+    def errors(self) -> Observable[Exception]:
+        """Problems that did not stop the stream: bad frames, handler errors, server errors."""
+        return self._outlet.subject
+
+    def connect(self) -> Self:
+        """Open the connection now instead of at the first subscription."""
+        self._open()
+        return self
+
+    def close(self) -> None:
+        """Close the connection and complete every observer. Prompt and idempotent.
+
+        After a fatal error the state stays ``failed`` (terminal), so the ``close()``
+        at the end of a ``with`` block never hides why the client stopped.
+        """
+        with self._life_lock:
+            if self._life is Lifecycle.CLOSED:
+                return
+            self._life = Lifecycle.CLOSED
+        self._stop()
+        self._outlet.log.flush()
+        self._end_observers(None)
+        self._state.on_completed()
+        self._outlet.complete()
+
+    def _refusal(self) -> Exception | None:
+        """The error for a new subscriber, once nothing more can come; else ``None``."""
+        life, error = self._life, self._ended_by
+        if life is Lifecycle.FAILED and error is not None:
+            return error
+        if life is Lifecycle.CLOSED:
+            return error or ClientClosedError("the client is closed")
+        return None
+
+    def _open(self) -> None:
+        with self._life_lock:
+            if self._life is not Lifecycle.UNOPENED:
+                return
+            self._life = Lifecycle.OPENED
+        self._start()
+
+    def _fail(self, error: Exception) -> None:
+        """The connection ended for good: fail every observer with the typed error."""
+        with self._life_lock:
+            if self._life is Lifecycle.CLOSED:
+                return
+            self._life, self._ended_by = Lifecycle.FAILED, error
+        logger.error("stream failed for good: %r", error)
+        self._failed()
+        self._outlet.publish(error)
+        self._end_observers(error)
+        self._state.on_completed()
+
+    def _emit_state(self, state: ConnectionState) -> None:
+        """Publish a transition (the upstream calls it in order, under its own lock)."""
+        try:
+            self._state.on_next(state)
+        except Exception:
+            logger.exception("a state observer raised")
 
     # ---- typed streams
 
