@@ -49,6 +49,7 @@ __all__ = [
     "CryptoUpdatedBar",
     "DailyBar",
     "ErrorMessage",
+    "Gap",
     "Imbalance",
     "Luld",
     "MarketRecord",
@@ -445,3 +446,29 @@ class Unknown(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     raw: dict[str, Any]
     received_ns: int = 0
     CHANNEL: ClassVar[str] = ""
+
+
+class Gap(msgspec.Struct, frozen=True, kw_only=True):
+    """A hole in the data: messages may have been sent that this client never got.
+
+    Emitted on ``client.gaps`` when a connection is lost and comes back (on a bus
+    client also when the bus or the gateway's upstream is lost), so a strategy can
+    tell a quiet market from missing data. The hole lies between ``last_before_ns``
+    (``received_ns`` of the last market record before it; ``None``: none had come)
+    and ``first_after_ns`` (when data could flow again: the new session's start).
+
+    Attributes:
+        feed: the feed the hole is in.
+        channels: the channels that were subscribed across it (``()``: none).
+        symbols: the symbols that were subscribed across it.
+        last_before_ns: receive time of the last market record before the hole.
+        first_after_ns: the time the stream was back (new session authenticated).
+        reason: what opened it, e.g. ``"reconnect"``, ``"bus"``, ``"upstream"``.
+    """
+
+    feed: str
+    channels: tuple[str, ...] = ()
+    symbols: tuple[str, ...] = ()
+    last_before_ns: int | None = None
+    first_after_ns: int | None = None
+    reason: str = "reconnect"

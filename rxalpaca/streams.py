@@ -187,6 +187,8 @@ class Streams(Generic[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         self._ended_by: Exception | None = None  # the fatal error, once FAILED
         self._life_lock = threading.Lock()
         self._state = BehaviorSubject(ConnectionState.IDLE)
+        self._gaps: Subject[models.Gap] = Subject()
+        self._gaps_lock = threading.Lock()  # one gap at a time into the Subject
 
     # ---- the upstream's hooks
 
@@ -233,6 +235,23 @@ class Streams(Generic[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         """Problems that did not stop the stream: bad frames, handler errors, server errors."""
         return self._outlet.subject
 
+    @property
+    def gaps(self) -> Observable[models.Gap]:
+        """A :class:`~rxalpaca.models.Gap` each time a lost connection left a hole (hot).
+
+        ``merge`` it into a strategy's pipeline to learn that data may be missing
+        between ``last_before_ns`` and ``first_after_ns``. Completes on ``close()``.
+        """
+        return self._gaps
+
+    def _publish_gap(self, gap: models.Gap) -> None:
+        """Send ``gap`` to every ``gaps`` observer (any thread)."""
+        with self._gaps_lock:
+            try:
+                self._gaps.on_next(gap)
+            except Exception:
+                logger.exception("a gaps observer raised")
+
     def connect(self) -> Self:
         """Open the connection now instead of at the first subscription."""
         self._open()
@@ -252,6 +271,8 @@ class Streams(Generic[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         self._outlet.log.flush()
         self._end_observers(None)
         self._state.on_completed()
+        with self._gaps_lock:
+            self._gaps.on_completed()
         self._outlet.complete()
 
     def _refusal(self) -> Exception | None:

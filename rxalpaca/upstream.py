@@ -126,6 +126,10 @@ class AlpacaUpstream:
         self._unsubscribed_ns = time.time_ns()
         self._slow_window = (self.metrics.observer_time_total_ns, time.perf_counter_ns())
         self._slow_warned = 0.0
+        # A hole opened by a lost connection, published as a Gap once the next session
+        # authenticates: (last data before, pairs subscribed). Written by the socket
+        # threads only, one connection after the other.
+        self._hole: tuple[int, frozenset[tuple[str, str]]] | None = None
         for check in (self._check_flush, self._check_deadlines, self._check_activity):
             supervisor.add(check)
 
@@ -249,6 +253,7 @@ class AlpacaUpstream:
         book = self.streams._book
         if after is ConnectionState.AUTHENTICATED and before is not after:
             self._authenticated_ns = time.time_ns()  # silence is measured from here
+            self._close_hole(self._authenticated_ns)
             book.connected()
             self._flush()  # replay every live subscription at once
         for effect in effects:
@@ -285,9 +290,12 @@ class AlpacaUpstream:
 
     def _on_lost(self, error: Exception) -> None:
         """Socket thread (or the subscriber's): this connection ended."""
+        pairs = self.streams._book.acked()
         self.streams._book.disconnected()
         if self._shut or not self._retry.should_retry(error):
             return
+        if pairs and self._hole is None:  # a hole stays open across failed attempts
+            self._hole = (self.metrics.last_message_ns, frozenset(pairs))
         with self._state_lock:
             if not self.session.state.terminal:
                 self.session.lost()
@@ -295,6 +303,23 @@ class AlpacaUpstream:
         self.metrics.reconnects += 1
         self.outlet.log.log(("lost", type(error)), _W, "connection lost (%s); reconnecting", error)
         self.outlet.publish(error)
+
+    def _close_hole(self, now_ns: int) -> None:
+        """A new session is up: publish the hole the lost one left, if any."""
+        hole, self._hole = self._hole, None
+        if hole is None:
+            return
+        last, pairs = hole
+        self.streams._publish_gap(
+            models.Gap(
+                feed=self.streams.endpoint.feed,
+                channels=tuple(sorted({ch for ch, _ in pairs})),
+                symbols=tuple(sorted({sym for _, sym in pairs})),
+                last_before_ns=last or None,
+                first_after_ns=now_ns,
+                reason="reconnect",
+            )
+        )
 
     def _on_retry(self, error: BaseException, attempt: int, delay: float) -> None:
         logger.info("reconnect attempt %d in %.3f s after %s", attempt, delay, error)
