@@ -255,6 +255,27 @@ class SubscriptionBook:
             self._acked -= pairs
             return Rejection(frozenset())
 
+    # ---- an upstream without acks of its own (a bus: the gateway's lease reply)
+
+    def adopt(self, pairs: Iterable[_Key]) -> None:
+        """The upstream now holds exactly ``pairs`` (no request was in flight)."""
+        state = {k for k in pairs if k[0] in self.channels}
+        with self._lock:
+            self._acked = state
+
+    def refuse(self, pairs: Iterable[_Key]) -> frozenset[_Key]:
+        """The upstream refused ``pairs``: drop them from ``wanted`` (their users get
+        the error; their later releases are absorbed). Returns the pairs that were held."""
+        held: set[_Key] = set()
+        with self._lock:
+            for key in pairs:
+                holders = self._counts.pop(key, 0)
+                if holders:
+                    held.add(key)
+                    self._rejected[key] = self._rejected.get(key, 0) + holders
+                self._acked.discard(key)
+        return frozenset(held)
+
 
 def _group(pairs: set[_Key]) -> dict[str, tuple[str, ...]]:
     out: dict[str, list[str]] = {}

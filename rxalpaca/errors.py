@@ -17,7 +17,8 @@ class tree.
     ├── ConnectionLostError           the socket went away (network error, close frame) — retryable
     │   ├── ReplyTimeout              the auth reply or a subscription ack did not come in time
     │   ├── KeepaliveTimeout          a ping went unanswered: the link is dead (half-open)
-    │   └── RemoteProtocolError       the server sent a control message its state does not allow
+    │   ├── RemoteProtocolError       the server sent a control message its state does not allow
+    │   └── BusDisconnected           a bus client lost NATS or its gateway (retried by NATS)
     ├── StreamError                   the server sent {"T":"error","code":N}
     │   ├── InvalidSyntax             400
     │   ├── NotAuthenticated          401  fatal
@@ -39,6 +40,7 @@ class tree.
     ├── FrameError                    a frame (or a message in it) could not be decoded
     ├── UnknownMessage                a message type this version does not know (kept whole)
     ├── HandlerError                  a user's observer raised; the original is ``__cause__``
+    ├── BusMessageError               a message on the bus could not be used (skipped)
     └── BufferOverflow                a full ``bounded_buffer`` that may neither wait nor drop
 
 ``ConfigurationError`` is raised by the call that got the bad argument, and
@@ -64,6 +66,8 @@ __all__ = [
     "AuthFailed",
     "AuthTimeout",
     "BufferOverflow",
+    "BusDisconnected",
+    "BusMessageError",
     "ClientClosedError",
     "ConfigurationError",
     "ConnectionLimitExceeded",
@@ -371,6 +375,30 @@ class _UnknownRecord(Protocol):
     def type(self) -> str: ...
     @property
     def raw(self) -> dict[str, Any]: ...
+
+
+class BusDisconnected(ConnectionLostError):
+    """A bus client lost its NATS connection, or its gateway stopped answering.
+
+    Published on ``errors`` (and a :class:`~rxalpaca.models.Gap` follows once data
+    flows again); nats-py reconnects and the demand is re-declared by itself.
+    """
+
+    retryable = True
+
+
+class BusMessageError(RxAlpacaError):
+    """A message on the bus could not be used: malformed, or from a newer format.
+
+    Published on ``errors`` and skipped; the stream goes on. ``subject`` names where
+    it came from and ``excerpt`` holds its first bytes.
+    """
+
+    def __init__(self, subject: str, reason: str, payload: bytes = b"") -> None:
+        super().__init__(f"unusable bus message on {subject!r}: {reason}")
+        self.subject = subject
+        self.reason = reason
+        self.excerpt = payload[:64]
 
 
 class UnknownMessage(RxAlpacaError):

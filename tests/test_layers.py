@@ -39,6 +39,7 @@ LAYER = {
     "aio": 6,
     "cli": 6,
     "contrib": 6,
+    "bus": 6,  # the NATS gateway (drives a StreamClient) and BusClient (a Streams)
     "__main__": 7,
 }
 TESTING_MAY_IMPORT = {"frames", "models", "errors", "feeds", "metrics", "protocol"}

@@ -1,0 +1,126 @@
+"""One asyncio loop on its own thread, for nats-py (asyncio only) under a threaded library.
+
+The bus thread (``<name>-bus``) owns the NATS connection and everything nats-py
+calls back: message callbacks, reconnect callbacks, the bus client's and gateway's
+tasks. Other threads reach it only through :meth:`LoopThread.call` (wait for a
+coroutine's result) and :meth:`LoopThread.soon` (schedule a plain function).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypedDict, TypeVar
+
+from ..errors import ConfigurationError
+
+__all__ = ["LoopThread", "NatsOptions", "nats_connect_kwargs", "require_nats"]
+
+_T = TypeVar("_T")
+
+
+def require_nats() -> Any:
+    """The ``nats`` package, or one clear sentence on how to get it."""
+    try:
+        import nats  # noqa: PLC0415 - the optional extra: `subjects` works without it
+    except ImportError:  # pragma: no cover - the test extra installs it
+        raise ConfigurationError("the bus needs nats-py: pip install 'rxalpaca[nats]'") from None
+    return nats
+
+
+class NatsOptions(TypedDict, total=False):
+    """Credentials and TLS for the NATS connection, passed through to nats-py.
+
+    Keys: ``user``/``password``, ``token``, ``nkeys_seed`` (a file), ``user_credentials``
+    (a ``.creds`` file), ``tls`` (an ``ssl.SSLContext``; ``tls://`` URLs use one by
+    default), ``tls_hostname``, ``name``, ``connect_timeout``, ``reconnect_time_wait``,
+    ``max_reconnect_attempts``, ``pending_size``, ``inbox_prefix``.
+    """
+
+    user: str
+    password: str
+    token: str
+    nkeys_seed: str
+    user_credentials: str
+    tls: ssl.SSLContext
+    tls_hostname: str
+    name: str
+    connect_timeout: float
+    reconnect_time_wait: float
+    max_reconnect_attempts: int
+    pending_size: int
+    inbox_prefix: str
+
+
+_PASS_THROUGH = frozenset(NatsOptions.__annotations__)
+
+
+def nats_connect_kwargs(servers: str | list[str], options: NatsOptions | None) -> dict[str, Any]:
+    """nats-py's ``connect`` arguments: ours, then the user's (checked by name)."""
+    opts = dict(options or {})
+    unknown = sorted(set(opts) - _PASS_THROUGH)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown NATS option {unknown[0]!r}; known: {', '.join(sorted(_PASS_THROUGH))}"
+        )
+    kwargs: dict[str, Any] = {
+        "servers": [servers] if isinstance(servers, str) else list(servers),
+        "allow_reconnect": True,
+        "max_reconnect_attempts": -1,  # forever: a bus outage is transient
+        "reconnect_time_wait": 0.25,
+        "connect_timeout": 2,
+    }
+    kwargs.update(opts)
+    return kwargs
+
+
+class LoopThread:
+    """A private asyncio loop on a daemon thread."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=f"{name}-bus", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+        # Stopped: let pending tasks finish their cancellation, then close.
+        pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self.loop.close()
+
+    @property
+    def on_loop(self) -> bool:
+        """True on the bus thread itself."""
+        return threading.current_thread() is self._thread
+
+    def call(self, coro: Coroutine[Any, Any, _T], timeout: float | None = None) -> _T:
+        """Run ``coro`` on the loop and wait for its result (never from the loop)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def soon(self, fn: Callable[..., object], *args: object) -> None:
+        """Call ``fn(*args)`` on the loop (any thread; dropped once the loop is closed)."""
+        if self.on_loop:
+            fn(*args)
+            return
+        # A closed loop raises: the client is closing, nothing more to do.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the loop and join its thread (idempotent; not from the loop)."""
+        if self.loop.is_closed():
+            return
+        try:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        except RuntimeError:
+            return
+        if not self.on_loop:
+            self._thread.join(timeout)
