@@ -256,15 +256,23 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
             lt.soon(self._schedule_sync)
 
     def _stop(self) -> None:
-        lt = self._lt
-        if lt is None:
-            return
-        with contextlib.suppress(Exception):
-            lt.call(self._shutdown(), timeout=5)
-        lt.stop()
+        self._halt(S.CLOSED)
 
     def _failed(self) -> None:
-        self._stop()
+        self._halt(S.FAILED)
+
+    def _halt(self, final: ConnectionState) -> None:
+        """Leave NATS and stop the bus thread, then say so on ``state`` (last word)."""
+        lt = self._lt
+        if lt is not None and not lt.on_loop:
+            with contextlib.suppress(Exception):
+                lt.call(self._shutdown(), timeout=5)
+            lt.stop()
+        elif lt is not None:  # failing on the bus thread itself: finish there, later
+            lt.loop.create_task(self._shutdown()).add_done_callback(lambda _t: lt.stop())
+        if self._current is not final:
+            self._current = final
+            self._emit_state(final)
 
     # ------------------------------------------------------------------ connection (bus thread)
 

@@ -71,6 +71,7 @@ class NatsServer:
         self.cluster_name = cluster_name
         self._dir = tempfile.mkdtemp(prefix="rxalpaca-nats-")
         self._proc: subprocess.Popen[bytes] | None = None
+        self._reader = threading.Thread()
         self._log = bytearray()
 
     @property
@@ -115,7 +116,8 @@ class NatsServer:
         self._log.clear()
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         ready = threading.Event()
-        threading.Thread(target=self._read, args=(self._proc, ready), daemon=True).start()
+        self._reader = threading.Thread(target=self._read, args=(self._proc, ready), daemon=True)
+        self._reader.start()
         if not ready.wait(timeout):
             self.stop()
             raise RuntimeError(f"nats-server did not start: {bytes(self._log[-2000:])!r}")
@@ -135,7 +137,8 @@ class NatsServer:
                 self._log += line
             if _READY in line:
                 ready.set()
-        ready.set()  # exited: start() reports the log
+        proc.stderr.close()  # EOF: the process exited
+        ready.set()  # start() reports the log if it was not ready yet
 
     def stop(self) -> None:
         """Stop the process (SIGTERM, then SIGKILL)."""
@@ -148,6 +151,7 @@ class NatsServer:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        self._reader.join(10)
 
     def kill(self) -> None:
         """SIGKILL: a crash, no goodbye to clients."""
@@ -155,6 +159,7 @@ class NatsServer:
             self._proc.kill()
             self._proc.wait()
             self._proc = None
+            self._reader.join(10)
 
     def restart(self) -> Self:
         """Stop and start again on the same ports (JetStream data kept)."""
