@@ -49,7 +49,7 @@ def correction(sym: str) -> dict[str, Any]:
             "cp": 1.1, "cs": 1, "cc": ["@"], "z": "C", "t": T}  # fmt: skip
 
 
-def encode(messages: list[dict[str, Any]], encoding: str) -> bytes:
+def encode(messages: list[Any], encoding: str) -> bytes:
     if encoding == "json":
         return orjson.dumps(messages)
     return msgpack.packb(messages)  # type: ignore[no-any-return]
@@ -63,7 +63,7 @@ def key(record: Any) -> tuple[Any, ...]:
 def test_each_subject_gets_its_messages_in_wire_order(encoding: str) -> None:
     subjects = Subjects("iex")
     splitter = FrameSplitter(Family.STOCKS, subjects)
-    messages = [
+    messages: list[Any] = [
         trade("AAPL", 1),
         quote("BRK.B", 1),
         trade("AAPL", 2),
@@ -84,7 +84,7 @@ def test_each_subject_gets_its_messages_in_wire_order(encoding: str) -> None:
     }
     assert splitter.skipped == 3  # the success message, the unknown type, the non-map
     codec = Codec("stocks", encoding)  # type: ignore[arg-type]
-    whole = [r for r in codec.decode(encode(messages[:3] + messages[4:5] + messages[6:7]
+    whole: list[Any] = [r for r in codec.decode(encode(messages[:3] + messages[4:5] + messages[6:7]
                                              + messages[8:], encoding))]  # fmt: skip
     for subject, payload in parts.items():
         got = codec.decode(payload)
