@@ -199,6 +199,7 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         self._hole: tuple[str, int, frozenset[_Pair]] | None = None  # reason, last data, pairs
         self._declared: frozenset[_Pair] | None = None
         self._jsub: Any = None  # the durable pull subscription
+        self._to_ack: Any = None  # the last delivered, not yet acknowledged, catch-up message
         self._jfilters: frozenset[str] = frozenset()
         self._frames: Subject[Frame | FrameError] = Subject()
         self._frames.pipe(
@@ -315,12 +316,18 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         nc = self._nc
         if nc is None or not nc.is_connected:
             return
-        with contextlib.suppress(Exception):
-            # An empty lease: the gateway releases our pairs now, not at expiry.
-            await nc.publish(
-                self.subjects.demand,
-                encode_control(Demand(client=self.client_id, lease_s=self.lease, pairs=[])),
-            )
+        if self.durable is None:
+            with contextlib.suppress(Exception):
+                # An empty lease: the gateway releases our pairs now, not at expiry. A
+                # durable client leaves its lease to run out instead, so the stream keeps
+                # capturing its symbols while it restarts.
+                await nc.publish(
+                    self.subjects.demand,
+                    encode_control(Demand(client=self.client_id, lease_s=self.lease, pairs=[])),
+                )
+        if self._to_ack is not None:
+            with contextlib.suppress(Exception):
+                await self._to_ack.ack_sync(timeout=2)  # delivered: never again after restart
         if self._jsub is not None:
             with contextlib.suppress(Exception):
                 await self._jsub.unsubscribe()
@@ -568,11 +575,9 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         except Exception:
             info = None
         try:
-            if info is None:
-                await js.add_consumer(stream, config)
-            else:
+            if info is not None:  # an update may not change where delivery starts
                 config.deliver_policy = info.config.deliver_policy
-                await js.update_consumer(stream, config)
+            await js.add_consumer(stream, config)  # creates, or updates the filters
         except Exception as exc:
             self._outlet.publish(
                 BusMessageError(stream, f"cannot set up the durable consumer: {exc!r}")
@@ -593,14 +598,20 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self._life.value in ("closed", "failed"):
+                    return
                 self._outlet.log.log(("pull", type(exc)), _W, "catch-up fetch failed: %r", exc)
                 await asyncio.sleep(0.2)
                 continue
             for msg in msgs:
                 self._deliver(msg)
             if msgs:
+                # AckPolicy.ALL: one ack covers the batch. Kept until it is sent, so a
+                # close() in between still acks what was delivered (no duplicate later).
+                self._to_ack = msgs[-1]
                 with contextlib.suppress(Exception):
-                    await msgs[-1].ack()  # AckPolicy.ALL: everything up to it is done
+                    await self._to_ack.ack()
+                self._to_ack = None
 
     # ------------------------------------------------------------------ data (bus thread)
 
