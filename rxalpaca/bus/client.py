@@ -187,6 +187,7 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         # Bus thread only, from here on.
         self._lt: LoopThread | None = None
         self._nc: Any = None
+        self._connecting: Any = None  # the client connecting, until it is self._nc
         self._subs: dict[str, Any] = {}  # filter subject -> nats subscription
         self._tasks: list[asyncio.Task[Any]] = []
         self._sync_due = False
@@ -282,17 +283,22 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         delay = 0.1
         while self._nc is None:
             self._set_state()
+            # Made here rather than by nats.connect() so a close() meanwhile can close it.
+            self._connecting = nc = nats.aio.client.Client()
             try:
-                self._nc = await nats.connect(
+                await nc.connect(
                     **self._connect_kwargs,
                     error_cb=self._on_nats_error,
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
                 )
+                self._nc = nc
+            except _CredentialsRefused as exc:
+                with contextlib.suppress(Exception):
+                    await nc.close()
+                self._fail(BusDisconnected(f"NATS refused the credentials ({exc})"))
+                return
             except Exception as exc:
-                if _is_auth_error(exc):
-                    self._fail(BusDisconnected(f"NATS refused the credentials: {exc}"))
-                    return
                 self._outlet.log.log(("connect",), _W, "cannot reach NATS (%r); retrying", exc)
                 self._outlet.publish(_lost(f"cannot reach NATS: {exc!r}", exc))
                 await asyncio.sleep(delay)
@@ -315,6 +321,9 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
             task.cancel()
         nc = self._nc
         if nc is None or not nc.is_connected:
+            if self._connecting is not None:
+                with contextlib.suppress(Exception):
+                    await self._connecting.close()
             return
         if self.durable is None:
             with contextlib.suppress(Exception):
@@ -351,6 +360,12 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         await self._declare()
 
     async def _on_nats_error(self, exc: Exception) -> None:
+        if _is_auth_error(exc):
+            # nats-py would retry refused credentials forever: no retry can fix them.
+            if self._nc is None:
+                raise _CredentialsRefused(type(exc).__name__)  # ends connect() in _run
+            self._fail(BusDisconnected(f"NATS refused the credentials ({type(exc).__name__})"))
+            return
         if type(exc).__name__ == "SlowConsumerError":
             # NATS dropped messages we did not read in time: a hole, said so.
             sub = getattr(exc, "sid", None)
@@ -523,6 +538,9 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
     async def _declare(self, refresh: bool = False) -> None:
         nc = self._nc
         if nc is None or not nc.is_connected:
+            if self._connecting is not None:
+                with contextlib.suppress(Exception):
+                    await self._connecting.close()
             return
         wanted = frozenset(self._book.wanted())
         if wanted == self._declared and not refresh:
@@ -650,6 +668,10 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
                 raise
             except Exception:
                 logger.exception("bus task %s raised", getattr(fn, "__name__", fn))
+
+
+class _CredentialsRefused(Exception):
+    """Raised from nats-py's error callback to end a connect that cannot succeed."""
 
 
 def _is_auth_error(exc: BaseException) -> bool:

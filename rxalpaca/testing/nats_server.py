@@ -51,6 +51,7 @@ class NatsServer:
         routes: route URLs of other cluster members.
         name: the server's name (cluster members need distinct ones).
         jetstream: enable JetStream.
+        args: more command-line arguments (e.g. ``["--user", "u", "--pass", "p"]``).
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class NatsServer:
         name: str | None = None,
         jetstream: bool = True,
         cluster_name: str = "rxalpaca",
+        args: list[str] | None = None,
     ) -> None:
         self.port = port
         self.cluster_port = cluster_port
@@ -69,6 +71,7 @@ class NatsServer:
         self.name = name or f"n{os.getpid()}-{id(self):x}"
         self.jetstream = jetstream
         self.cluster_name = cluster_name
+        self.args = list(args or [])
         self._dir = tempfile.mkdtemp(prefix="rxalpaca-nats-")
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader = threading.Thread()
@@ -113,6 +116,7 @@ class NatsServer:
             ]
             if self.routes:
                 args += ["--routes", ",".join(self.routes)]
+        args += self.args
         self._log.clear()
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         ready = threading.Event()

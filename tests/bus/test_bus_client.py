@@ -11,7 +11,7 @@ import nats
 import pytest
 
 from rxalpaca import ConnectionState, StreamClient, errors
-from rxalpaca.bus import BusClient, Retention, Subjects
+from rxalpaca.bus import BusClient, Gateway, Retention, Subjects
 from rxalpaca.models import Gap
 from rxalpaca.testing import DEFAULT_KEY, DEFAULT_SECRET, Account, AlpacaStreamServer
 from rxalpaca.testing.nats_server import NatsServer
@@ -343,3 +343,34 @@ def test_a_durable_client_resumes_where_it_stopped(
             assert seen == list(range(20))  # nothing lost, nothing twice, in order
     finally:
         b.close()
+
+
+def test_nats_credentials_pass_through_and_wrong_ones_fail_clearly(
+    alpaca_server: AlpacaStreamServer,
+) -> None:
+    with NatsServer(args=["--user", "desk", "--pass", "s3cret-pw"]) as locked:
+        b = Bus(locked, alpaca_server, "locked")
+        try:
+            gw = Gateway(
+                locked.url, "iex", url=alpaca_server.base_url, key=DEFAULT_KEY,
+                secret=DEFAULT_SECRET, prefix="locked",
+                nats_options={"user": "desk", "password": "s3cret-pw"},
+            ).start()  # fmt: skip
+            b.gateways.append(gw)
+            good = b.client(nats_options={"user": "desk", "password": "s3cret-pw"})
+            got = threading.Event()
+            good.quotes("AAPL").subscribe(lambda _: got.set())
+            alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}})
+            alpaca_server.publish([quote("AAPL")])
+            assert got.wait(10 * TIMING_FACTOR)
+            bad = b.client(nats_options={"user": "desk", "password": "wrong"})
+            failed = threading.Event()
+            errs: list[Exception] = []
+            bad.quotes("AAPL").subscribe(on_error=lambda e: (errs.append(e), failed.set()))
+            assert failed.wait(10 * TIMING_FACTOR)
+            assert isinstance(errs[0], errors.BusDisconnected)
+            assert "credentials" in str(errs[0]) and "wrong" not in str(errs[0])
+            assert bad.current_state is S.FAILED
+            assert "s3cret-pw" not in repr(good) + repr(bad) + str(good.health())
+        finally:
+            b.close()
