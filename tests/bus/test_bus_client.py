@@ -366,7 +366,12 @@ def test_nats_credentials_pass_through_and_wrong_ones_fail_clearly(
             bad = b.client(nats_options={"user": "desk", "password": "wrong"})
             failed = threading.Event()
             errs: list[Exception] = []
-            bad.quotes("AAPL").subscribe(on_error=lambda e: (errs.append(e), failed.set()))
+
+            def on_error(e: Exception) -> None:
+                errs.append(e)
+                failed.set()
+
+            bad.quotes("AAPL").subscribe(on_error=on_error)
             assert failed.wait(10 * TIMING_FACTOR)
             assert isinstance(errs[0], errors.BusDisconnected)
             assert "credentials" in str(errs[0]) and "wrong" not in str(errs[0])
