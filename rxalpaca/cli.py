@@ -227,16 +227,24 @@ def _gateway(args: argparse.Namespace) -> int:
     retention = None
     if args.retention:
         retention = Retention(max_age=args.retention, max_bytes=args.retention_bytes)
-    with Gateway(
-        args.nats.split(","),
-        args.feed,
-        prefix=args.prefix,
-        retention=retention,
-        url=args.url,
-        encoding=args.encoding,
-    ) as gateway:
-        print(f"serving {gateway.feed} on {gateway.subjects.root}.*; Ctrl-C to stop", flush=True)
-        gateway.wait(args.duration or None)
+    # One gateway (one Alpaca connection) per feed served.
+    with contextlib.ExitStack() as stack:
+        gateways = [
+            stack.enter_context(
+                Gateway(
+                    args.nats.split(","),
+                    feed.strip(),
+                    prefix=args.prefix,
+                    retention=retention,
+                    url=args.url,
+                    encoding=args.encoding,
+                )
+            )
+            for feed in args.feed.split(",")
+        ]
+        for g in gateways:
+            print(f"serving {g.feed} on {g.subjects.root}.*; Ctrl-C to stop", flush=True)
+        gateways[0].wait(args.duration or None)
     return 0
 
 
@@ -345,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stream.set_defaults(func=_stream)
 
     gateway = sub.add_parser("gateway", help="serve one Alpaca feed to a NATS bus")
-    gateway.add_argument("--feed", default="iex")
+    gateway.add_argument("--feed", default="iex", help="comma-separated: one connection each")
     gateway.add_argument("--nats", default="nats://127.0.0.1:4222", help="comma-separated")
     gateway.add_argument("--prefix", default="rxalpaca")
     gateway.add_argument("--url", default=None, help="another Alpaca-protocol server")

@@ -390,13 +390,15 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
             self._bad(msg, exc)
             return
         new_gateway = state.gateway != self._gateway_id
+        # Another gateway than the one we had: whatever the old one held is gone.
+        replaced = new_gateway and self._gateway_id is not None
         self._gateway, self._gateway_id = state, state.gateway
         self._gateway_seen = time.monotonic()
         if state.state == S.FAILED.value and state.error:
             self._outlet.log.log(
                 ("gateway-failed",), _W, "the gateway's upstream failed: %s", state.error
             )
-        self._set_state(reason="gateway" if new_gateway else "reconnect")
+        self._set_state(reason="gateway" if replaced else "reconnect")
         if new_gateway:  # a gateway (re)started: it knows nothing of us yet
             self._declared = None
             await self._declare()
@@ -445,7 +447,7 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
 
     # ------------------------------------------------------------------ state (bus thread)
 
-    def _set_state(self, reason: str = "gateway") -> None:
+    def _set_state(self, reason: str = "reconnect") -> None:
         """Work out the state from NATS and the gateway; publish a change (and gaps)."""
         if self._life.value in ("closed", "failed"):
             return
@@ -459,7 +461,10 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
             if upstream == S.AUTHENTICATED.value:
                 new, why = S.AUTHENTICATED, reason
             else:
-                new, why = (S.RECONNECTING if self._ever_up else S.CONNECTING), "reconnect"
+                # Its upstream is not up. A reconnect of the same gateway reports its own
+                # gap; a replaced gateway (restarted, or another one) does not: ours.
+                why = "gateway" if reason == "gateway" else "reconnect"
+                new = S.RECONNECTING if self._ever_up else S.CONNECTING
         old = self._current
         if new is old:
             return

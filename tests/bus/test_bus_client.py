@@ -122,7 +122,7 @@ def test_a_lease_that_is_not_renewed_expires(bus: Bus) -> None:
 
     lt.call(crash(), timeout=10)
     bus.alpaca.wait_for_subscriptions({"quotes": set()}, timeout=10 * TIMING_FACTOR)
-    assert gw.metrics.leases_expired == 1
+    assert gw.bus_metrics.leases_expired == 1
 
 
 def test_a_symbol_limit_refusal_reaches_only_the_consumer_that_asked(
@@ -379,3 +379,24 @@ def test_nats_credentials_pass_through_and_wrong_ones_fail_clearly(
             assert "s3cret-pw" not in repr(good) + repr(bad) + str(good.health())
         finally:
             b.close()
+
+
+def test_a_gateway_replaced_at_once_still_marks_one_gap(
+    bus: Bus, collector: Callable[[], Collector]
+) -> None:
+    first = bus.gateway(heartbeat=5.0)  # slow heartbeat: the successor is seen first
+    client = bus.client()
+    states = States(client)
+    gaps: list[Gap] = []
+    client.gaps.subscribe(gaps.append)
+    got = collector()
+    client.quotes("AAPL").subscribe(got)
+    states.wait(lambda seen: seen[-1] is S.AUTHENTICATED)
+    bus.alpaca.wait_for_subscriptions({"quotes": {"AAPL"}})
+    first.close()
+    bus.gateway(heartbeat=5.0)
+    states.wait(lambda seen: seen.count(S.AUTHENTICATED) == 2 and seen[-1] is S.AUTHENTICATED)
+    bus.alpaca.wait_for_subscriptions({"quotes": {"AAPL"}})
+    bus.alpaca.publish([quote("AAPL", 1)])
+    got.wait_for(1)
+    assert [g.reason for g in gaps] == ["gateway"]
