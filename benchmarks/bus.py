@@ -77,6 +77,7 @@ class Config:
     reps: int
     fanout: int
     timeout: float
+    only: tuple[str, ...] = ()
 
     def e2e(self) -> E2EConfig:
         """The same settings as ``e2e.py`` reads them (for its pusher and client runs)."""
@@ -145,7 +146,9 @@ class _Proc:
         text = self.result_file.read_text() if self.result_file.exists() else ""
         lines = [ln for ln in text.splitlines() if ln.startswith("RESULT ")]
         if not lines:
-            raise RuntimeError(f"{self.tag}: no result (exit {self.proc.returncode})\n{err[-2000:]}")
+            raise RuntimeError(
+                f"{self.tag}: no result (exit {self.proc.returncode})\n{err[-2000:]}"
+            )
         out: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
         return out
 
@@ -156,6 +159,10 @@ class _Proc:
 
 
 _RUN = iter(range(1, 1 << 30))
+
+#: Called with the gateway's (or the first consumer's) pid once it is ready: a profiler
+#: attaches there (``py-spy record --pid``); it returns a process to wait for at the end.
+ATTACH: dict[str, Any] = {}
 
 
 def run_bus(
@@ -194,6 +201,11 @@ def run_bus(
             gateway = _Proc({**common, "role": "gateway", "url": url}, tmp, "gateway")
             procs.append(gateway)
             gateway.wait_ready(60)
+            profilers = [
+                ATTACH[role](p.proc.pid)
+                for role, p in (("consumer", procs[0]), ("gateway", gateway))
+                if role in ATTACH
+            ]
             started = time.monotonic()
             results = []
             for p in procs[:-1]:  # every consumer exits once it has every message
@@ -205,6 +217,8 @@ def run_bus(
                 results.append(p.result(15))
             gateway.end()
             gw = gateway.result(30)
+            for prof in profilers:
+                prof.wait(30)
         finally:
             for p in procs:
                 p.end()
@@ -251,7 +265,7 @@ def plan(cfg: Config) -> list[tuple[str, str, int, int]]:
             ("bus", "flood", 100, cfg.fanout),
             ("bus", "paced", 100, 1),
         ]
-    return [
+    steps = [
         ("direct", "paced", 100, 1),
         ("bus", "paced", 100, 1),
         ("direct", "flood", 100, 1),
@@ -262,6 +276,9 @@ def plan(cfg: Config) -> list[tuple[str, str, int, int]]:
         ("bus", "cpu", 100, 1),
         ("bus", "cpu", 100, cfg.fanout),
     ]
+    if cfg.only:
+        steps = [s for s in steps if "-".join(map(str, s)) in cfg.only]
+    return steps
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -319,7 +336,7 @@ def _med(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def summarise(data: dict[str, Any]) -> dict[str, Any]:
+def summarise(data: dict[str, Any]) -> dict[tuple[str, str, int, int], dict[str, Any]]:
     """Per (kind, mode, symbols, consumers): the figures over repetitions."""
     groups: dict[tuple[str, str, int, int], list[dict[str, Any]]] = {}
     for r in data["runs"]:
@@ -337,10 +354,7 @@ def summarise(data: dict[str, Any]) -> dict[str, Any]:
         row["rate"] = max(rates)
         row["rates"] = rates
         row["consumer_cpu_us"] = _med(
-            [
-                _med([1e6 * x["cpu_s"] / max(1, x["messages"]) for x in r["results"]])
-                for r in runs
-            ]
+            [_med([1e6 * x["cpu_s"] / max(1, x["messages"]) for x in r["results"]]) for r in runs]
         )
         gws = [r["gateway"] for r in runs if "cpu_us_per_msg" in r.get("gateway", {})]
         if gws:
@@ -397,8 +411,7 @@ def markdown(data: dict[str, Any], rows: dict[Any, dict[str, Any]], tgt: list[An
     lines = [
         f"Run: `python benchmarks/bus.py` — {cfg['encoding']}, {cfg['reps']} interleaved "
         f"repetitions, {data['seconds']:.0f} s in all.",
-        f"Machine: {env['cpu']}, {env['cores']} cores, {env['platform']}, "
-        f"Python {env['python']}.",
+        f"Machine: {env['cpu']}, {env['cores']} cores, {env['platform']}, Python {env['python']}.",
         "",
         "| run | symbols | consumers | msgs/s per consumer (best) | x direct | p50 µs | p99 µs "
         "| consumer CPU µs/msg | gateway msgs/s | gateway CPU µs/msg |",
@@ -441,6 +454,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-rate", type=float, default=5_000)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--fanout", type=int, default=10, help="consumers in the fan-out runs")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated steps, e.g. direct-flood-100-1,bus-flood-100-1 (A/B runs)",
+    )
     parser.add_argument("--json", type=Path, default=ROOT / ".benchmarks" / "bus.json")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -457,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
             args.reps,
             args.fanout,
             120.0,
+            tuple(x for x in args.only.split(",") if x),
         )
     try:
         data = run(cfg)
