@@ -226,7 +226,9 @@ def run_bus(
     for r in results:
         r["missing"] = sum(expected.values()) - r["messages"]
     bad = [r for r in results if not r.get("ok")]
-    if bad:
+    # A full run on a loaded machine may see NATS cut a consumer that fell too far behind
+    # (a "slow consumer"): that is a finding, reported as missing messages; smoke fails.
+    if bad and (cfg.smoke or all(not r["messages"] for r in bad)):
         r = bad[0]
         raise RuntimeError(
             f"bus {mode} {nsym} sym x{consumers}: {len(bad)} consumer(s) short: "
@@ -322,6 +324,9 @@ def _line(r: dict[str, Any]) -> str:
         text += f" p99 {_med([percentile(x, 0.99) for x in lat]):7.0f} µs"
     else:
         text += f" {_med([x['rate'] for x in res]):9,.0f} msg/s/consumer"
+    missing = sum(x.get("missing", 0) for x in res)
+    if missing:
+        text += f" ({missing:,} missing)"
     gw = r.get("gateway", {})
     if "cpu_us_per_msg" in gw:
         text += f"  gateway {gw['rate']:9,.0f} msg/s {gw['cpu_us_per_msg']:6.2f} µs CPU/msg"
@@ -361,6 +366,7 @@ def summarise(data: dict[str, Any]) -> dict[tuple[str, str, int, int], dict[str,
             row["gw_cpu_us"] = _med([g["cpu_us_per_msg"] for g in gws])
             row["gw_cpus"] = [g["cpu_us_per_msg"] for g in gws]
             row["gw_rate"] = max(g["rate"] for g in gws)
+        row["missing"] = max(x["missing"] for r in runs for x in r["results"])
         rows[key] = row
     return rows
 
@@ -414,8 +420,8 @@ def markdown(data: dict[str, Any], rows: dict[Any, dict[str, Any]], tgt: list[An
         f"Machine: {env['cpu']}, {env['cores']} cores, {env['platform']}, Python {env['python']}.",
         "",
         "| run | symbols | consumers | msgs/s per consumer (best) | x direct | p50 µs | p99 µs "
-        "| consumer CPU µs/msg | gateway msgs/s | gateway CPU µs/msg |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| consumer CPU µs/msg | gateway msgs/s | gateway CPU µs/msg | missing |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (kind, mode, nsym, n), row in sorted(rows.items()):
         direct = rows.get(("direct", "flood", nsym, 1))
@@ -429,7 +435,7 @@ def markdown(data: dict[str, Any], rows: dict[Any, dict[str, Any]], tgt: list[An
             + f" | {_r(x)} | {_f(row.get('p50_us'))} | {_f(row.get('p99_us'))} "
             f"| {row['consumer_cpu_us']:.2f} | "
             + (f"{row['gw_rate']:,.0f}" if "gw_rate" in row else "-")
-            + f" | {_r(row.get('gw_cpu_us', float('nan')))} |"
+            + f" | {_r(row.get('gw_cpu_us', float('nan')))} | {row['missing']:,} |"
         )
     lines += ["", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {n} | {v} | {'yes' if ok else '**no**'} |" for n, v, ok in tgt]
