@@ -318,7 +318,7 @@ def run(cfg: Config) -> dict[str, Any]:
 def _line(r: dict[str, Any]) -> str:
     res = r["results"]
     text = f"{r['kind']:6} {r['mode']:5} {r['symbols']:5} sym x{r['consumers']:<2}"
-    if r["mode"] == "paced":
+    if r["mode"] in ("paced", "cpu"):
         lat = [latencies_us([x]) for x in res]
         text += f" p50 {_med([percentile(x, 0.5) for x in lat]):7.0f} µs"
         text += f" p99 {_med([percentile(x, 0.99) for x in lat]):7.0f} µs"
@@ -349,7 +349,7 @@ def summarise(data: dict[str, Any]) -> dict[tuple[str, str, int, int], dict[str,
     rows: dict[tuple[str, str, int, int], dict[str, Any]] = {}
     for key, runs in groups.items():
         row: dict[str, Any] = {"runs": len(runs)}
-        if key[1] == "paced":
+        if key[1] in ("paced", "cpu"):  # both paced: every trade carries its send time
             per_run = [latencies_us(r["results"]) for r in runs]
             row["p50_us"] = _med([percentile(x, 0.5) for x in per_run])
             row["p99_us"] = _med([percentile(x, 0.99) for x in per_run])
