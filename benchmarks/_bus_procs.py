@@ -22,6 +22,7 @@ the first and the last sample at which it published something is its cost for th
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -93,6 +94,8 @@ def run_consumer(cfg: dict[str, Any]) -> Result:
             raise RuntimeError(f"consumer: {len(client._subs)} NATS subscriptions made")
         time.sleep(0.01)
     client._lt.call(client._nc.flush(timeout=10), timeout=15)
+    if os.environ.get("RXALPACA_BENCH_FAST_PATH"):
+        _fast_path(client)
     end = threading.Event()
     _stdin_end(end)
     _ready()
@@ -106,6 +109,33 @@ def run_consumer(cfg: dict[str, Any]) -> Result:
     out["metrics"] = {k: v for k, v in client.metrics.snapshot().items() if not isinstance(v, dict)}
     client.close()
     return out
+
+
+class _Data:
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def _fast_path(client: Any) -> None:
+    """PROTOTYPE (measured in docs/benchmarks.md, not in the library): hand the data
+    subscriptions' payloads from nats-py's protocol parser straight to the pipeline,
+    skipping nats-py's ``Msg``, its per-subscription queue and task, and the callback
+    coroutine. (It also skips nats-py's client-side pending limits: a slow consumer is
+    then NATS-server-side only.)"""
+    nc = client._nc
+    original = nc._process_msg
+    sids = {sub._id for sub in client._subs.values()}
+    deliver = client._deliver
+
+    async def process_msg(sid: int, subject: bytes, reply: bytes, data: bytes, hdr: Any) -> None:
+        if sid in sids and not hdr:
+            deliver(_Data(data))
+            return
+        await original(sid, subject, reply, data, hdr)
+
+    nc._process_msg = process_msg
 
 
 def run_gateway(cfg: dict[str, Any]) -> Result:

@@ -75,3 +75,17 @@ def test_joined_frames_keep_each_subjects_order(encoding: str) -> None:
         brk_q: encode_group(encoding == "json", splitter.groups(pack(FRAMES[1]))[1][brk_q]),
         aapl_q: encode_group(encoding == "json", splitter.groups(pack(FRAMES[1]))[1][aapl_q]),
     }
+
+
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+def test_an_odd_message_is_skipped_and_the_rest_routed(encoding: str) -> None:
+    """A frame whose heads do not all decode (a non-map, a numeric symbol) is read
+    message by message: the odd ones are skipped and counted, the others routed."""
+    subjects = Subjects("iex")
+    splitter = FrameSplitter(Family.STOCKS, subjects)
+    pack = orjson.dumps if encoding == "json" else msgpack.packb
+    frame = [_quote("AAPL", 1.0), "junk", {"T": "q", "S": 7}, _trade("AAPL", 9)]
+    is_json, groups = splitter.groups(pack(frame))
+    assert is_json is (encoding == "json")
+    assert sorted(groups) == [subjects.data("quotes", "AAPL"), subjects.data("trades", "AAPL")]
+    assert splitter.skipped == 2
