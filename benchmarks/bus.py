@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import select
 import statistics
 import subprocess
@@ -56,6 +57,9 @@ sys.path.insert(0, str(HERE))
 
 from e2e import Config as E2EConfig  # noqa: E402
 from e2e import Pusher, client_env, environment, latencies_us, percentile, run_client  # noqa: E402
+
+#: Set in the consumers' environment: ``_bus_procs.py`` takes the fast-path prototype.
+FAST_PATH = "RXALPACA_BENCH_FAST_PATH"
 
 #: Targets from issue #11: (bound, "max"|"min").
 TARGETS = {
@@ -78,6 +82,7 @@ class Config:
     fanout: int
     timeout: float
     only: tuple[str, ...] = ()
+    fast_path_ab: bool = False  # every bus step again with the consumer fast-path prototype
 
     def e2e(self) -> E2EConfig:
         """The same settings as ``e2e.py`` reads them (for its pusher and client runs)."""
@@ -298,12 +303,18 @@ def run(cfg: Config) -> dict[str, Any]:
             for rep in range(cfg.reps):
                 for kind, mode, nsym, consumers in steps:
                     if kind == "direct":
-                        r = run_direct(pusher, cfg, nsym, mode=mode)
+                        variants = [run_direct(pusher, cfg, nsym, mode=mode)]
                     else:
-                        r = run_bus(pusher, nats.url, cfg, nsym, mode=mode, consumers=consumers)
-                    r["rep"] = rep
-                    runs.append(r)
-                    print(_line(r), file=sys.stderr)
+                        variants = [
+                            _bus_variant(
+                                pusher, nats.url, cfg, nsym, mode, consumers=consumers, fast=fast
+                            )
+                            for fast in ((False, True) if cfg.fast_path_ab else (False,))
+                        ]
+                    for r in variants:
+                        r["rep"] = rep
+                        runs.append(r)
+                        print(_line(r), file=sys.stderr)
     finally:
         pusher.close()
     return {
@@ -313,6 +324,22 @@ def run(cfg: Config) -> dict[str, Any]:
         "environment": environment(),
         "config": cfg.__dict__,
     }
+
+
+def _bus_variant(
+    pusher: Pusher, url: str, cfg: Config, nsym: int, mode: str, *, consumers: int, fast: bool
+) -> dict[str, Any]:
+    """A bus run; with ``fast``, the consumers use the fast-path prototype
+    (``_bus_procs._fast_path``) and the run is reported as ``bus+fast``."""
+    if fast:
+        os.environ[FAST_PATH] = "1"
+    try:
+        r = run_bus(pusher, url, cfg, nsym, mode=mode, consumers=consumers)
+    finally:
+        os.environ.pop(FAST_PATH, None)
+    if fast:
+        r["kind"] = "bus+fast"
+    return r
 
 
 def _line(r: dict[str, Any]) -> str:
@@ -488,9 +515,27 @@ def main(argv: list[str] | None = None) -> int:
         "--json", type=Path, default=ROOT / ".benchmarks" / "bus.json", help="raw results"
     )
     parser.add_argument("--summarise", type=Path, help="print the tables of a saved run")
+    parser.add_argument(
+        "--fast-path-ab",
+        action="store_true",
+        help="every bus run twice: as is, and with the consumer fast-path prototype",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
-        cfg = Config(True, args.encoding, 100, 2_000, 0.1, args.rate, args.cpu_rate, 1, 2, 30.0)
+        cfg = Config(
+            True,
+            args.encoding,
+            100,
+            2_000,
+            0.1,
+            args.rate,
+            args.cpu_rate,
+            1,
+            2,
+            30.0,
+            (),
+            args.fast_path_ab,
+        )
     else:
         cfg = Config(
             False,
@@ -504,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
             args.fanout,
             120.0,
             tuple(x for x in args.only.split(",") if x),
+            args.fast_path_ab,
         )
     if args.summarise:
         data = json.loads(args.summarise.read_text())
