@@ -38,6 +38,8 @@ from .errors import (
     MsgpackRequired,
     NotAuthenticated,
     ProtocolViolation,
+    RecordingError,
+    RecordingTruncated,
     RemoteProtocolError,
     ReplyTimeout,
     RxAlpacaError,
@@ -78,6 +80,7 @@ from .models import (
 )
 from .operators import RetryPolicy
 from .protocol import ConnectionState
+from .replay import Replay, replay
 
 __version__ = "0.1.0"
 
@@ -126,7 +129,10 @@ __all__ = [
     "OrderBookLevel",
     "ProtocolViolation",
     "Quote",
+    "RecordingError",
+    "RecordingTruncated",
     "RemoteProtocolError",
+    "Replay",
     "ReplyTimeout",
     "RetryPolicy",
     "RxAlpacaError",
@@ -147,6 +153,7 @@ __all__ = [
     "iterate",
     "operators",
     "ops",
+    "replay",
 ]
 
 
