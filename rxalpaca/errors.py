@@ -40,7 +40,7 @@ class tree.
     ├── UnknownMessage                a message type this version does not know (kept whole)
     ├── HandlerError                  a user's observer raised; the original is ``__cause__``
     ├── BufferOverflow                a full ``bounded_buffer`` that may neither wait nor drop
-    └── RecordingError                a file that is not a readable recording (not one, version, corrupt)
+    └── RecordingError                not a readable recording (not one, wrong version, corrupt)
         └── RecordingTruncated        a recording cut off mid-record: read up to its last whole one
 
 ``ConfigurationError`` is raised by the call that got the bad argument, and

@@ -78,7 +78,9 @@ _KIND_NS = struct.Struct("<Bq")
 _OVERFLOW = struct.Struct("<Qqq")
 #: A record longer than this is corruption, not data (the client caps messages at 64 MiB).
 _MAX_RECORD = 1 << 30
-_READ_CHUNK = 1 << 20
+#: Compressed bytes fed to zstd at a time: what comes out is bounded by it (times the
+#: compression ratio), so memory stays flat however long the file.
+_READ_CHUNK = 16 * 1024
 _FIN = 0x80
 _WAS_STR = 0x40
 
@@ -110,6 +112,9 @@ class Kind(IntEnum):
     GAP = 4  # a Gap the client published (body: JSON)
     OVERFLOW = 5  # records the recorder dropped here (body: count, first ns, last ns)
     FRAME_ERROR = 6  # a frame the transport refused (body: reason NUL excerpt)
+
+
+_KINDS: Final = {k.value: k for k in Kind}
 
 
 class Overflow(NamedTuple):
@@ -232,8 +237,7 @@ class _PartWriter:
         return self.fh.tell()
 
     def close(self) -> None:
-        self._z.flush(self._zstd.FLUSH_FRAME)
-        self._z.close()
+        self._z.close()  # ends the zstd frame: the reader's "clean end"
         self.fh.close()
 
 
@@ -416,12 +420,16 @@ class Recorder:
 
         Returns ``False`` if ``timeout`` passed first or the writer has stopped.
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._idle:
             target = self._passes + 2  # the pass under way may have missed our records
-            self._wake.set()
-            return self._idle.wait_for(
-                lambda: self._passes >= target or not self._thread.is_alive(), timeout
-            ) and self._thread.is_alive()
+            while self._passes < target and self._thread.is_alive():
+                self._wake.set()  # again after each pass: the writer clears it
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._idle.wait(left)
+            return self._passes >= target
 
     def close(self) -> None:
         """Write what is queued, end the file cleanly and stop the thread. Idempotent.
@@ -433,10 +441,13 @@ class Recorder:
         for detach in closers:  # stop the sources first: nothing arrives after the end
             with contextlib.suppress(Exception):
                 detach()
+        self._closed = True  # producers stop here; a hole at the very end is still marked
+        with self._drop_lock:
+            p, self._pending_drop = self._pending_drop, None
+        if p is not None:
+            self._queue.append((Kind.OVERFLOW, p[2], _OVERFLOW.pack(*p)))
         if threading.current_thread() is self._thread:
-            self._closed = True
             return
-        self._closed = True
         self._wake.set()
         self._thread.join()
         if self._error is not None:
@@ -503,6 +514,10 @@ class RecordingReader:
             while chunk := fh.read(_READ_CHUNK):
                 try:
                     buf += d.decompress(chunk)
+                    while d.eof and d.unused_data:  # another zstd frame follows (appended)
+                        rest = d.unused_data
+                        d = zstd.ZstdDecompressor().decompressobj()
+                        buf += d.decompress(rest)
                 except zstd.ZstdError as exc:
                     raise RecordingError(
                         name, f"corrupt zstd data ({exc})", offset=pos, records=self.records
@@ -522,21 +537,22 @@ class RecordingReader:
                         end = start + _RECORD.size + length
                         if end > len(buf):
                             break
-                        body = bytes(view[start + _RECORD.size : end])
-                        if zlib.crc32(body, zlib.crc32(_KIND_NS.pack(kind, ns))) != crc:
+                        # kind, ns and body lie side by side: one checksum call over them.
+                        if zlib.crc32(view[start + 8 : end]) != crc:
                             raise RecordingError(
                                 name,
                                 "corrupt record (checksum mismatch)",
                                 offset=pos + start,
                                 records=self.records,
                             )
+                        body = bytes(view[start + _RECORD.size : end])
                         try:
-                            k = Kind(kind)
+                            k = _KINDS[kind]
                             value = _decode_value(k, ns, body)
-                        except (ValueError, msgspec.DecodeError) as exc:
+                        except (KeyError, ValueError, msgspec.DecodeError) as exc:
                             raise RecordingError(
                                 name,
-                                f"corrupt record ({exc})",
+                                f"corrupt record ({exc!r})",
                                 offset=pos + start,
                                 records=self.records,
                             ) from None
@@ -547,13 +563,22 @@ class RecordingReader:
                     view.release()
                 del buf[:start]
                 pos += start
+            if buf and d.eof:  # a cleanly ended file cannot end mid-record: damage
+                raise RecordingError(
+                    name,
+                    "corrupt record (its length runs past the end of the recording)",
+                    offset=pos,
+                    records=self.records,
+                )
             if buf:
                 why = (
                     "the file ends mid-record (the writer stopped); read up to its last "
                     f"whole record, the {len(buf)} bytes after it dropped"
                 )
             elif not d.eof:
-                why = "the file ends without its end mark (the writer stopped); every record is whole"
+                why = (
+                    "the file ends without its end mark (the writer stopped); every record is whole"
+                )
             else:
                 return
             self.stopped = RecordingTruncated(name, why, offset=pos, records=self.records)

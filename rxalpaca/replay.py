@@ -32,14 +32,15 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal, Self
 
+from reactivex import Observable, abc
 from reactivex import operators as rx_ops
 from reactivex.abc import DisposableBase
+from reactivex.disposable import Disposable
 from reactivex.scheduler import HistoricalScheduler
-from reactivex.subject import Subject
 
 from . import models
 from ._logging import RateLimitedLog
@@ -60,7 +61,7 @@ from .protocol import ConnectionState
 from .recording import Entry, Kind, RecordingReader, open_recording
 from .streams import ErrorOutlet, Streams
 
-__all__ = ["Replay", "replay"]
+__all__ = ["Replay", "ReplayScheduler", "replay"]
 
 logger = logging.getLogger("rxalpaca")
 _W = logging.WARNING
@@ -68,6 +69,22 @@ _W = logging.WARNING
 
 def _dt(ns: int) -> datetime:
     return datetime.fromtimestamp(ns / 1e9, tz=UTC)
+
+
+class ReplayScheduler(HistoricalScheduler):
+    """The recording's clock: a ``HistoricalScheduler`` the replay moves forward."""
+
+    def advance_until(self, at: datetime) -> None:
+        """Move the clock to ``at`` (never back), running every timer due by then."""
+        with self._lock:
+            if at <= self.now:
+                return
+            queue = self._queue
+            if not queue or queue.peek().duetime > at:
+                # Nothing due: set the clock without advance_to's loop (once per frame).
+                self._clock = at
+                return
+        self.advance_to(at)
 
 
 class Replay(Streams[Any, Any, Any, Any, Any]):
@@ -119,9 +136,10 @@ class Replay(Streams[Any, Any, Any, Any, Any]):
         self.codec = Codec(ep.family, encoding, strict_timestamps=strict_timestamps)
         self._max_message_bytes = max_message_bytes
         #: Virtual time: the recording's clock (see the module's docstring).
-        self.scheduler = HistoricalScheduler(_dt(header.created_ns or time.time_ns()))
+        self.scheduler = ReplayScheduler(_dt(header.created_ns or time.time_ns()))
         self._current = ConnectionState.IDLE
-        self._conn: Subject[Frame | FrameError] | None = None
+        # The live connection's frame sink: the fused pipeline's entry (playing thread).
+        self._conn: Callable[[Frame | FrameError], None] | None = None
         self._conn_sub: DisposableBase | None = None
         self._server_error: Exception | None = None  # the last one on this connection
         self._last_data_ns = 0  # receive time of the last frame played (the thread playing)
@@ -210,9 +228,7 @@ class Replay(Streams[Any, Any, Any, Any, Any]):
                 wait = wall0 + (ns - first_ns) / 1e9 / speed - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
-            at = _dt(ns)
-            if at > scheduler.now:
-                scheduler.advance_to(at)  # timers due by now run first, as they did live
+            scheduler.advance_until(_dt(ns))  # timers due by now run first, as they did live
             self._entry(entry)
 
     def _entry(self, entry: Entry) -> None:
@@ -222,7 +238,7 @@ class Replay(Streams[Any, Any, Any, Any, Any]):
                 self._new_connection()  # the recording began mid-session
             assert self._conn is not None
             self._last_data_ns = entry.ns
-            self._conn.on_next(value)
+            self._conn(value)
         elif kind is Kind.STATE:
             self._state_marker(entry.ns, value)
         elif kind is Kind.GAP:
@@ -270,12 +286,24 @@ class Replay(Streams[Any, Any, Any, Any, Any]):
     def _new_connection(self) -> None:
         self._end_connection()
         self._server_error = None
-        conn: Subject[Frame | FrameError] = Subject()
-        self._conn = conn
-        self._conn_sub = conn.pipe(
-            pipeline(self.codec, self.metrics, self._router, self._max_message_bytes),
-            rx_ops.map(self._on_control),
-        ).subscribe(lambda _: None, self._pipeline_error)
+        sinks: list[Callable[[Frame | FrameError], None]] = []
+
+        def source(
+            observer: abc.ObserverBase[Frame | FrameError],
+            scheduler: abc.SchedulerBase | None = None,
+        ) -> abc.DisposableBase:
+            sinks.append(observer.on_next)  # frames go straight in: no Subject hop
+            return Disposable(sinks.clear)
+
+        self._conn_sub = (
+            Observable(source)
+            .pipe(
+                pipeline(self.codec, self.metrics, self._router, self._max_message_bytes),
+                rx_ops.map(self._on_control),
+            )
+            .subscribe(lambda _: None, self._pipeline_error)
+        )
+        self._conn = sinks[0]
 
     def _end_connection(self) -> None:
         # Disposed, not completed: a socket lost mid-message reports nothing live either.

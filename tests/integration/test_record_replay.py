@@ -13,8 +13,8 @@ import rxalpaca
 from rxalpaca import ConnectionLostError, ConnectionState, StreamClient
 from rxalpaca.recording import Kind, open_recording
 from rxalpaca.testing import DEFAULT_SECRET, AlpacaStreamServer
-
 from tests.conftest import TIMING_FACTOR
+
 from .conftest import Collector
 from .test_client_semantics import quote, states, wait_state
 
@@ -23,8 +23,17 @@ WAIT = 10 * TIMING_FACTOR
 
 
 def trade(sym: str, i: int) -> dict[str, Any]:
-    return {"T": "t", "S": sym, "i": i, "x": "V", "p": 10.0 + i, "s": 1, "c": ["@"], "z": "C",
-            "t": 1_700_000_000_000_000_000 + i}
+    return {
+        "T": "t",
+        "S": sym,
+        "i": i,
+        "x": "V",
+        "p": 10.0 + i,
+        "s": 1,
+        "c": ["@"],
+        "z": "C",
+        "t": 1_700_000_000_000_000_000 + i,
+    }
 
 
 class Errors:
