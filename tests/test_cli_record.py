@@ -51,8 +51,8 @@ def test_replay_serve_sends_the_recorded_market_to_a_client(
     out = tmp_path / "s.rxa"
     with AlpacaStreamServer() as server:
         server.start_market(symbols=["AAPL"], rate=2000)
-        assert main(["record", "--url", server.base_url, "--symbols", "AAPL", "--out", str(out),
-                     "--channels", "quotes", "--count", "50", "--encoding", "json"]) == 0  # fmt: skip
+        args = ["record", "--url", server.base_url, "--symbols", "AAPL", "--out", str(out)]
+        assert main([*args, "--channels", "quotes", "--count", "50", "--encoding", "json"]) == 0
     recorded = [
         e.value for e in open_recording(out) if e.kind is Kind.RECEIVED and b'"T":"q"' in
         (e.value.payload if isinstance(e.value.payload, bytes) else e.value.payload.encode())
@@ -76,7 +76,7 @@ def test_replay_serve_sends_the_recorded_market_to_a_client(
                     "--wait",
                     str(30 * TIMING_FACTOR),
                 ]
-            )  # fmt: skip
+            )
         )
     )
     serving.start()
