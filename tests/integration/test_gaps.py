@@ -87,7 +87,12 @@ def test_a_drop_in_a_paced_stream_leaves_one_gap_holding_exactly_the_lost_messag
     recorder = client.record(tmp_path / "paced.rxa")
     gaps: list[Gap] = []
     got_gap = threading.Event()
-    client.gaps.subscribe(lambda g: (gaps.append(g), got_gap.set()))
+
+    def on_gap(g: Gap) -> None:
+        gaps.append(g)
+        got_gap.set()
+
+    client.gaps.subscribe(on_gap)
     got = collector()
     client.quotes("AAPL").subscribe(got)
     alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}})
