@@ -266,7 +266,8 @@ class StreamClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         for sub in (
             self.state.subscribe(lambda s: recorder.state(s.value)),
             self.gaps.subscribe(recorder.gap),
-            self.frames.subscribe(recorder.frame, on_completed=recorder.close),
+            # The transport's monitor itself: recorder.frame only appends, it never raises.
+            upstream.transport.monitor().subscribe(recorder.frame, on_completed=recorder.close),
         ):
             recorder.on_close(sub.dispose)
         return recorder

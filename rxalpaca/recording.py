@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import io
 import json
 import os
 import struct
@@ -75,6 +74,7 @@ FORMAT_VERSION: Final = 1
 _PREAMBLE = struct.Struct("<8sHI")
 _RECORD = struct.Struct("<IIBq")  # body length, crc32, kind, ns
 _KIND_NS = struct.Struct("<Bq")
+_LEN_CRC = struct.Struct("<II")
 _OVERFLOW = struct.Struct("<Qqq")
 #: A record longer than this is corruption, not data (the client caps messages at 64 MiB).
 _MAX_RECORD = 1 << 30
@@ -83,6 +83,7 @@ _MAX_RECORD = 1 << 30
 _READ_CHUNK = 16 * 1024
 _FIN = 0x80
 _WAS_STR = 0x40
+_FLAG_BYTES: Final = [bytes((i,)) for i in range(256)]
 
 
 def library_version() -> str:
@@ -159,19 +160,6 @@ class RecordingHeader(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # ---------------------------------------------------------------- encoding records
-
-
-def _frame_body(payload: bytes | str, opcode: int, fin: bool) -> bytes:
-    flags = (opcode & 0x0F) | (_FIN if fin else 0)
-    if isinstance(payload, str):
-        return bytes((flags | _WAS_STR,)) + payload.encode("utf-8")
-    return bytes((flags,)) + payload
-
-
-def encode_record(kind: int, ns: int, body: bytes) -> bytes:
-    """One record's bytes (header and body)."""
-    crc = zlib.crc32(body, zlib.crc32(_KIND_NS.pack(kind, ns)))
-    return _RECORD.pack(len(body), crc, kind, ns) + body
 
 
 def _decode_value(kind: Kind, ns: int, body: bytes) -> Any:
@@ -286,7 +274,9 @@ class Recorder:
         self.path = Path(path)
         self._header = header
         self._header_update = header_update
-        self._queue: deque[tuple[int, int, bytes]] = deque()
+        # (kind, ns, body, flags): flags >= 0 marks a frame's payload, whose flag byte
+        # the writer prepends — the socket thread neither copies nor encodes anything.
+        self._queue: deque[tuple[int, int, bytes | str, int]] = deque()
         self._queue_size = queue_size
         self._max_bytes = max_bytes
         self._max_seconds = max_seconds
@@ -319,11 +309,12 @@ class Recorder:
             body = frame.reason.encode("utf-8", "replace") + b"\0" + frame.excerpt
             self._put(Kind.FRAME_ERROR, frame.received_ns or time.time_ns(), body)
             return
-        self._put(Kind.RECEIVED, frame.received_ns, _frame_body(*frame[:3]))
+        payload, opcode, fin, ns = frame
+        self._put(Kind.RECEIVED, ns, payload, (opcode & 0x0F) | (_FIN if fin else 0))
 
     def sent(self, payload: bytes | str, opcode: int = Opcode.TEXT) -> None:
         """A frame the client sent (pass the auth message redacted: it is written as given)."""
-        self._put(Kind.SENT, time.time_ns(), _frame_body(payload, opcode, True))
+        self._put(Kind.SENT, time.time_ns(), payload, (opcode & 0x0F) | _FIN)
 
     def state(self, state: str) -> None:
         """A connection state transition (connect, authenticated, disconnect …)."""
@@ -333,7 +324,7 @@ class Recorder:
         """A gap the client published."""
         self._put(Kind.GAP, time.time_ns(), msgspec.json.encode(gap))
 
-    def _put(self, kind: int, ns: int, body: bytes) -> None:
+    def _put(self, kind: int, ns: int, body: bytes | str, flags: int = -1) -> None:
         if self._closed:
             return
         q = self._queue
@@ -350,8 +341,8 @@ class Recorder:
             with self._drop_lock:
                 p, self._pending_drop = self._pending_drop, None
             if p is not None:  # the marker goes where the hole is, before this record
-                q.append((Kind.OVERFLOW, p[2], _OVERFLOW.pack(*p)))
-        q.append((kind, ns, body))
+                q.append((Kind.OVERFLOW, p[2], _OVERFLOW.pack(*p), -1))
+        q.append((kind, ns, body, flags))
 
     # ------------------------------------------------------------ the writer thread
 
@@ -379,16 +370,29 @@ class Recorder:
         if not q:
             self._maybe_rotate()
             return
-        buf = io.BytesIO()
+        out = bytearray()
         n = 0
+        head, kind_ns, crc32 = _LEN_CRC.pack, _KIND_NS.pack, zlib.crc32
         with contextlib.suppress(IndexError):
             while True:
-                kind, ns, body = q.popleft()
-                buf.write(encode_record(kind, ns, body))
+                kind, ns, body, flags = q.popleft()
+                tail = kind_ns(kind, ns)
+                if flags < 0:
+                    assert isinstance(body, bytes)
+                    out += head(len(body), crc32(body, crc32(tail)))
+                    out += tail
+                else:  # a frame: its flag byte, then the payload as it came
+                    if isinstance(body, str):
+                        body, flags = body.encode("utf-8"), flags | _WAS_STR
+                    lead = _FLAG_BYTES[flags]
+                    out += head(len(body) + 1, crc32(body, crc32(lead, crc32(tail))))
+                    out += tail
+                    out += lead
+                out += body
                 n += 1
                 if n >= 65536:  # bounded batches: the file stays fresh under load
                     break
-        self._part.write(buf.getvalue())
+        self._part.write(bytes(out))
         self._part.flush()
         self.written += n
         self._maybe_rotate()
@@ -445,7 +449,7 @@ class Recorder:
         with self._drop_lock:
             p, self._pending_drop = self._pending_drop, None
         if p is not None:
-            self._queue.append((Kind.OVERFLOW, p[2], _OVERFLOW.pack(*p)))
+            self._queue.append((Kind.OVERFLOW, p[2], _OVERFLOW.pack(*p), -1))
         if threading.current_thread() is self._thread:
             return
         self._wake.set()
