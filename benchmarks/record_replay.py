@@ -80,9 +80,7 @@ def decode_floor(path: Path, encoding: str) -> tuple[float, int, int]:
     from rxalpaca import Codec
     from rxalpaca.recording import Kind, open_recording
 
-    payloads = [
-        e.value.payload for e in open_recording(path) if e.kind is Kind.RECEIVED
-    ]
+    payloads = [e.value.payload for e in open_recording(path) if e.kind is Kind.RECEIVED]
     codec = Codec("stocks", encoding)  # type: ignore[arg-type]
     raw = sum(len(p) for p in payloads)
     started = time.perf_counter()

@@ -247,7 +247,8 @@ class Recorder:
         max_bytes: start a new part once the current one is this large.
         max_seconds: start a new part after this many seconds.
         flush_interval: seconds between writer passes.
-        level: zstd compression level (3: fast, about 4-10x on market data).
+        level: zstd compression level (1: the fastest of the usual levels, about 5x on
+            market data at a third of level 3's CPU — docs/benchmarks.md).
         on_overflow: called on the producer's thread with the running drop count.
     """
 
@@ -261,7 +262,7 @@ class Recorder:
         max_bytes: int | None = None,
         max_seconds: float | None = None,
         flush_interval: float = 0.05,
-        level: int = 3,
+        level: int = 1,
         on_overflow: Callable[[int], None] | None = None,
     ) -> None:
         if queue_size < 1:
@@ -581,7 +582,8 @@ class RecordingReader:
                 )
             elif not d.eof:
                 why = (
-                    "the file ends without its end mark (the writer stopped); every record is whole"
+                    "the file ends early, without its end mark (the writer stopped): read up to "
+                    "its last whole record"
                 )
             else:
                 return
