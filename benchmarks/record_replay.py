@@ -28,6 +28,7 @@ and the recording's size per message against the raw frames' bytes per message.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import tempfile
@@ -38,7 +39,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from e2e import Config, Pusher, run_client  # noqa: E402
+from e2e import Config, Pusher, _spawn  # noqa: E402
 
 
 def _config(smoke: bool, reps: int, messages: int) -> Config:
@@ -47,7 +48,8 @@ def _config(smoke: bool, reps: int, messages: int) -> Config:
         symbols=(100,),
         encodings=("json", "msgpack"),
         clients=("rxalpaca",),
-        frames=100 if smoke else 2000,
+        # One pass of distinct frames (no repeats): compression sees what a real day has.
+        frames=100 if smoke else 20_000,
         flood_messages=2_000 if smoke else messages,
         alpaca_flood_messages=0,
         paced_seconds=0.0,
@@ -127,26 +129,27 @@ def run(cfg: Config) -> dict[str, Any]:
                 }
     finally:
         pusher.close()
+        if pusher.proc.stdout is not None:
+            pusher.proc.stdout.close()  # Pusher.close leaves its pipe to the collector
     return out
 
 
 def _run(
     pusher: Pusher, cfg: Config, enc: str, record: str | None, wrapper: list[str] | None
 ) -> dict[str, Any]:
-    import e2e
-
-    original = e2e._spawn
-
-    def spawn(request: dict[str, Any], timeout: float, w: list[str] | None = None) -> Any:
-        if record:
-            request = {**request, "record": record}
-        return original(request, timeout, w)
-
-    e2e._spawn = spawn  # run_client builds the request; the recording path rides along
-    try:
-        return run_client(pusher, cfg, "rxalpaca", enc, 100, mode="flood", wrapper=wrapper)
-    finally:
-        e2e._spawn = original
+    """``e2e.run_client``'s flood run of rxalpaca, with ``record`` (a path) in the request."""
+    counts = pusher.info["workloads"][f"{enc}/100"]
+    cycles = max(1, math.ceil(cfg.flood_messages / counts["messages"]))
+    request = {
+        "client": "rxalpaca",
+        "url": f"ws://127.0.0.1:{pusher.port}/flood/{enc}/100/{cycles}",
+        "encoding": enc,
+        "symbols": pusher.info["symbols"]["100"],
+        "expected": {k: counts[k] * cycles for k in ("t", "q", "b")},
+        "timeout": cfg.timeout,
+        **({"record": record} if record else {}),
+    }
+    return _spawn(request, cfg.timeout + 15, wrapper)
 
 
 def markdown(data: dict[str, Any]) -> str:
