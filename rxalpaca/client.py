@@ -31,7 +31,7 @@ from reactivex import Observable
 from . import models as m
 from ._logging import RateLimitedLog
 from .codec import Codec
-from .errors import FrameError, SubscriptionMismatch, UnknownMessage
+from .errors import ClientClosedError, FrameError, SubscriptionMismatch, UnknownMessage
 from .feeds import CryptoFeed, OptionFeed, StockFeed
 from .frames import Frame
 from .metrics import Metrics
@@ -242,6 +242,8 @@ class StreamClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         ``max_seconds`` rotation, ``queue_size``, ``on_overflow`` …). Needs
         ``pip install 'rxalpaca[record]'``.
         """
+        if self._life in (Lifecycle.CLOSED, Lifecycle.FAILED):
+            raise ClientClosedError(f"the client is {self._life.value}: nothing more to record")
         header = RecordingHeader(
             feed=self.endpoint.feed,
             encoding=self.encoding,

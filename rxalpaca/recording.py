@@ -327,6 +327,9 @@ class Recorder:
 
     def _put(self, kind: int, ns: int, body: bytes | str, flags: int = -1) -> None:
         if self._closed:
+            if self._error is not None:  # the writer died (a full disk): count, never hide
+                with self._drop_lock:
+                    self.dropped += 1
             return
         q = self._queue
         if len(q) >= self._queue_size:

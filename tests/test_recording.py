@@ -212,3 +212,16 @@ def test_bad_options_are_one_clear_sentence(tmp_path: Path) -> None:
         Recorder(tmp_path / "x.rxa", HEADER, queue_size=0)
     with pytest.raises(ConfigurationError, match="max_bytes"):
         Recorder(tmp_path / "x.rxa", HEADER, max_bytes=0)
+
+
+def test_a_writer_that_failed_counts_what_it_could_not_write(tmp_path: Path) -> None:
+    path = tmp_path / "full.rxa"
+    rec = Recorder(path, HEADER, flush_interval=60)
+    assert rec.flush(10)
+    rec._part.fh.close()  # as if the disk went away under the writer
+    rec.frame(frame(0))
+    assert not rec.flush(10)  # the writer stopped on the error
+    rec.frame(frame(1))
+    assert rec.dropped == 1
+    with pytest.raises(ValueError, match="closed file"):
+        rec.close()  # the reason surfaces at close

@@ -158,3 +158,15 @@ def test_sent_frames_are_recorded_with_the_auth_secret_redacted(
     assert DEFAULT_SECRET.encode() not in path.read_bytes()
     assert b'"action":"auth"' in sent[0] and b'"secret":"***"' in sent[0]
     assert any(b'"subscribe"' in p and b"AAPL" in p for p in sent[1:])
+
+
+def test_recording_a_closed_client_is_one_clear_error(
+    tmp_path: Path,
+    alpaca_server: AlpacaStreamServer,
+    make_client: Callable[..., StreamClient],
+) -> None:
+    client = make_client(alpaca_server)
+    client.close()
+    with pytest.raises(rxalpaca.ClientClosedError, match="nothing more to record"):
+        client.record(tmp_path / "late.rxa")
+    assert not (tmp_path / "late.rxa").exists()
