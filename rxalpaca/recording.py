@@ -37,9 +37,11 @@ writer thread alone touches the file.
 from __future__ import annotations
 
 import contextlib
+import glob
 import importlib.metadata
 import json
 import os
+import re
 import struct
 import threading
 import time
@@ -184,15 +186,18 @@ def part_paths(path: str | os.PathLike[str]) -> list[Path]:
     """The files of a recording, in order: ``day.rxa``, then ``day.1.rxa``, ``day.2.rxa`` …
 
     Rotation names the parts after the first this way; a recording that never rotated
-    is its one file.
+    is its one file. A part missing in the middle is skipped here; the reader notices
+    the jump in the headers' part numbers and reports the hole as a ``Gap``.
     """
     first = Path(path)
     parts = [first] if first.exists() else []
-    n = 1
-    while (nxt := _part_path(first, n)).exists():
-        parts.append(nxt)
-        n += 1
-    return parts
+    pattern = re.compile(re.escape(first.stem) + r"\.(\d+)" + re.escape(first.suffix) + "$")
+    numbered = []
+    for p in first.parent.glob(f"{glob.escape(first.stem)}.*{glob.escape(first.suffix)}"):
+        m = pattern.match(p.name)
+        if m:
+            numbered.append((int(m.group(1)), p))
+    return parts + [p for _, p in sorted(numbered)]
 
 
 def _part_path(first: Path, n: int) -> Path:
@@ -506,8 +511,30 @@ class RecordingReader:
         self.records = 0
 
     def __iter__(self) -> Iterator[Entry]:
+        last_ns = 0
+        expect = self.header.part
         for path in self.paths:
-            yield from self._read_part(path)
+            header = read_header(path) if path != self.paths[0] else self.header
+            if header.part != expect:
+                # Rotated parts in between are missing: say so where they were.
+                yield Entry(
+                    Kind.GAP,
+                    header.created_ns,
+                    Gap(
+                        feed=header.feed,
+                        channels=tuple(sorted(header.subscriptions)),
+                        symbols=tuple(
+                            sorted({s for syms in header.subscriptions.values() for s in syms})
+                        ),
+                        last_before_ns=last_ns or None,
+                        first_after_ns=header.created_ns or None,
+                        reason="missing_part",
+                    ),
+                )
+            expect = header.part + 1
+            for entry in self._read_part(path):
+                last_ns = entry.ns
+                yield entry
             if self.stopped is not None:
                 return  # a truncated part: what follows it is not contiguous
 

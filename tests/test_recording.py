@@ -225,3 +225,25 @@ def test_a_writer_that_failed_counts_what_it_could_not_write(tmp_path: Path) -> 
     assert rec.dropped == 1
     with pytest.raises(ValueError, match="closed file"):
         rec.close()  # the reason surfaces at close
+
+
+def test_a_missing_rotated_part_reads_as_a_gap_where_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "day.rxa"
+    with Recorder(path, HEADER, max_bytes=200, flush_interval=60) as rec:
+        for i in range(200):
+            rec.frame(frame(i))
+            if i % 20 == 19:
+                assert rec.flush(10)
+    assert len(rec.paths) >= 4
+    lost = rec.paths[2]
+    lost_frames = [e.value for e in open_recording([lost])]
+    lost.unlink()
+    entries = list(open_recording(path))
+    gaps = [e.value for e in entries if e.kind is Kind.GAP]
+    [gap] = gaps
+    assert gap.reason == "missing_part" and gap.symbols == ("AAPL",)
+    frames = [e.value for e in entries if e.kind is Kind.RECEIVED]
+    assert frames == [f for f in (frame(i) for i in range(200)) if f not in lost_frames]
+    assert gap.last_before_ns is not None and gap.first_after_ns is not None
+    before = [f for f in frames if f.received_ns <= gap.last_before_ns]
+    assert before == frames[: len(before)] and before[-1].received_ns < lost_frames[0].received_ns
