@@ -509,6 +509,7 @@ class RecordingReader:
         self.stopped: RecordingTruncated | None = None
         #: Whole records read so far, over every part.
         self.records = 0
+        self._last_ns = 0  # time of the last record read (a missing part's gap starts there)
 
     def __iter__(self) -> Iterator[Entry]:
         last_ns = 0
@@ -532,9 +533,8 @@ class RecordingReader:
                     ),
                 )
             expect = header.part + 1
-            for entry in self._read_part(path):
-                last_ns = entry.ns
-                yield entry
+            yield from self._read_part(path)
+            last_ns = self._last_ns
             if self.stopped is not None:
                 return  # a truncated part: what follows it is not contiguous
 
@@ -557,45 +557,14 @@ class RecordingReader:
                     raise RecordingError(
                         name, f"corrupt zstd data ({exc})", offset=pos, records=self.records
                     ) from None
-                start = 0
-                view = memoryview(buf)
-                try:
-                    while len(buf) - start >= _RECORD.size:
-                        length, crc, kind, ns = _RECORD.unpack_from(view, start)
-                        if length > _MAX_RECORD:
-                            raise RecordingError(
-                                name,
-                                f"corrupt record (length {length})",
-                                offset=pos + start,
-                                records=self.records,
-                            )
-                        end = start + _RECORD.size + length
-                        if end > len(buf):
-                            break
-                        # kind, ns and body lie side by side: one checksum call over them.
-                        if zlib.crc32(view[start + 8 : end]) != crc:
-                            raise RecordingError(
-                                name,
-                                "corrupt record (checksum mismatch)",
-                                offset=pos + start,
-                                records=self.records,
-                            )
-                        body = bytes(view[start + _RECORD.size : end])
-                        try:
-                            k = _KINDS[kind]
-                            value = _decode_value(k, ns, body)
-                        except (KeyError, ValueError, msgspec.DecodeError) as exc:
-                            raise RecordingError(
-                                name,
-                                f"corrupt record ({exc!r})",
-                                offset=pos + start,
-                                records=self.records,
-                            ) from None
-                        self.records += 1
-                        yield Entry(k, ns, value)
-                        start = end
-                finally:
-                    view.release()
+                entries, start, error = _parse(buf, pos, name, self.records)
+                for entry in entries:  # every whole record before any damage, first
+                    self.records += 1
+                    yield entry
+                if entries:
+                    self._last_ns = entries[-1].ns
+                if error is not None:
+                    raise error
                 del buf[:start]
                 pos += start
             if buf and d.eof:  # a cleanly ended file cannot end mid-record: damage
@@ -618,6 +587,49 @@ class RecordingReader:
             else:
                 return
             self.stopped = RecordingTruncated(name, why, offset=pos, records=self.records)
+
+
+def _parse(
+    buf: bytearray, pos: int, name: str, before: int
+) -> tuple[list[Entry], int, RecordingError | None]:
+    """The whole records at the start of ``buf``: (entries, bytes used, the damage met).
+
+    One tight loop per decompressed chunk, no generator in it: a received frame (the
+    bulk of a recording) is checked and built inline with one copy of its payload.
+    """
+    entries: list[Entry] = []
+    append = entries.append
+    unpack, crc32, hdr, n = _RECORD.unpack_from, zlib.crc32, _RECORD.size, len(buf)
+    received = Kind.RECEIVED
+    start = 0
+    with memoryview(buf) as view:
+        while n - start >= hdr:
+            length, crc, kind, ns = unpack(view, start)
+            end = start + hdr + length
+            if length > _MAX_RECORD:
+                why = f"corrupt record (length {length})"
+            elif end > n:
+                break  # the rest of it comes with the next chunk
+            # kind, ns and body lie side by side: one checksum call over them.
+            elif crc32(view[start + 8 : end]) != crc:
+                why = "corrupt record (checksum mismatch)"
+            elif kind == received and length and not buf[start + hdr] & _WAS_STR:
+                flags = buf[start + hdr]
+                payload = bytes(view[start + hdr + 1 : end])
+                append(Entry(received, ns, Frame(payload, flags & 0x0F, bool(flags & _FIN), ns)))
+                start = end
+                continue
+            else:
+                try:
+                    k = _KINDS[kind]
+                    append(Entry(k, ns, _decode_value(k, ns, bytes(view[start + hdr : end]))))
+                    start = end
+                    continue
+                except (KeyError, ValueError, IndexError, msgspec.DecodeError) as exc:
+                    why = f"corrupt record ({exc!r})"
+            error = RecordingError(name, why, offset=pos + start, records=before + len(entries))
+            return entries, start, error
+    return entries, start, None
 
 
 def _check_preamble(name: str, fh: BinaryIO) -> int:

@@ -77,7 +77,8 @@ class ReplayScheduler(HistoricalScheduler):
     def advance_until(self, at: datetime) -> None:
         """Move the clock to ``at`` (never back), running every timer due by then."""
         with self._lock:
-            if at <= self.now:
+            clock = self._clock  # a datetime: the initial clock is one (no to_datetime here)
+            if isinstance(clock, datetime) and at <= clock:
                 return
             queue = self._queue
             if not queue or queue.peek().duetime > at:
