@@ -22,8 +22,12 @@ is played as it is read; nothing is scheduled ahead.
 
 Threading: :meth:`Replay.run` plays on the calling thread, which runs the pipeline and
 every observer (the socket thread's role live); :meth:`Replay.start` plays on a thread
-of its own. Subscribe first, then play: subscribing does not start playback (a live
-client opens on the first subscription; a file would be half-played by the second).
+of its own. The playing thread owns the reader, the pipeline (``_conn``) and the clock;
+``close()`` from another thread sets ``_stop_requested`` (read once per record) and
+drops the pipeline, so playback stops at the next record (a paced wait wakes at once).
+
+Subscribe first, then play: subscribing does not start playback (a live client opens on
+the first subscription; a file would be half-played by the second).
 """
 
 from __future__ import annotations
@@ -146,6 +150,7 @@ class Replay(Streams[Any, Any, Any, Any, Any]):
         self._last_data_ns = 0  # receive time of the last frame played (the thread playing)
         self._thread: threading.Thread | None = None
         self._stop_requested = False
+        self._stopping = threading.Event()  # set with _stop_requested: wakes a paced wait
         #: Where the file stopped early (a truncated recording), once played.
         self.stopped: RecordingError | None = None
 
@@ -170,6 +175,7 @@ class Replay(Streams[Any, Any, Any, Any, Any]):
 
     def _stop(self) -> None:
         self._stop_requested = True
+        self._stopping.set()
         self._end_connection()
 
     # ------------------------------------------------------------ playing
@@ -227,19 +233,23 @@ class Replay(Streams[Any, Any, Any, Any, Any]):
             if speed is not None:
                 # Pacing, not synchronisation: wall time follows the recorded clock.
                 wait = wall0 + (ns - first_ns) / 1e9 / speed - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
+                if wait > 0 and self._stopping.wait(wait):
+                    return  # closed while waiting out a recorded pause
             scheduler.advance_until(_dt(ns))  # timers due by now run first, as they did live
             self._entry(entry)
 
     def _entry(self, entry: Entry) -> None:
         kind, value = entry.kind, entry.value
         if kind is Kind.RECEIVED or kind is Kind.FRAME_ERROR:
-            if self._conn is None:
+            conn = self._conn
+            if conn is None:
+                if self._stop_requested:
+                    return  # closed from another thread while playing
                 self._new_connection()  # the recording began mid-session
-            assert self._conn is not None
+                conn = self._conn
+                assert conn is not None
             self._last_data_ns = entry.ns
-            self._conn(value)
+            conn(value)
         elif kind is Kind.STATE:
             self._state_marker(entry.ns, value)
         elif kind is Kind.GAP:

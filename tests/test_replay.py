@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import tracemalloc
 from datetime import UTC, datetime
@@ -220,3 +221,22 @@ def test_memory_stays_flat_however_long_the_recording(tmp_path: Path) -> None:
 
     small, large = peak(2_000), peak(20_000)
     assert large < small * 2  # ten times the records, not ten times the memory
+
+
+def test_close_from_another_thread_stops_a_paced_replay(tmp_path: Path) -> None:
+    path = tmp_path / "long.rxa"
+    session(path, 100, 1_000_000_000)  # 100 s recorded
+    r = rxalpaca.replay(path, speed=1.0)
+    got: list[Quote] = []
+    first = threading.Event()
+
+    def on_quote(q: Quote) -> None:
+        got.append(q)
+        first.set()
+
+    r.quotes("AAPL").subscribe(on_quote)
+    r.start()
+    assert first.wait(10)
+    r.close()
+    assert r.join(5)  # at once: it does not wait out the other 99 s
+    assert len(got) < 100
