@@ -45,14 +45,14 @@ def _vm_kb(field: str) -> int:
 class Sink:
     """The per-message work every client does, and the clock around it."""
 
-    __slots__ = ("bars", "done", "first", "last", "lat", "n", "phases", "quotes", "total")
+    __slots__ = ("bars", "cpu", "done", "first", "last", "lat", "n", "phases", "quotes", "total")
 
     def __init__(self, total: int) -> None:
         self.total = total
         self.n = self.quotes = self.bars = 0
         # An array, not a list: samples must not add int objects to the peak RSS measured.
         self.lat = array("q")
-        self.first = self.last = 0.0
+        self.first = self.last = self.cpu = 0.0
         self.done = threading.Event()
         #: VmRSS (kB) after the imports and at the first data message (connected,
         #: authenticated, every subscription acknowledged), and the threads then (rss.py).
@@ -61,11 +61,13 @@ class Sink:
     def started(self) -> None:
         """The first data message: the subscribed, idle client's footprint."""
         self.first = time.perf_counter()
+        self.cpu = time.process_time()  # CPU of every thread, from here (record_replay.py)
         self.phases["first_message_kb"] = _vm_kb("VmRSS")
         self.phases["threads"] = threading.active_count()
 
     def finish(self) -> None:
         self.last = time.perf_counter()
+        self.cpu = time.process_time() - self.cpu
         self.done.set()
 
     def result(self, client: str, cfg: dict[str, Any]) -> Result:
@@ -81,6 +83,7 @@ class Sink:
             "ok": counts == cfg["expected"],
             "elapsed_s": elapsed,
             "rate": (self.n - 1) / elapsed if elapsed > 0 else 0.0,
+            "cpu_s": self.cpu if self.last else 0.0,
             "lat_ns": self.lat.tolist(),
             "vmhwm_kb": hwm,
             "vmrss_kb": rss,

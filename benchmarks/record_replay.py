@@ -105,8 +105,8 @@ def run(cfg: Config) -> dict[str, Any]:
             for enc in cfg.encodings:
                 path = Path(tmp) / f"{enc}.rxa"
                 runs: dict[str, list[float]] = {
-                    k: [] for k in ("live", "record", "replay", "floor",
-                                    "record_cost", "replay_vs_live", "replay_vs_floor")
+                    k: [] for k in ("live", "record", "replay", "floor", "record_cost",
+                                    "record_cpu", "replay_vs_live", "replay_vs_floor")
                 }  # fmt: skip
                 expected = size = decoded = raw = 0
                 for _ in range(cfg.reps):
@@ -124,6 +124,9 @@ def run(cfg: Config) -> dict[str, Any]:
                         ("replay", replay),
                         ("floor", floor),
                         ("record_cost", 1 - rec["rate"] / live["rate"]),
+                        # CPU per message (all threads), record over live: what recording
+                        # costs in work, whatever the load on the machine does to rates.
+                        ("record_cpu", rec["cpu_s"] / max(1e-9, live["cpu_s"]) - 1),
                         ("replay_vs_live", replay / live["rate"]),
                         ("replay_vs_floor", replay / floor),
                     ):
@@ -162,14 +165,15 @@ def _run(
 
 def markdown(data: dict[str, Any]) -> str:
     rows = [
-        "| enc. | msgs | live msg/s | + record msg/s | record cost | replay msg/s "
+        "| enc. | msgs | live msg/s | + record msg/s | record cost | record CPU | replay msg/s "
         "| replay x live | decode floor msg/s | replay x floor | file B/msg | raw B/msg |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for enc, d in data.items():
         rows.append(
             f"| {enc} | {d['messages']:,} | {d['live']:,.0f} | {d['record']:,.0f} "
-            f"| {d['record_cost']:+.1%} | {d['replay']:,.0f} | {d['replay_vs_live']:.2f}x "
+            f"| {d['record_cost']:+.1%} | {d['record_cpu']:+.1%} | {d['replay']:,.0f} "
+            f"| {d['replay_vs_live']:.2f}x "
             f"| {d['floor']:,.0f} | {d['replay_vs_floor']:.2f}x "
             f"| {d['bytes_per_msg_file']:.1f} | {d['bytes_per_msg_raw']:.1f} |"
         )
