@@ -278,12 +278,16 @@ def _add_replay(sub: Any) -> None:
     p.add_argument("--wait", type=float, default=0, help="--serve: seconds to wait for a client")
 
     def run(args: argparse.Namespace) -> int:
+        from .errors import RecordingError  # noqa: PLC0415
         from .recording import header_dict  # noqa: PLC0415
         from .replay import replay  # noqa: PLC0415
 
-        if args.serve:
-            return _serve_recording(args)
-        r = replay(args.path, speed=args.speed)
+        try:
+            if args.serve:
+                return _serve_recording(args)
+            r = replay(args.path, speed=args.speed)
+        except RecordingError as e:  # not a recording, another version: one sentence
+            raise _UsageError(str(e)) from None
         counts: dict[str, int] = {}
 
         def on(record: Any) -> None:

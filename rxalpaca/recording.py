@@ -302,7 +302,12 @@ class Recorder:
         self._error: BaseException | None = None
         self._closers: list[Callable[[], None]] = []
         self.paths: list[Path] = []
-        self._part = _PartWriter(self.path, header, level)  # errors (a bad path) raise here
+        try:
+            self._part = _PartWriter(self.path, header, level)
+        except OSError as exc:  # a user's path: one sentence, not a traceback
+            raise ConfigurationError(
+                f"cannot write the recording {str(self.path)!r}: {exc.strerror or exc}"
+            ) from exc
         self.paths.append(self.path)
         self._thread = threading.Thread(target=self._run, name="rxalpaca-recorder", daemon=True)
         self._thread.start()

@@ -93,3 +93,14 @@ def test_replay_serve_sends_the_recorded_market_to_a_client(
         client.close()
     assert result == [0]
     assert len(got) >= 50
+
+
+def test_replay_of_a_file_that_is_not_a_recording_is_one_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    junk = tmp_path / "notes.txt"
+    junk.write_text("hello\n")
+    assert main(["replay", str(junk)]) == 2
+    err = capsys.readouterr().err
+    assert "not an rxalpaca recording" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

@@ -247,3 +247,10 @@ def test_a_missing_rotated_part_reads_as_a_gap_where_it_was(tmp_path: Path) -> N
     assert gap.last_before_ns is not None and gap.first_after_ns is not None
     before = [f for f in frames if f.received_ns <= gap.last_before_ns]
     assert before == frames[: len(before)] and before[-1].received_ns < lost_frames[0].received_ns
+
+
+def test_an_unwritable_path_is_one_clear_sentence(tmp_path: Path) -> None:
+    from rxalpaca.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="cannot write the recording"):
+        Recorder(tmp_path / "no" / "such" / "dir" / "x.rxa", HEADER)
