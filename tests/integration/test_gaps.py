@@ -111,13 +111,17 @@ def test_a_drop_in_a_paced_stream_leaves_one_gap_holding_exactly_the_lost_messag
     after = [q for q in got.items if q.received_ns >= gap.first_after_ns]
     assert len(before) + len(after) == len(got.items)  # nothing arrived inside the hole
 
-    def key(q: Any) -> tuple[float, float]:
-        return (q.bid_price, q.ask_price)
+    # A quote's identity: its market timestamp (the synthetic clock never repeats) and
+    # prices (prices alone do repeat in a random walk).
+    def key(q: Any) -> tuple[int, float, float]:
+        return (q.timestamp_ns, q.bid_price, q.ask_price)
 
-    def sent(conn: int) -> list[tuple[float, float]]:
+    def sent(conn: int) -> list[tuple[int, float, float]]:
         info = alpaca_server.connection(conn)
         assert len(info.sent_data) == info.sent_data_count  # the whole log is kept
-        return [(r.record["bp"], r.record["ap"]) for r in info.sent_data if r.T == "q"]
+        return [
+            (r.record["t"], r.record["bp"], r.record["ap"]) for r in info.sent_data if r.T == "q"
+        ]
 
     sent_first, sent_second = sent(first.id), sent(second.id)
     # Before the gap: a prefix of what the dropped socket carried; the rest of it —
