@@ -201,6 +201,8 @@ def run_rxalpaca(cfg: dict[str, Any]) -> Result:
     )
     errors: list[str] = []
     client.errors.subscribe(lambda e: errors.append(repr(e)))
+    if cfg.get("record"):  # record_replay.py: the cost of recording while streaming
+        client.record(cfg["record"])
     client.trades(*syms).subscribe(on_trade)
     client.quotes(*syms).subscribe(on_quote)
     client.bars(*syms).subscribe(on_bar)

@@ -40,6 +40,8 @@ from .errors import (
     MsgpackRequired,
     NotAuthenticated,
     ProtocolViolation,
+    RecordingError,
+    RecordingTruncated,
     RemoteProtocolError,
     ReplyTimeout,
     RxAlpacaError,
@@ -80,6 +82,7 @@ from .models import (
 )
 from .operators import RetryPolicy
 from .protocol import ConnectionState
+from .replay import Replay, replay
 
 __version__ = "0.1.0"
 
@@ -130,7 +133,10 @@ __all__ = [
     "OrderBookLevel",
     "ProtocolViolation",
     "Quote",
+    "RecordingError",
+    "RecordingTruncated",
     "RemoteProtocolError",
+    "Replay",
     "ReplyTimeout",
     "RetryPolicy",
     "RxAlpacaError",
@@ -151,6 +157,7 @@ __all__ = [
     "iterate",
     "operators",
     "ops",
+    "replay",
 ]
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m rxalpaca demo | serve | stream``.
+"""Command line: ``python -m rxalpaca demo | serve | stream | record | replay``.
 
 * ``demo``   — the embedded Alpaca-protocol server with a synthetic market, and the
   client showing a live, throttled terminal view of quotes, trades and bars.
@@ -9,12 +9,15 @@
 * ``gateway`` — serve one Alpaca feed to every consumer on a NATS bus.
 * ``bus-demo`` — the whole scale-out on one machine: the embedded server, a local
   nats-server, a gateway and two consumer processes. No API keys.
+* ``record`` — record a live session to a file; ``replay`` — play one back (a summary,
+  ``--print``) or ``--serve`` it through the embedded server to any Alpaca client.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import sys
 import threading
@@ -304,6 +307,181 @@ def _relay(name: str, stream: Any) -> None:
         print(f"[{name}] {line.rstrip()}", flush=True)
 
 
+def _add_record(sub: Any) -> None:
+    """``rxalpaca record``: record a live session to a file (issue #14)."""
+    p = sub.add_parser("record", help="record a live session to a file (needs rxalpaca[record])")
+    p.add_argument("--out", required=True, help="the recording, e.g. day.rxa")
+    p.add_argument("--symbols", required=True, help="comma-separated, or *")
+    p.add_argument("--feed", default="iex")
+    p.add_argument("--channels", default="trades,quotes,bars", help="comma-separated")
+    p.add_argument("--url", default=None, help="another server (default: Alpaca)")
+    p.add_argument("--encoding", choices=("json", "msgpack"), default="msgpack")
+    p.add_argument("--duration", type=float, default=0, help="seconds (0: until Ctrl-C)")
+    p.add_argument("--count", type=int, default=0, help="stop after this many records")
+    p.add_argument("--rotate-mb", type=float, default=None, help="new part every N MB")
+    p.add_argument("--rotate-minutes", type=float, default=None, help="new part every N min")
+
+    def run(args: argparse.Namespace) -> int:
+        symbols = [s for s in args.symbols.split(",") if s.strip()]
+        channels = [c.strip() for c in args.channels.split(",") if c.strip()]
+        allowed = {"trades", "quotes", "bars", "daily_bars", "updated_bars", "statuses",
+                   "lulds", "news", "orderbooks"}  # fmt: skip
+        wrong = [c for c in channels if c not in allowed]
+        if wrong or not channels:
+            raise _UsageError(f"--channels {args.channels!r}: choose from {sorted(allowed)}")
+        client = StreamClient(feed=args.feed, url=args.url, encoding=args.encoding)
+        done = threading.Event()
+        seen = [0]
+
+        def count(_record: Any) -> None:
+            seen[0] += 1
+            if args.count and seen[0] >= args.count:
+                done.set()
+
+        with client:
+            recorder = client.record(
+                args.out,
+                max_bytes=int(args.rotate_mb * 1e6) if args.rotate_mb else None,
+                max_seconds=args.rotate_minutes * 60 if args.rotate_minutes else None,
+            )
+            for ch in channels:
+                getattr(client, ch)(*symbols).subscribe(count, on_error=lambda _e: done.set())
+            print(f"recording {args.feed} {','.join(channels)} to {args.out}; Ctrl-C to stop",
+                  file=sys.stderr)  # fmt: skip
+            with contextlib.suppress(KeyboardInterrupt):
+                done.wait(args.duration or None)
+            recorder.close()
+        stats = recorder.stats()
+        print(
+            f"recorded {stats['written']:,} records ({seen[0]:,} market records), "
+            f"{stats['dropped']:,} dropped, {stats['bytes']:,} bytes in "
+            f"{len(stats['parts'])} file(s)"
+        )
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _add_replay(sub: Any) -> None:
+    """``rxalpaca replay``: play a recording, or serve it through the embedded server."""
+    p = sub.add_parser("replay", help="replay a recording (summary, --print, or --serve)")
+    p.add_argument("path", help="the recording (its rotated parts follow)")
+    p.add_argument("--speed", type=float, default=None, help="1.0: recorded pace (default: max)")
+    p.add_argument("--print", action="store_true", help="print every record")
+    p.add_argument("--serve", action="store_true", help="serve it to any Alpaca client")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--wait", type=float, default=0, help="--serve: seconds to wait for a client")
+
+    def run(args: argparse.Namespace) -> int:
+        from .errors import RecordingError  # noqa: PLC0415
+        from .recording import header_dict  # noqa: PLC0415
+        from .replay import replay  # noqa: PLC0415
+
+        try:
+            if args.serve:
+                return _serve_recording(args)
+            r = replay(args.path, speed=args.speed)
+        except RecordingError as e:  # not a recording, another version: one sentence
+            raise _UsageError(str(e)) from None
+        counts: dict[str, int] = {}
+
+        def on(record: Any) -> None:
+            name = type(record).__name__
+            counts[name] = counts.get(name, 0) + 1
+            if args.print:
+                print(record)
+
+        for ch in ("trades", "quotes", "bars", "daily_bars", "updated_bars", "news", "orderbooks"):
+            if any(c.value == ch for c in r.endpoint.channels):
+                getattr(r, ch)("*").subscribe(on)
+        gaps: list[Any] = []
+        errors: list[Exception] = []
+        r.gaps.subscribe(gaps.append)
+        r.errors.subscribe(errors.append)
+        r.run()
+        print(json.dumps(header_dict(r.header)))
+        print(
+            f"replayed {sum(counts.values()):,} records "
+            f"({', '.join(f'{n} {k}' for k, n in sorted(counts.items())) or 'none'}), "
+            f"{len(gaps)} gaps, {len(errors)} errors"
+        )
+        for g in gaps:
+            print(f"gap: {g}")
+        if r.stopped is not None:
+            print(f"stopped early: {r.stopped}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _serve_recording(args: argparse.Namespace) -> int:
+    """``replay --serve``: the recording's market data through the embedded server, at
+    ``--speed`` (default 1.0), to every client subscribed (the server filters)."""
+    from .recording import Kind, open_recording  # noqa: PLC0415
+    from .testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer  # noqa: PLC0415
+    from .testing.wire import TIMESTAMP_KEYS  # noqa: PLC0415
+    from .timestamps import parse_time_ns  # noqa: PLC0415
+
+    reader = open_recording(args.path)
+    speed = args.speed or 1.0
+    loads = _plain_decoder(reader.header.encoding)
+    with AlpacaStreamServer(port=args.port, sent_log_size=0, received_log_size=100) as server:
+        print(
+            f"serving {args.path} at {server.base_url} (feed {reader.header.feed!r}, key "
+            f"{DEFAULT_KEY!r}, secret {DEFAULT_SECRET!r})",
+            flush=True,
+        )
+        with contextlib.suppress(TimeoutError):
+            server.wait_for(
+                lambda cs: any(c.authenticated and any(c.subscriptions.values()) for c in cs),
+                args.wait or 3600,
+            )
+        first: int | None = None
+        wall0 = time.monotonic()
+        served = 0
+        for e in reader:
+            if e.kind is not Kind.RECEIVED or not e.value.fin:
+                continue  # the server frames its own messages: fragments are not replayed
+            try:
+                msgs = loads(e.value.payload)
+            except ValueError:
+                continue
+            data = [m for m in msgs if isinstance(m, dict) and m.get("T") not in _CONTROL]
+            if not data:
+                continue
+            for m in data:
+                for k in TIMESTAMP_KEYS & m.keys():
+                    if isinstance(m[k], str):
+                        m[k] = parse_time_ns(m[k])
+            first = e.ns if first is None else first
+            wait = wall0 + (e.ns - first) / 1e9 / speed - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)  # pacing by the recorded clock
+            served += server.publish(data, batch=len(data))
+    print(f"served {served:,} messages")
+    return 0
+
+
+_CONTROL = frozenset({"success", "subscription", "error"})
+
+
+def _plain_decoder(encoding: str) -> Any:
+    """Frames to plain dicts (timestamps as ns or RFC 3339 text) for the test server."""
+    if encoding == "json":
+        import orjson  # noqa: PLC0415
+
+        return orjson.loads
+    import msgpack  # noqa: PLC0415
+
+    def loads(payload: bytes | str) -> Any:
+        try:  # timestamp=2: MessagePack timestamps as ns ints
+            return msgpack.unpackb(payload, timestamp=2, strict_map_key=False)
+        except Exception as exc:  # msgpack's errors share no ValueError base
+            raise ValueError(str(exc)) from exc
+
+    return loads
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``rxalpaca`` and ``python -m rxalpaca``."""
     parser = argparse.ArgumentParser(
@@ -351,6 +529,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stream.add_argument("--prefix", default="rxalpaca", help="the gateway's subject prefix")
     stream.add_argument("--throttle", type=float, default=0, help="seconds per symbol")
     stream.set_defaults(func=_stream)
+    _add_record(sub)
+    _add_replay(sub)
 
     gateway = sub.add_parser("gateway", help="serve one Alpaca feed to a NATS bus")
     gateway.add_argument("--feed", default="iex", help="comma-separated: one connection each")

@@ -22,6 +22,8 @@ draws every thread and lock.
 from __future__ import annotations
 
 import logging
+import os
+import time
 from typing import Any, Literal, Never, Unpack, overload
 
 from reactivex import Observable
@@ -29,13 +31,14 @@ from reactivex import Observable
 from . import models as m
 from ._logging import RateLimitedLog
 from .codec import Codec
-from .errors import FrameError, SubscriptionMismatch, UnknownMessage
+from .errors import ClientClosedError, FrameError, SubscriptionMismatch, UnknownMessage
 from .feeds import CryptoFeed, OptionFeed, StockFeed
 from .frames import Frame
 from .metrics import Metrics
 from .operators import RetryPolicy
 from .options import ClientOptions, Settings
 from .protocol import ConnectionState, Session
+from .recording import Recorder, RecordingHeader
 from .streams import (
     BarT,
     DailyBarT,
@@ -227,6 +230,52 @@ class StreamClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
             "fatal_error": repr(self._ended_by) if self._ended_by else None,
             "metrics": metrics.snapshot(),
         }
+
+    def record(self, path: str | os.PathLike[str], **options: Any) -> Recorder:
+        """Record this session to ``path`` from now on: every raw frame received (with
+        its receive time), every frame sent (the auth secret redacted), state changes
+        and gaps. Replay it with :func:`rxalpaca.replay`.
+
+        Writing runs on the recorder's own thread behind a bounded queue: the socket
+        thread only appends. Stops at ``recorder.close()`` or when the client closes.
+        ``options`` go to :class:`~rxalpaca.recording.Recorder` (``max_bytes``,
+        ``max_seconds`` rotation, ``queue_size``, ``on_overflow`` …). Needs
+        ``pip install 'rxalpaca[record]'``.
+        """
+        if self._life in (Lifecycle.CLOSED, Lifecycle.FAILED):
+            raise ClientClosedError(f"the client is {self._life.value}: nothing more to record")
+        header = RecordingHeader(
+            feed=self.endpoint.feed,
+            encoding=self.encoding,
+            subscriptions=self._acked_lists(),
+            created_ns=time.time_ns(),
+        )
+        recorder = Recorder(path, header, header_update=self._acked_lists, **options)
+        codec = self._upstream.codec
+
+        def sent(message: dict[str, Any]) -> None:
+            if message.get("action") == "auth":  # never write a secret
+                message = {"action": "auth", "key": "***", "secret": "***"}
+            recorder.sent(codec.encode(message), codec.opcode)
+
+        upstream = self._upstream
+        upstream.send_taps = (*upstream.send_taps, sent)
+
+        def untap() -> None:
+            upstream.send_taps = tuple(t for t in upstream.send_taps if t is not sent)
+
+        recorder.on_close(untap)
+        for sub in (
+            self.state.subscribe(lambda s: recorder.state(s.value)),
+            self.gaps.subscribe(recorder.gap),
+            # The transport's monitor itself: recorder.frame only appends, it never raises.
+            upstream.transport.monitor().subscribe(recorder.frame, on_completed=recorder.close),
+        ):
+            recorder.on_close(sub.dispose)
+        return recorder
+
+    def _acked_lists(self) -> dict[str, list[str]]:
+        return {ch: sorted(syms) for ch, syms in self.subscriptions().items()}
 
     # ------------------------------------------------------------------ the streams' hooks
 

@@ -41,7 +41,9 @@ class tree.
     ├── UnknownMessage                a message type this version does not know (kept whole)
     ├── HandlerError                  a user's observer raised; the original is ``__cause__``
     ├── BusMessageError               a message on the bus could not be used (skipped)
-    └── BufferOverflow                a full ``bounded_buffer`` that may neither wait nor drop
+    ├── BufferOverflow                a full ``bounded_buffer`` that may neither wait nor drop
+    └── RecordingError                not a readable recording (not one, wrong version, corrupt)
+        └── RecordingTruncated        a recording cut off mid-record: read up to its last whole one
 
 ``ConfigurationError`` is raised by the call that got the bad argument, and
 ``ProtocolViolation`` by the state machine (a bug of ours). A stream ends
@@ -83,6 +85,8 @@ __all__ = [
     "MsgpackRequired",
     "NotAuthenticated",
     "ProtocolViolation",
+    "RecordingError",
+    "RecordingTruncated",
     "RemoteProtocolError",
     "ReplyTimeout",
     "RxAlpacaError",
@@ -438,6 +442,38 @@ class BufferOverflow(RxAlpacaError):
     def __init__(self, size: int, reason: str) -> None:
         super().__init__(f"bounded buffer full ({size} items): {reason}")
         self.size = size
+
+
+class RecordingError(RxAlpacaError):
+    """A recording (``rxalpaca.recording``) cannot be read: not a recording, a format
+    version this library does not know, or corrupt data (a bad zstd block, a record
+    whose checksum does not match).
+
+    Raised by the reader, and the end (``on_error``) of a replay, after every record
+    before the bad one was delivered: nothing after it is guessed at.
+
+    Attributes:
+        path: the file.
+        offset: where the problem is: a byte offset in the file for the header, else
+            in the decompressed record stream (``None`` when unknown).
+        records: whole records read before it.
+    """
+
+    def __init__(
+        self, path: str, reason: str, *, offset: int | None = None, records: int = 0
+    ) -> None:
+        where = "" if offset is None else f" at offset {offset}"
+        super().__init__(f"{path}: {reason}{where} (after {records} whole records)")
+        self.path = path
+        self.reason = reason
+        self.offset = offset
+        self.records = records
+
+
+class RecordingTruncated(RecordingError):
+    """A recording ends mid-record (the writer was killed): every whole record before
+    the cut was read. Not raised: the reader's ``stopped`` and a replay's ``errors``
+    carry it."""
 
 
 _BY_CODE: dict[int, type[StreamError]] = {

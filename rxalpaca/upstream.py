@@ -130,6 +130,9 @@ class AlpacaUpstream:
         # authenticates: (last data before, pairs subscribed). Written by the socket
         # threads only, one connection after the other.
         self._hole: tuple[int, frozenset[tuple[str, str]]] | None = None
+        #: Called with every message about to be sent (a recorder's); replaced whole
+        #: (copy-on-write), so senders read it without a lock.
+        self.send_taps: tuple[Callable[[dict[str, Any]], None], ...] = ()
         for check in (self._check_flush, self._check_deadlines, self._check_activity):
             supervisor.add(check)
 
@@ -258,7 +261,7 @@ class AlpacaUpstream:
             self._flush()  # replay every live subscription at once
         for effect in effects:
             if isinstance(effect, Send):
-                self.transport.send(self.codec.encode(effect.message), self.codec.opcode)
+                self._send(effect.message)
             elif isinstance(effect, SubscriptionAck):
                 check = book.on_ack(effect.ack)
                 if not check.ok:
@@ -321,6 +324,20 @@ class AlpacaUpstream:
             )
         )
 
+    def _send(self, message: dict[str, Any]) -> None:
+        """Show ``message`` to the send taps (a recorder), then encode and send it.
+
+        Taps first: the server's reply may be read (and recorded) on the socket thread
+        before this thread returns from the write, and a recording must keep the request
+        before its reply. (A write that then fails was still attempted.)
+        """
+        for tap in self.send_taps:
+            try:
+                tap(message)
+            except Exception:
+                logger.exception("a send tap raised; the connection goes on")
+        self.transport.send(self.codec.encode(message), self.codec.opcode)
+
     def _on_retry(self, error: BaseException, attempt: int, delay: float) -> None:
         logger.info("reconnect attempt %d in %.3f s after %s", attempt, delay, error)
 
@@ -352,7 +369,7 @@ class AlpacaUpstream:
             with self._state_lock:
                 self.session.request_sent(time.monotonic(), req.action)  # ack due from now
             try:
-                self.transport.send(self.codec.encode(req.message()), self.codec.opcode)
+                self._send(req.message())
             except ConnectionLostError:
                 # The socket is going away; the reconnect replays every subscription.
                 logger.debug("subscription request not sent: connection lost")

@@ -28,6 +28,7 @@ LAYER = {
     "book": 1,
     "codec": 1,
     "router": 1,
+    "recording": 1,  # the recording file format and its writer thread: no Rx, no socket
     "operators": 2,
     "transport": 2,
     "supervisor": 2,
@@ -35,6 +36,7 @@ LAYER = {
     "options": 3,  # a client's options, checked
     "upstream": 4,  # the Alpaca socket the facade drives
     "client": 5,
+    "replay": 5,  # a recording through the client's pipeline, beside the client
     "testing": 1,  # beside the sans-I/O core; its own imports are checked apart
     "aio": 6,
     "cli": 7,  # every command, the bus's included
@@ -57,6 +59,7 @@ NO_RX = {
     "book",
     "codec",
     "router",
+    "recording",
     "testing",
     "supervisor",
 }

@@ -33,6 +33,7 @@ default, every observer. ``throttle`` emits trailing items from timer threads;
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
@@ -44,6 +45,7 @@ from ..codec import Codec, Decoded
 from ..errors import BufferOverflow, FrameError
 from ..frames import DEFAULT_MAX_MESSAGE_BYTES, Batch, Frame
 from ..metrics import Metrics
+from ..recording import Recorder, RecordingHeader
 from ..router import Router
 from ._buffer import OverflowPolicy, bounded_buffer_
 from ._conflate import conflate_
@@ -51,6 +53,7 @@ from ._decode import decode_
 from ._meter import meter_
 from ._pipeline import pipeline_
 from ._reassemble import reassemble_
+from ._record import record_
 from ._retry import RetryPolicy, retry_with_backoff_
 from ._route import route_
 from ._throttle import throttle_
@@ -165,6 +168,31 @@ def pipeline(
         #                ops.meter(metrics), ops.route(router))
     """
     return pipeline_(codec, metrics, router, max_message_bytes)
+
+
+def record(
+    target: str | os.PathLike[str] | Recorder,
+    header: RecordingHeader | None = None,
+    **options: Any,
+) -> Callable[[Observable[Frame | FrameError]], Observable[Frame | FrameError]]:
+    """Write every raw frame that passes to a recording; the frames go on unchanged.
+
+    For a raw frame stream of your own (``client.frames`` or a transport's);
+    ``client.record(path)`` also records sent frames, states and gaps. ``target`` is a
+    path (a :class:`~rxalpaca.recording.Recorder` is opened per subscription and
+    closed when it ends) or a recorder of yours (left open). Writing happens on the
+    recorder's thread: the frames' thread only appends to its bounded queue.
+
+    ::
+
+        client.frames.pipe(ops.record("raw.rxa", RecordingHeader(feed="iex"))).subscribe()
+
+    Args:
+        target: a file path or a :class:`~rxalpaca.recording.Recorder`.
+        header: feed and encoding of the frames (with a path); replay needs them.
+        options: for the :class:`~rxalpaca.recording.Recorder` (rotation, queue size …).
+    """
+    return record_(target, header, options)
 
 
 def retry_with_backoff(
@@ -310,6 +338,7 @@ __all__ = [  # noqa: PLE0604 - reactivex's names are strings too
     "meter",
     "pipeline",
     "reassemble",
+    "record",
     "retry_with_backoff",
     "route",
     "throttle",

@@ -253,7 +253,8 @@ def test_the_api_is_the_stream_clients(bus: Bus) -> None:
     def public(cls: type) -> set[str]:
         return {n for n in dir(cls) if not n.startswith("_")}
 
-    socket_only = {"frames", "url", "encoding"}  # the raw socket and its address
+    # The raw socket, its address, and recording its frames.
+    socket_only = {"frames", "url", "encoding", "record"}
     assert public(StreamClient) - socket_only <= public(BusClient)
     with pytest.raises(errors.ConfigurationError, match="unknown BusClient option 'leese'"):
         BusClient(bus.nats.url, "iex", leese=3)  # type: ignore[call-overload]

@@ -1,0 +1,31 @@
+"""Every example of docs/record-replay.md runs and prints what its comments say."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "record-replay.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", PAGE.read_text(), re.S)
+#: What each block must print (a substring of its output).
+EXPECT = [
+    "iex msgpack\n['RECEIVED', 'SENT', 'STATE']",
+    "100\n",
+    "True",
+    "throttled quotes from 60 s of market",
+    "reconnect ('quotes',) ('AAPL',)",
+]
+
+
+def test_every_block_has_an_expectation() -> None:
+    assert len(BLOCKS) == len(EXPECT)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("code", "expect"), list(zip(BLOCKS, EXPECT, strict=True)))
+def test_example_runs(code: str, expect: str, capsys: pytest.CaptureFixture[str]) -> None:
+    exec(compile(code, str(PAGE), "exec"), {"__name__": "__docs__"})  # our own docs
+    out = capsys.readouterr().out
+    assert expect in out, out
