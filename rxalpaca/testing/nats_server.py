@@ -71,6 +71,7 @@ class NatsServer:
         self.cluster_name = cluster_name
         self._dir = tempfile.mkdtemp(prefix="rxalpaca-nats-")
         self._proc: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
         self._log = bytearray()
 
     @property
@@ -115,7 +116,8 @@ class NatsServer:
         self._log.clear()
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         ready = threading.Event()
-        threading.Thread(target=self._read, args=(self._proc, ready), daemon=True).start()
+        self._reader = threading.Thread(target=self._read, args=(self._proc, ready), daemon=True)
+        self._reader.start()
         if not ready.wait(timeout):
             self.stop()
             raise RuntimeError(f"nats-server did not start: {bytes(self._log[-2000:])!r}")
@@ -148,13 +150,23 @@ class NatsServer:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        self._release(proc)
 
     def kill(self) -> None:
         """SIGKILL: a crash, no goodbye to clients."""
         if self._proc is not None:
             self._proc.kill()
             self._proc.wait()
+            self._release(self._proc)
             self._proc = None
+
+    def _release(self, proc: subprocess.Popen[bytes]) -> None:
+        # The reader sees EOF once the process is gone; then its pipe can close
+        # (left to the garbage collector it is a ResourceWarning, an error in tests).
+        if self._reader is not None:
+            self._reader.join(5)
+        if proc.stderr is not None:
+            proc.stderr.close()
 
     def restart(self) -> Self:
         """Stop and start again on the same ports (JetStream data kept)."""

@@ -1,0 +1,314 @@
+"""The bus between real processes: a gateway process, consumer processes, real nats-servers.
+
+Each test starts its own ``nats-server`` (or a 3-node cluster) and the embedded
+Alpaca server in this process; the gateway (``_gateway.py``) and the consumers
+(``_consumer.py``) are separate Python processes that report every state, record,
+gap and error as a JSON line on stdout. The tests wait on those lines (and on the
+Alpaca server's ``wait_for_*``), never on a clock, and check what each consumer got
+against what the Alpaca server says it sent (``connections()[…].sent_data``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rxalpaca.testing import AlpacaStreamServer, MarketConfig
+from rxalpaca.testing.nats_server import NatsServer
+from tests.conftest import TIMING_FACTOR
+
+pytestmark = pytest.mark.timeout(90)
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+CHANNEL_OF = {"t": "trades", "q": "quotes"}
+LEASE = 2.0
+HEARTBEAT = 0.3
+
+Pair = tuple[str, str]
+Rec = tuple[int, int]  # (exchange time ns, trade id)
+Subs = list[tuple[str, list[str]]]
+
+
+# ---------------------------------------------------------------------- processes
+
+
+class Proc:
+    """A gateway or consumer process and everything it has printed, with waits on it."""
+
+    def __init__(self, name: str, script: str, config: Mapping[str, Any]) -> None:
+        self.name = name
+        self.config = dict(config)
+        self._stderr = tempfile.TemporaryFile()
+        self.popen = subprocess.Popen(
+            [sys.executable, str(HERE / script), json.dumps(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            cwd=ROOT,
+        )
+        self.events: list[dict[str, Any]] = []  # everything but records, in order
+        self.records: dict[Pair, list[Rec]] = {}
+        self.count = 0
+        self._seen: set[tuple[str, str, int]] = set()
+        self._eof = False
+        self._cond = threading.Condition()
+        threading.Thread(target=self._read, name=f"read-{name}", daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            ev = json.loads(line)
+            with self._cond:
+                if ev["ev"] == "rec":
+                    self.records.setdefault((ev["ch"], ev["S"]), []).append((ev["t"], ev["i"]))
+                    self._seen.add((ev["ch"], ev["S"], ev["t"]))
+                    self.count += 1
+                else:
+                    self.events.append(ev)
+                self._cond.notify_all()
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    # -- waiting
+
+    def wait(self, pred: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+        """Block until ``pred()`` (called under the lock) holds; fail saying ``what``."""
+        with self._cond:
+            ok = self._cond.wait_for(lambda: pred() or self._eof, timeout * TIMING_FACTOR)
+            if ok and pred():
+                return
+        raise AssertionError(f"{self.name}: no {what} within {timeout} s{self.tail()}")
+
+    def event(
+        self, kind: str, after: int = 0, timeout: float = 15.0, **match: Any
+    ) -> tuple[int, dict[str, Any]]:
+        """The first event of ``kind`` at index ≥ ``after`` whose fields match (waits)."""
+        found: list[tuple[int, dict[str, Any]]] = []
+
+        def look() -> bool:
+            for i in range(after, len(self.events)):
+                ev = self.events[i]
+                if ev["ev"] == kind and all(ev.get(k) == v for k, v in match.items()):
+                    found.append((i, ev))
+                    return True
+            return False
+
+        self.wait(look, f"{kind} event {match or ''} after #{after}", timeout)
+        return found[0]
+
+    def wait_state(self, state: str, after: int = 0, timeout: float = 15.0) -> int:
+        return self.event("state", after, timeout, state=state)[0]
+
+    def has(self, pair: Pair, t: int) -> bool:
+        return (pair[0], pair[1], t) in self._seen
+
+    def wait_records(self, expected: Mapping[Pair, Sequence[Rec]], timeout: float = 20.0) -> None:
+        """Until the last expected record of every pair has arrived."""
+        lasts = [(pair, recs[-1][0]) for pair, recs in expected.items() if recs]
+        self.wait(lambda: all(self.has(p, t) for p, t in lasts), "complete delivery", timeout)
+
+    def snapshot(self) -> tuple[dict[Pair, list[Rec]], list[dict[str, Any]]]:
+        with self._cond:
+            return {p: list(r) for p, r in self.records.items()}, list(self.events)
+
+    def of(self, kind: str, **match: Any) -> list[dict[str, Any]]:
+        with self._cond:
+            return [
+                e
+                for e in self.events
+                if e["ev"] == kind and all(e.get(k) == v for k, v in match.items())
+            ]
+
+    # -- control
+
+    def send(self, command: str) -> None:
+        assert self.popen.stdin is not None
+        self.popen.stdin.write(command.encode() + b"\n")
+        self.popen.stdin.flush()
+
+    def kill(self) -> None:
+        """SIGKILL: a crash."""
+        self.popen.kill()
+        self.popen.wait()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, and wait for a clean exit (the client closes)."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            self.popen.wait(timeout * TIMING_FACTOR)
+        assert self.popen.returncode == 0, f"{self.name} exited {self.popen.returncode}{self.tail()}"
+
+    def tail(self) -> str:
+        self._stderr.seek(0)
+        err = self._stderr.read().decode(errors="replace")[-3000:]
+        events = self.events[-15:]
+        return f"\n  last events: {events}\n  stderr: {err}"
+
+    def reap(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
+        for f in (self.popen.stdin, self.popen.stdout):
+            if f is not None:
+                f.close()
+        self._stderr.close()
+
+
+class Procs:
+    """Starts the processes of one test; every one of them is killed at teardown."""
+
+    def __init__(self, alpaca: AlpacaStreamServer, prefix: str) -> None:
+        self.alpaca = alpaca
+        self.prefix = prefix
+        self.all: list[Proc] = []
+
+    def gateway(self, nats: list[str], name: str = "gateway", **config: Any) -> Proc:
+        config = {"nats": nats, "prefix": self.prefix, "url": self.alpaca.base_url, **config}
+        config.setdefault("heartbeat", HEARTBEAT)
+        proc = Proc(name, "_gateway.py", config)
+        self.all.append(proc)
+        proc.event("ready", timeout=30)
+        return proc
+
+    def consumer(self, name: str, nats: list[str], subs: Subs, **config: Any) -> Proc:
+        config = {"nats": nats, "prefix": self.prefix, "subs": subs, **config}
+        config.setdefault("lease", LEASE)
+        proc = Proc(name, "_consumer.py", config)
+        self.all.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for p in self.all:
+            p.reap()
+
+
+_prefixes = itertools.count()
+
+
+@pytest.fixture
+def procs(alpaca_server: AlpacaStreamServer) -> Iterator[Procs]:
+    p = Procs(alpaca_server, f"pp{os.getpid()}x{next(_prefixes)}")
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def nats() -> Iterator[NatsServer]:
+    with NatsServer() as server:
+        yield server
+
+
+# ---------------------------------------------------------------------- data
+
+
+def wants(subs: Subs, pair: Pair) -> bool:
+    ch, sym = pair
+    return any(c == ch and (sym in syms or "*" in syms) for c, syms in subs)
+
+
+def sent(alpaca: AlpacaStreamServer, since_t: int = 0) -> dict[Pair, list[Rec]]:
+    """What the Alpaca server sent (every connection, in order), from exchange time ``since_t``."""
+    out: dict[Pair, list[Rec]] = {}
+    for conn in alpaca.connections():
+        assert not conn.logs_dropped
+        for r in conn.sent_data:
+            t = int(r.record["t"])
+            if t >= since_t:
+                out.setdefault((CHANNEL_OF[r.T], r.symbol), []).append((t, r.record.get("i", 0)))
+    return out
+
+
+def share(expected: Mapping[Pair, list[Rec]], subs: Subs) -> dict[Pair, list[Rec]]:
+    """The part of ``expected`` a consumer with ``subs`` should get."""
+    return {pair: recs for pair, recs in expected.items() if wants(subs, pair)}
+
+
+def union(*subs: Subs) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for s in subs:
+        for ch, syms in s:
+            out.setdefault(ch, set()).update(syms)
+    return out
+
+
+_clock = itertools.count(1_700_000_000_000_000_000, 1000)
+_ids = itertools.count(1)
+
+
+def batch(symbols: Sequence[str], n: int) -> list[dict[str, Any]]:
+    """``n`` quotes and ``n`` trades of each symbol, each with its own exchange time."""
+    out: list[dict[str, Any]] = []
+    for _ in range(n):
+        for s in symbols:
+            q = {"T": "q", "S": s, "bp": 1.0, "bs": 1, "ap": 1.1, "as": 1, "bx": "V", "ax": "V"}
+            out.append({**q, "c": ["R"], "z": "C", "t": next(_clock)})
+            t = {"T": "t", "S": s, "i": next(_ids), "x": "V", "p": 1.5, "s": 1, "c": ["@"]}
+            out.append({**t, "z": "C", "t": next(_clock)})
+    return out
+
+
+def market(symbols: Sequence[str], rate: float, total: int, seed: int = 0) -> MarketConfig:
+    return MarketConfig(
+        symbols=symbols, rate=rate, total=total, batch=5, seed=seed, mix={"q": 60, "t": 40}
+    )
+
+
+def hole_removed(got: list[Rec], want: list[Rec]) -> bool:
+    """``got`` is ``want`` with at most one contiguous run taken out."""
+    if len(got) > len(want):
+        return False
+    head = 0
+    while head < len(got) and got[head] == want[head]:
+        head += 1
+    tail = len(got) - head
+    return got[head:] == want[len(want) - tail :] if tail else True
+
+
+# ---------------------------------------------------------------------- many consumers
+
+
+def test_three_consumer_processes_get_exactly_their_records(
+    nats: NatsServer, procs: Procs
+) -> None:
+    alpaca = procs.alpaca
+    subs: dict[str, Subs] = {
+        "c1": [("quotes", ["AAPL", "MSFT"]), ("trades", ["AAPL"])],
+        "c2": [("quotes", ["MSFT", "BRK.B"]), ("trades", ["*"])],
+        "c3": [("quotes", ["AAPL", "NVDA", "BRK.B"]), ("trades", ["MSFT", "BRK.B"])],
+    }
+    procs.gateway([nats.url])
+    consumers = {name: procs.consumer(name, [nats.url], s) for name, s in subs.items()}
+    want = union(*subs.values())
+    alpaca.wait_for_subscriptions(
+        lambda s: s.get("quotes") == want["quotes"] and "*" in s.get("trades", ()),
+        timeout=20 * TIMING_FACTOR,
+    )
+    # TSLA: nobody's quotes, but everybody-trades (c2's "*").
+    handle = alpaca.start_market(market(["AAPL", "MSFT", "BRK.B", "NVDA", "TSLA"], 2000, 3000))
+    assert handle.done.wait(30 * TIMING_FACTOR)
+    expected = sent(alpaca)
+    assert ("quotes", "TSLA") not in expected and ("trades", "TSLA") in expected
+    assert len(alpaca.connections()) == 1  # one Alpaca connection served all three
+    for name, proc in consumers.items():
+        mine = share(expected, subs[name])
+        proc.wait_records(mine)
+        got, events = proc.snapshot()
+        assert got.keys() == mine.keys(), f"{name} misrouted: {got.keys() ^ mine.keys()}"
+        for pair, recs in mine.items():
+            # Nothing missing or duplicated, and each symbol in the order it was sent.
+            assert got[pair] == recs, f"{name} {pair}: {len(got[pair])} vs {len(recs)} sent"
+        assert not [e for e in events if e["ev"] in ("gap", "error")], events
