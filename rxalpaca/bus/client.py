@@ -360,6 +360,14 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
             self._bad(msg, exc)
             return
         new_gateway = state.gateway != self._gateway_id
+        if new_gateway and self._gateway_id is not None and self._current is S.AUTHENTICATED:
+            # Another gateway took over before the old one's silence showed (a restart
+            # within three heartbeats): what the old one had not sent is lost all the same.
+            hole = ("gateway", self.metrics.last_message_ns, frozenset(self._book.wanted()))
+            if state.state == S.AUTHENTICATED.value:
+                self._publish_gap_for(hole[0], hole[1], time.time_ns(), hole[2])
+            elif self._hole is None:
+                self._hole = hole  # published when the new gateway's upstream is up
         self._gateway, self._gateway_id = state, state.gateway
         self._gateway_seen = time.monotonic()
         if state.state == S.FAILED.value and state.error:

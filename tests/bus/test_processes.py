@@ -312,3 +312,173 @@ def test_three_consumer_processes_get_exactly_their_records(
             # Nothing missing or duplicated, and each symbol in the order it was sent.
             assert got[pair] == recs, f"{name} {pair}: {len(got[pair])} vs {len(recs)} sent"
         assert not [e for e in events if e["ev"] in ("gap", "error")], events
+
+
+# ---------------------------------------------------------------------- demand
+
+
+def test_the_last_consumer_leaving_releases_upstream_within_the_lease(
+    nats: NatsServer, procs: Procs
+) -> None:
+    alpaca = procs.alpaca
+    procs.gateway([nats.url])
+    a = procs.consumer("a", [nats.url], [("quotes", ["AAPL"]), ("trades", ["MSFT"])])
+    b = procs.consumer("b", [nats.url], [("quotes", ["AAPL"])])
+    alpaca.wait_for_subscriptions({"quotes": {"AAPL"}, "trades": {"MSFT"}}, timeout=20)
+    a.send("dispose")
+    a.event("disposed")
+    # MSFT trades were a's alone: released; AAPL quotes are b's too: kept.
+    alpaca.wait_for_subscriptions({"quotes": {"AAPL"}, "trades": set()}, timeout=LEASE)
+    b.send("dispose")
+    b.event("disposed")
+    t0 = time.monotonic()
+    alpaca.wait_for_subscriptions({"quotes": set(), "trades": set()}, timeout=LEASE * TIMING_FACTOR)
+    assert time.monotonic() - t0 < LEASE * TIMING_FACTOR
+
+
+def test_a_killed_consumer_is_released_when_its_lease_runs_out(
+    nats: NatsServer, procs: Procs
+) -> None:
+    alpaca = procs.alpaca
+    procs.gateway([nats.url])
+    victim = procs.consumer("victim", [nats.url], [("quotes", ["AAPL", "MSFT"])])
+    other = procs.consumer("other", [nats.url], [("quotes", ["MSFT"])])
+    alpaca.wait_for_subscriptions({"quotes": {"AAPL", "MSFT"}}, timeout=20)
+    victim.kill()
+    t0 = time.monotonic()
+    alpaca.wait_for_subscriptions({"quotes": {"MSFT"}}, timeout=(LEASE + 3) * TIMING_FACTOR)
+    # Released by the lease, not earlier: it was refreshed at most a third of it ago.
+    assert time.monotonic() - t0 > LEASE / 2
+    # The other consumer's share was never touched.
+    records = batch(["AAPL", "MSFT"], 3)
+    alpaca.publish(records)
+    other.wait_records(share(sent(alpaca, records[0]["t"]), [("quotes", ["MSFT"])]))
+    assert len(other.of("state", state="authenticated")) == 1 and not other.of("gap")
+
+
+# ---------------------------------------------------------------------- faults
+
+
+def test_a_gateway_killed_and_restarted_is_a_gap_then_service_resumes(
+    nats: NatsServer, procs: Procs
+) -> None:
+    alpaca = procs.alpaca
+    subs: dict[str, Subs] = {
+        "c1": [("quotes", ["AAPL"]), ("trades", ["MSFT"])],
+        "c2": [("quotes", ["AAPL", "MSFT"])],
+    }
+    first = procs.gateway([nats.url])
+    consumers = {n: procs.consumer(n, [nats.url], s) for n, s in subs.items()}
+    alpaca.wait_for_subscriptions(union(*subs.values()), timeout=20)
+    before = batch(["AAPL", "MSFT"], 3)
+    alpaca.publish(before)
+    for n, c in consumers.items():
+        c.wait_records(share(sent(alpaca), subs[n]))
+        c.wait_state("authenticated")
+    old = alpaca.connections()[0]
+    first.kill()
+    alpaca.wait_for_closed(old)
+    for c in consumers.values():
+        c.event("state", state="reconnecting")
+    procs.gateway([nats.url], name="gateway-2")
+    # The consumers re-declare to the new gateway by themselves: demand is back upstream.
+    conn = alpaca.wait_for_subscriptions(union(*subs.values()), timeout=20)
+    assert conn.id != old.id
+    for n, c in consumers.items():
+        i, gap = c.event("gap", reason="gateway")
+        c.wait_state("authenticated", after=c.wait_state("reconnecting"))
+        assert set(gap["channels"]) == {ch for ch, _ in subs[n]}
+        assert set(gap["symbols"]) == {s for _, syms in subs[n] for s in syms}
+        assert gap["last"] <= gap["first"]
+        assert c.of("error", type="BusDisconnected")
+    after = batch(["AAPL", "MSFT"], 3)
+    alpaca.publish(after)
+    expected = sent(alpaca, after[0]["t"])
+    for n, c in consumers.items():
+        mine = share(expected, subs[n])
+        c.wait_records(mine)
+        got, _ = c.snapshot()
+        for pair, recs in mine.items():
+            assert got[pair][-len(recs) :] == recs
+        assert len(c.of("gap")) == 1
+
+
+def test_a_gateway_restarted_at_once_still_marks_a_gap(nats: NatsServer, procs: Procs) -> None:
+    # The new gateway says hello before the consumers miss three heartbeats of the old.
+    alpaca = procs.alpaca
+    first = procs.gateway([nats.url], heartbeat=5.0)
+    c = procs.consumer("c", [nats.url], [("quotes", ["AAPL"])])
+    alpaca.wait_for_subscriptions({"quotes": {"AAPL"}}, timeout=20)
+    alpaca.publish(batch(["AAPL"], 2))
+    c.wait_records(share(sent(alpaca), [("quotes", ["AAPL"])]))
+    first.kill()
+    procs.gateway([nats.url], name="gateway-2", heartbeat=5.0)
+    i, gap = c.event("gap")
+    assert gap["reason"] == "gateway" and gap["symbols"] == ["AAPL"]
+    after = batch(["AAPL"], 2)
+    alpaca.publish(after)
+    c.wait_records(share(sent(alpaca, after[0]["t"]), [("quotes", ["AAPL"])]))
+    assert len(c.of("gap")) == 1
+
+
+def test_nats_restarted_both_sides_reconnect(nats: NatsServer, procs: Procs) -> None:
+    alpaca = procs.alpaca
+    subs: dict[str, Subs] = {
+        "c1": [("quotes", ["AAPL"]), ("trades", ["AAPL"])],
+        "c2": [("quotes", ["AAPL", "MSFT"])],
+    }
+    procs.gateway([nats.url])
+    consumers = {n: procs.consumer(n, [nats.url], s) for n, s in subs.items()}
+    alpaca.wait_for_subscriptions(union(*subs.values()), timeout=20)
+    alpaca.publish(batch(["AAPL", "MSFT"], 2))
+    for n, c in consumers.items():
+        c.wait_records(share(sent(alpaca), subs[n]))
+    nats.restart()
+    for n, c in consumers.items():
+        # Back only when NATS is back *and* the gateway's heartbeat arrives again over it.
+        c.wait_state("authenticated", after=c.wait_state("reconnecting"))
+        _, gap = c.event("gap", reason="bus")
+        assert set(gap["symbols"]) == {s for _, syms in subs[n] for s in syms}
+        assert c.of("error", type="BusDisconnected")
+    after = batch(["AAPL", "MSFT"], 3)
+    alpaca.publish(after)
+    expected = sent(alpaca, after[0]["t"])
+    for n, c in consumers.items():
+        mine = share(expected, subs[n])
+        c.wait_records(mine)
+        got, _ = c.snapshot()
+        for pair, recs in mine.items():
+            assert got[pair][-len(recs) :] == recs
+    assert len(alpaca.connections()) == 1  # the upstream never noticed
+
+
+def test_an_upstream_drop_is_one_gap_per_consumer(nats: NatsServer, procs: Procs) -> None:
+    alpaca = procs.alpaca
+    subs: dict[str, Subs] = {
+        "c1": [("quotes", ["AAPL"])],
+        "c2": [("quotes", ["MSFT"]), ("trades", ["AAPL"])],
+        "c3": [("quotes", ["AAPL", "NVDA"])],
+    }
+    procs.gateway([nats.url])
+    consumers = {n: procs.consumer(n, [nats.url], s) for n, s in subs.items()}
+    alpaca.wait_for_subscriptions(union(*subs.values()), timeout=20)
+    alpaca.publish(batch(["AAPL", "MSFT", "NVDA"], 2))
+    for n, c in consumers.items():
+        c.wait_records(share(sent(alpaca), subs[n]))
+    old = alpaca.connections()[0]
+    alpaca.drop(old)
+    conn = alpaca.wait_for_subscriptions(union(*subs.values()), timeout=20)
+    assert conn.id != old.id
+    for n, c in consumers.items():
+        _, gap = c.event("gap")
+        assert gap["reason"] == "reconnect"
+        # Each consumer hears of its own pairs only.
+        assert set(gap["channels"]) == {ch for ch, _ in subs[n]}
+        assert set(gap["symbols"]) == {s for _, syms in subs[n] for s in syms}
+        c.wait_state("authenticated", after=c.wait_state("reconnecting"))
+    after = batch(["AAPL", "MSFT", "NVDA"], 2)
+    alpaca.publish(after)
+    expected = sent(alpaca, after[0]["t"])
+    for n, c in consumers.items():
+        c.wait_records(share(expected, subs[n]))
+        assert len(c.of("gap")) == 1, c.of("gap")
