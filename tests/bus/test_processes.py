@@ -482,3 +482,39 @@ def test_an_upstream_drop_is_one_gap_per_consumer(nats: NatsServer, procs: Procs
     for n, c in consumers.items():
         c.wait_records(share(expected, subs[n]))
         assert len(c.of("gap")) == 1, c.of("gap")
+
+
+def test_a_slow_consumer_is_isolated(nats: NatsServer, procs: Procs) -> None:
+    """A consumer whose handler cannot keep up loses messages, and says so; nobody else does.
+
+    Its NATS subscription buffers ``pending_limit`` messages; past that nats-py drops
+    what arrives, and the client reports each drop as a ``"slow consumer"`` Gap and a
+    ``BusMessageError`` on ``errors``. What it does get is in order and never twice.
+    """
+    alpaca = procs.alpaca
+    subs: Subs = [("quotes", ["AAPL", "MSFT"]), ("trades", ["AAPL"])]
+    procs.gateway([nats.url])
+    fast = procs.consumer("fast", [nats.url], subs)
+    slow = procs.consumer("slow", [nats.url], subs, slow=0.005, pending_limit=20)
+    alpaca.wait_for_subscriptions(union(subs), timeout=20)
+    handle = alpaca.start_market(market(["AAPL", "MSFT"], 2000, 3000))
+    assert handle.done.wait(30 * TIMING_FACTOR)
+    expected = share(sent(alpaca), subs)
+    total = sum(map(len, expected.values()))
+    fast.wait_records(expected)
+    slow_count_then = slow.count
+    got, events = fast.snapshot()
+    assert got == expected and not [e for e in events if e["ev"] in ("gap", "error")]
+    # The fast one had everything while the slow one was still far behind (it takes
+    # 5 ms a record: 15 s for all of them).
+    assert slow_count_then < total / 2
+    slow.event("gap", reason="slow consumer")
+    slow.event("error", type="BusMessageError")
+    slow_got, _ = slow.snapshot()
+    for pair, recs in slow_got.items():
+        assert pair in expected
+        assert len(set(recs)) == len(recs)  # never twice
+        assert recs == sorted(recs, key=expected[pair].index)  # in order
+    # The upstream never saw the slow consumer: one connection, never closed, no 407.
+    (conn,) = alpaca.connections()
+    assert not conn.closed
