@@ -568,11 +568,21 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         except Exception:
             info = None
         try:
-            if info is None:
-                await js.add_consumer(stream, config)
-            else:
+            floor = info.ack_floor.stream_seq if info and info.ack_floor else 0
+            if info is not None and self._jsub is None and info.num_ack_pending and floor:
+                # An earlier run stopped with messages fetched but not acknowledged:
+                # the server holds them back for ack_wait, and our first AckAll would
+                # acknowledge them unseen (lost). Start again after the last acked one.
+                await js.delete_consumer(stream, self.durable)
+                config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+                config.opt_start_seq = floor + 1
+            elif info is not None:
+                # Resume it: the same durable, its delivery policy kept (immutable),
+                # the filters brought in line. nats-py has no update_consumer; the
+                # server's create is create-or-update for an existing durable.
                 config.deliver_policy = info.config.deliver_policy
-                await js.update_consumer(stream, config)
+                config.opt_start_seq = info.config.opt_start_seq
+            await js.add_consumer(stream, config)
         except Exception as exc:
             self._outlet.publish(
                 BusMessageError(stream, f"cannot set up the durable consumer: {exc!r}")

@@ -578,3 +578,41 @@ def test_consumers_fail_over_when_their_cluster_node_stops(
                 assert got[pair] == recs, (n, pair)
         if c not in on2:
             assert not c.of("gap")
+
+
+# ---------------------------------------------------------------------- catch-up
+
+
+def test_a_durable_consumer_restarted_under_load_loses_and_repeats_nothing(
+    nats: NatsServer, procs: Procs
+) -> None:
+    alpaca = procs.alpaca
+    subs: Subs = [("quotes", ["AAPL", "MSFT"]), ("trades", ["AAPL"])]
+    procs.gateway([nats.url], retention={"max_age": 120.0, "storage": "memory"})
+    # The keeper holds the same demand live, so the upstream keeps flowing while the
+    # durable consumer is away (and shows the load it missed).
+    keeper = procs.consumer("keeper", [nats.url], subs)
+    first = procs.consumer("durable-1", [nats.url], subs, durable="catchup")
+    alpaca.wait_for_subscriptions(union(subs), timeout=20)
+    first.wait_state("authenticated")
+    handle = alpaca.start_market(market(["AAPL", "MSFT"], 1000, 6000, seed=5))
+    first.wait(lambda: first.count >= 300, "300 records")
+    first.stop()
+    away = keeper.count
+    stopped = time.monotonic()
+    # Away for 2 s of market data, as the keeper saw it arrive.
+    keeper.wait(
+        lambda: keeper.count >= away + 1500 and time.monotonic() - stopped >= 2.0,
+        f"2 s of data while the durable consumer is away (from {away})",
+    )
+    second = procs.consumer("durable-2", [nats.url], subs, durable="catchup")
+    assert handle.done.wait(30 * TIMING_FACTOR)
+    expected = share(sent(alpaca), subs)
+    keeper.wait_records(expected)
+    second.wait_records(expected, timeout=30)
+    before, _ = first.snapshot()
+    after, _ = second.snapshot()
+    assert before and after
+    for pair, recs in expected.items():
+        joined = before.get(pair, []) + after.get(pair, [])
+        assert joined == recs, (pair, len(before.get(pair, [])), len(after.get(pair, [])))
