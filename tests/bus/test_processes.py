@@ -51,7 +51,8 @@ class Proc:
     def __init__(self, name: str, script: str, config: Mapping[str, Any]) -> None:
         self.name = name
         self.config = dict(config)
-        self._stderr = tempfile.TemporaryFile()
+        self.marker = ""
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by reap()
         self.popen = subprocess.Popen(
             [sys.executable, str(HERE / script), json.dumps(config)],
             stdin=subprocess.PIPE,
@@ -150,7 +151,9 @@ class Proc:
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
             self.popen.wait(timeout * TIMING_FACTOR)
-        assert self.popen.returncode == 0, f"{self.name} exited {self.popen.returncode}{self.tail()}"
+        assert self.popen.returncode == 0, (
+            f"{self.name} exited {self.popen.returncode}{self.tail()}"
+        )
 
     def tail(self) -> str:
         self._stderr.seek(0)
@@ -181,13 +184,22 @@ class Procs:
         config.setdefault("heartbeat", HEARTBEAT)
         proc = Proc(name, "_gateway.py", config)
         self.all.append(proc)
-        proc.event("ready", timeout=30)
+        # Not waited for: consumers started meanwhile declare themselves at its hello.
         return proc
 
     def consumer(self, name: str, nats: list[str], subs: Subs, **config: Any) -> Proc:
+        """A consumer process of ``subs``, plus quotes of a symbol of its own (``.marker``).
+
+        Only this consumer wants its marker, so seeing it subscribed upstream proves
+        this consumer's lease arrived, and its NATS subscriptions (made before the
+        lease is sent) are in place: :func:`upstream` waits for that.
+        """
+        marker = f"MK{len(self.all)}"
+        subs = [*subs, ("quotes", [marker])]
         config = {"nats": nats, "prefix": self.prefix, "subs": subs, **config}
         config.setdefault("lease", LEASE)
         proc = Proc(name, "_consumer.py", config)
+        proc.marker = marker
         self.all.append(proc)
         return proc
 
@@ -237,12 +249,27 @@ def share(expected: Mapping[Pair, list[Rec]], subs: Subs) -> dict[Pair, list[Rec
     return {pair: recs for pair, recs in expected.items() if wants(subs, pair)}
 
 
-def union(*subs: Subs) -> dict[str, set[str]]:
+def union(*subs: Sequence[tuple[str, list[str]]]) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for s in subs:
         for ch, syms in s:
             out.setdefault(ch, set()).update(syms)
     return out
+
+
+def gap_covers(gap: Mapping[str, Any], consumer: Proc) -> bool:
+    """The gap names exactly the consumer's channels and symbols (its own, no one else's)."""
+    want = union(consumer.config["subs"])
+    return set(gap["channels"]) == set(want) and set(gap["symbols"]) == set().union(*want.values())
+
+
+def upstream(alpaca: AlpacaStreamServer, *consumers: Proc, timeout: float = 20.0) -> Any:
+    """Wait until one open upstream connection holds every pair of every consumer."""
+    want = union(*(c.config["subs"] for c in consumers))
+    return alpaca.wait_for_subscriptions(
+        lambda subs: all(syms <= subs.get(ch, set()) for ch, syms in want.items()),
+        timeout=timeout * TIMING_FACTOR,
+    )
 
 
 _clock = itertools.count(1_700_000_000_000_000_000, 1000)
@@ -281,9 +308,7 @@ def hole_removed(got: list[Rec], want: list[Rec]) -> bool:
 # ---------------------------------------------------------------------- many consumers
 
 
-def test_three_consumer_processes_get_exactly_their_records(
-    nats: NatsServer, procs: Procs
-) -> None:
+def test_three_consumer_processes_get_exactly_their_records(nats: NatsServer, procs: Procs) -> None:
     alpaca = procs.alpaca
     subs: dict[str, Subs] = {
         "c1": [("quotes", ["AAPL", "MSFT"]), ("trades", ["AAPL"])],
@@ -292,11 +317,7 @@ def test_three_consumer_processes_get_exactly_their_records(
     }
     procs.gateway([nats.url])
     consumers = {name: procs.consumer(name, [nats.url], s) for name, s in subs.items()}
-    want = union(*subs.values())
-    alpaca.wait_for_subscriptions(
-        lambda s: s.get("quotes") == want["quotes"] and "*" in s.get("trades", ()),
-        timeout=20 * TIMING_FACTOR,
-    )
+    upstream(alpaca, *consumers.values())
     # TSLA: nobody's quotes, but everybody-trades (c2's "*").
     handle = alpaca.start_market(market(["AAPL", "MSFT", "BRK.B", "NVDA", "TSLA"], 2000, 3000))
     assert handle.done.wait(30 * TIMING_FACTOR)
@@ -324,11 +345,13 @@ def test_the_last_consumer_leaving_releases_upstream_within_the_lease(
     procs.gateway([nats.url])
     a = procs.consumer("a", [nats.url], [("quotes", ["AAPL"]), ("trades", ["MSFT"])])
     b = procs.consumer("b", [nats.url], [("quotes", ["AAPL"])])
-    alpaca.wait_for_subscriptions({"quotes": {"AAPL"}, "trades": {"MSFT"}}, timeout=20)
+    upstream(alpaca, a, b)
     a.send("dispose")
     a.event("disposed")
     # MSFT trades were a's alone: released; AAPL quotes are b's too: kept.
-    alpaca.wait_for_subscriptions({"quotes": {"AAPL"}, "trades": set()}, timeout=LEASE)
+    alpaca.wait_for_subscriptions(
+        {"quotes": {"AAPL", b.marker}, "trades": set()}, timeout=LEASE * TIMING_FACTOR
+    )
     b.send("dispose")
     b.event("disposed")
     t0 = time.monotonic()
@@ -343,10 +366,12 @@ def test_a_killed_consumer_is_released_when_its_lease_runs_out(
     procs.gateway([nats.url])
     victim = procs.consumer("victim", [nats.url], [("quotes", ["AAPL", "MSFT"])])
     other = procs.consumer("other", [nats.url], [("quotes", ["MSFT"])])
-    alpaca.wait_for_subscriptions({"quotes": {"AAPL", "MSFT"}}, timeout=20)
+    upstream(alpaca, victim, other)
     victim.kill()
     t0 = time.monotonic()
-    alpaca.wait_for_subscriptions({"quotes": {"MSFT"}}, timeout=(LEASE + 3) * TIMING_FACTOR)
+    alpaca.wait_for_subscriptions(
+        {"quotes": {"MSFT", other.marker}}, timeout=(LEASE + 3) * TIMING_FACTOR
+    )
     # Released by the lease, not earlier: it was refreshed at most a third of it ago.
     assert time.monotonic() - t0 > LEASE / 2
     # The other consumer's share was never touched.
@@ -369,7 +394,7 @@ def test_a_gateway_killed_and_restarted_is_a_gap_then_service_resumes(
     }
     first = procs.gateway([nats.url])
     consumers = {n: procs.consumer(n, [nats.url], s) for n, s in subs.items()}
-    alpaca.wait_for_subscriptions(union(*subs.values()), timeout=20)
+    upstream(alpaca, *consumers.values())
     before = batch(["AAPL", "MSFT"], 3)
     alpaca.publish(before)
     for n, c in consumers.items():
@@ -382,13 +407,12 @@ def test_a_gateway_killed_and_restarted_is_a_gap_then_service_resumes(
         c.event("state", state="reconnecting")
     procs.gateway([nats.url], name="gateway-2")
     # The consumers re-declare to the new gateway by themselves: demand is back upstream.
-    conn = alpaca.wait_for_subscriptions(union(*subs.values()), timeout=20)
+    conn = upstream(alpaca, *consumers.values())
     assert conn.id != old.id
-    for n, c in consumers.items():
-        i, gap = c.event("gap", reason="gateway")
+    for c in consumers.values():
+        _, gap = c.event("gap", reason="gateway")
         c.wait_state("authenticated", after=c.wait_state("reconnecting"))
-        assert set(gap["channels"]) == {ch for ch, _ in subs[n]}
-        assert set(gap["symbols"]) == {s for _, syms in subs[n] for s in syms}
+        assert gap_covers(gap, c)
         assert gap["last"] <= gap["first"]
         assert c.of("error", type="BusDisconnected")
     after = batch(["AAPL", "MSFT"], 3)
@@ -408,13 +432,14 @@ def test_a_gateway_restarted_at_once_still_marks_a_gap(nats: NatsServer, procs: 
     alpaca = procs.alpaca
     first = procs.gateway([nats.url], heartbeat=5.0)
     c = procs.consumer("c", [nats.url], [("quotes", ["AAPL"])])
-    alpaca.wait_for_subscriptions({"quotes": {"AAPL"}}, timeout=20)
+    upstream(alpaca, c)
     alpaca.publish(batch(["AAPL"], 2))
     c.wait_records(share(sent(alpaca), [("quotes", ["AAPL"])]))
+    c.wait_state("authenticated")
     first.kill()
     procs.gateway([nats.url], name="gateway-2", heartbeat=5.0)
-    i, gap = c.event("gap")
-    assert gap["reason"] == "gateway" and gap["symbols"] == ["AAPL"]
+    _, gap = c.event("gap")
+    assert gap["reason"] == "gateway" and gap_covers(gap, c)
     after = batch(["AAPL"], 2)
     alpaca.publish(after)
     c.wait_records(share(sent(alpaca, after[0]["t"]), [("quotes", ["AAPL"])]))
@@ -429,16 +454,17 @@ def test_nats_restarted_both_sides_reconnect(nats: NatsServer, procs: Procs) -> 
     }
     procs.gateway([nats.url])
     consumers = {n: procs.consumer(n, [nats.url], s) for n, s in subs.items()}
-    alpaca.wait_for_subscriptions(union(*subs.values()), timeout=20)
+    upstream(alpaca, *consumers.values())
     alpaca.publish(batch(["AAPL", "MSFT"], 2))
     for n, c in consumers.items():
         c.wait_records(share(sent(alpaca), subs[n]))
+        c.wait_state("authenticated")  # (records can come before the gateway's hello)
     nats.restart()
-    for n, c in consumers.items():
+    for c in consumers.values():
         # Back only when NATS is back *and* the gateway's heartbeat arrives again over it.
         c.wait_state("authenticated", after=c.wait_state("reconnecting"))
         _, gap = c.event("gap", reason="bus")
-        assert set(gap["symbols"]) == {s for _, syms in subs[n] for s in syms}
+        assert gap_covers(gap, c)
         assert c.of("error", type="BusDisconnected")
     after = batch(["AAPL", "MSFT"], 3)
     alpaca.publish(after)
@@ -461,20 +487,21 @@ def test_an_upstream_drop_is_one_gap_per_consumer(nats: NatsServer, procs: Procs
     }
     procs.gateway([nats.url])
     consumers = {n: procs.consumer(n, [nats.url], s) for n, s in subs.items()}
-    alpaca.wait_for_subscriptions(union(*subs.values()), timeout=20)
+    upstream(alpaca, *consumers.values())
     alpaca.publish(batch(["AAPL", "MSFT", "NVDA"], 2))
     for n, c in consumers.items():
         c.wait_records(share(sent(alpaca), subs[n]))
+        c.wait_state("authenticated")
     old = alpaca.connections()[0]
     alpaca.drop(old)
-    conn = alpaca.wait_for_subscriptions(union(*subs.values()), timeout=20)
+    alpaca.wait_for_closed(old)
+    conn = upstream(alpaca, *consumers.values())
     assert conn.id != old.id
-    for n, c in consumers.items():
+    for c in consumers.values():
         _, gap = c.event("gap")
         assert gap["reason"] == "reconnect"
         # Each consumer hears of its own pairs only.
-        assert set(gap["channels"]) == {ch for ch, _ in subs[n]}
-        assert set(gap["symbols"]) == {s for _, syms in subs[n] for s in syms}
+        assert gap_covers(gap, c)
         c.wait_state("authenticated", after=c.wait_state("reconnecting"))
     after = batch(["AAPL", "MSFT", "NVDA"], 2)
     alpaca.publish(after)
@@ -496,7 +523,7 @@ def test_a_slow_consumer_is_isolated(nats: NatsServer, procs: Procs) -> None:
     procs.gateway([nats.url])
     fast = procs.consumer("fast", [nats.url], subs)
     slow = procs.consumer("slow", [nats.url], subs, slow=0.005, pending_limit=20)
-    alpaca.wait_for_subscriptions(union(subs), timeout=20)
+    upstream(alpaca, fast, slow)
     handle = alpaca.start_market(market(["AAPL", "MSFT"], 2000, 3000))
     assert handle.done.wait(30 * TIMING_FACTOR)
     expected = share(sent(alpaca), subs)
@@ -543,10 +570,9 @@ def test_consumers_fail_over_when_their_cluster_node_stops(
     }
     procs.gateway([n1])
     consumers = {
-        n: procs.consumer(n, [n2, n1, n3] if "2" in n else [n3, n1, n2], s)
-        for n, s in subs.items()
+        n: procs.consumer(n, [n2, n1, n3] if "2" in n else [n3, n1, n2], s) for n, s in subs.items()
     }
-    alpaca.wait_for_subscriptions(union(*subs.values()), timeout=20)
+    upstream(alpaca, *consumers.values())
     for n, c in consumers.items():
         _, up = c.event("state", state="authenticated")
         assert up["server"] == (n2 if "2" in n else n3)
@@ -588,12 +614,13 @@ def test_a_durable_consumer_restarted_under_load_loses_and_repeats_nothing(
 ) -> None:
     alpaca = procs.alpaca
     subs: Subs = [("quotes", ["AAPL", "MSFT"]), ("trades", ["AAPL"])]
-    procs.gateway([nats.url], retention={"max_age": 120.0, "storage": "memory"})
+    gateway = procs.gateway([nats.url], retention={"max_age": 120.0, "storage": "memory"})
+    gateway.event("ready", timeout=30)  # the JetStream stream exists
     # The keeper holds the same demand live, so the upstream keeps flowing while the
     # durable consumer is away (and shows the load it missed).
     keeper = procs.consumer("keeper", [nats.url], subs)
     first = procs.consumer("durable-1", [nats.url], subs, durable="catchup")
-    alpaca.wait_for_subscriptions(union(subs), timeout=20)
+    upstream(alpaca, keeper, first)
     first.wait_state("authenticated")
     handle = alpaca.start_market(market(["AAPL", "MSFT"], 1000, 6000, seed=5))
     first.wait(lambda: first.count >= 300, "300 records")
