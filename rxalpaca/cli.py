@@ -5,7 +5,10 @@
   No API keys. Ctrl-C or ``--duration`` stops it.
 * ``serve``  — just the local server (for notebooks or another process).
 * ``stream`` — print a live stream from Alpaca itself (needs ``APCA_API_KEY_ID`` /
-  ``APCA_API_SECRET_KEY``) or from ``--url``.
+  ``APCA_API_SECRET_KEY``) or from ``--url``; with ``--nats``, from a gateway.
+* ``gateway`` — serve one Alpaca feed to every consumer on a NATS bus.
+* ``bus-demo`` — the whole scale-out on one machine: the embedded server, a local
+  nats-server, a gateway and two consumer processes. No API keys.
 """
 
 from __future__ import annotations
@@ -193,7 +196,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _stream(args: argparse.Namespace) -> int:
-    client = StreamClient(feed=args.feed, url=args.url, encoding=args.encoding)
+    client: Any
+    if args.nats:
+        from .bus import BusClient  # noqa: PLC0415 - needs the [nats] extra
+
+        client = BusClient(args.nats.split(","), args.feed, prefix=args.prefix)
+    else:
+        client = StreamClient(feed=args.feed, url=args.url, encoding=args.encoding)
     channel = getattr(client, args.channel)
     done = threading.Event()
     with client:
@@ -202,11 +211,97 @@ def _stream(args: argparse.Namespace) -> int:
             print(f"stream ended: {error!r}", file=sys.stderr)
             done.set()
 
-        channel(*args.symbols.split(",")).subscribe(print, on_error=failed)
+        records = channel(*args.symbols.split(","))
+        if args.throttle:
+            records = records.pipe(ops.throttle(args.throttle, key=lambda r: r.symbol))
+        records.subscribe(lambda r: print(r, flush=True), on_error=failed)
         client.state.subscribe(lambda s: print(f"# {s.value}", file=sys.stderr))
         with contextlib.suppress(KeyboardInterrupt):
             done.wait(args.duration or None)
     return 0
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from .bus import Gateway, Retention  # noqa: PLC0415 - needs the [nats] extra
+
+    retention = None
+    if args.retention:
+        retention = Retention(max_age=args.retention, max_bytes=args.retention_bytes)
+    # One gateway (one Alpaca connection) per feed served.
+    with contextlib.ExitStack() as stack:
+        gateways = [
+            stack.enter_context(
+                Gateway(
+                    args.nats.split(","),
+                    feed.strip(),
+                    prefix=args.prefix,
+                    retention=retention,
+                    url=args.url,
+                    encoding=args.encoding,
+                )
+            )
+            for feed in args.feed.split(",")
+        ]
+        for g in gateways:
+            print(f"serving {g.feed} on {g.subjects.root}.*; Ctrl-C to stop", flush=True)
+        gateways[0].wait(args.duration or None)
+    return 0
+
+
+def _bus_demo(args: argparse.Namespace) -> int:
+    import subprocess  # noqa: PLC0415 - only this command starts processes
+
+    from .bus import Gateway  # noqa: PLC0415 - needs the [nats] extra
+    from .testing import (  # noqa: PLC0415 - needs the [testing] extra
+        DEFAULT_KEY,
+        DEFAULT_SECRET,
+        AlpacaStreamServer,
+        MarketConfig,
+    )
+    from .testing.nats_server import NatsServer  # noqa: PLC0415 - needs the [nats] extra
+
+    symbols = [s for s in DEMO_SYMBOLS if s != "SPY"]
+    halves = [",".join(symbols[:5]), ",".join(symbols[2:])]  # overlapping on purpose
+    with (
+        AlpacaStreamServer(sent_log_size=0, received_log_size=100) as server,
+        NatsServer() as nats,
+    ):
+        server.start_market(MarketConfig(symbols=symbols, rate=args.rate))
+        with Gateway(
+            nats.url, "iex", url=server.base_url, key=DEFAULT_KEY, secret=DEFAULT_SECRET
+        ) as gateway:
+            print(f"# alpaca server {server.base_url}, nats {nats.url}, gateway {gateway.id}")
+            command = [sys.executable, "-m", "rxalpaca", "stream", "quotes"]
+            options = ["--nats", nats.url, "--throttle", "1", "--duration", str(args.duration)]
+            consumers = [
+                subprocess.Popen([*command, half, *options], stdout=subprocess.PIPE, text=True)
+                for half in halves
+            ]
+            threads = [
+                threading.Thread(target=_relay, args=(f"consumer {i + 1}", c.stdout), daemon=True)
+                for i, c in enumerate(consumers)
+            ]
+            for t in threads:
+                t.start()
+            try:
+                for c in consumers:
+                    c.wait()
+            except KeyboardInterrupt:
+                for c in consumers:
+                    c.terminate()
+            for t in threads:
+                t.join(5)
+            h = gateway.health()
+            print(
+                f"# gateway: one Alpaca connection, {h['gateway']['messages_published']:,} "
+                f"batches published to {len(consumers)} consumers"
+            )
+    return 0
+
+
+def _relay(name: str, stream: Any) -> None:
+    for line in stream:
+        print(f"[{name}] {line.rstrip()}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -252,7 +347,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     stream.add_argument("--url", default=None)
     stream.add_argument("--encoding", choices=("json", "msgpack"), default="msgpack")
     stream.add_argument("--duration", type=float, default=0)
+    stream.add_argument("--nats", default=None, help="read from a gateway on this NATS URL")
+    stream.add_argument("--prefix", default="rxalpaca", help="the gateway's subject prefix")
+    stream.add_argument("--throttle", type=float, default=0, help="seconds per symbol")
     stream.set_defaults(func=_stream)
+
+    gateway = sub.add_parser("gateway", help="serve one Alpaca feed to a NATS bus")
+    gateway.add_argument("--feed", default="iex", help="comma-separated: one connection each")
+    gateway.add_argument("--nats", default="nats://127.0.0.1:4222", help="comma-separated")
+    gateway.add_argument("--prefix", default="rxalpaca")
+    gateway.add_argument("--url", default=None, help="another Alpaca-protocol server")
+    gateway.add_argument("--encoding", choices=("json", "msgpack"), default="msgpack")
+    gateway.add_argument("--retention", type=float, default=0, help="seconds kept (JetStream)")
+    gateway.add_argument("--retention-bytes", type=int, default=1 << 30)
+    gateway.add_argument("--duration", type=float, default=0)
+    gateway.set_defaults(func=_gateway)
+
+    bus_demo = sub.add_parser("bus-demo", help="gateway + two consumer processes, locally")
+    bus_demo.add_argument("--duration", type=float, default=10, help="seconds")
+    bus_demo.add_argument("--rate", type=int, default=2000, help="messages per second")
+    bus_demo.set_defaults(func=_bus_demo)
 
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -105,7 +105,14 @@ class LoopThread:
         return threading.current_thread() is self._thread
 
     def call(self, coro: Coroutine[Any, Any, _T], timeout: float | None = None) -> _T:
-        """Run ``coro`` on the loop and wait for its result (never from the loop)."""
+        """Run ``coro`` on the loop and wait for its result (never from the loop).
+
+        Raises:
+            RuntimeError: the loop has stopped (``coro`` is closed, never run).
+        """
+        if self.loop.is_closed() or not self._thread.is_alive():
+            coro.close()
+            raise RuntimeError("the bus thread has stopped")
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def soon(self, fn: Callable[..., object], *args: object) -> None:

@@ -187,6 +187,7 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         # Bus thread only, from here on.
         self._lt: LoopThread | None = None
         self._nc: Any = None
+        self._connecting: Any = None  # the client connecting, until it is self._nc
         self._subs: dict[str, Any] = {}  # filter subject -> nats subscription
         self._tasks: list[asyncio.Task[Any]] = []
         self._sync_due = False
@@ -199,6 +200,7 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         self._hole: tuple[str, int, frozenset[_Pair]] | None = None  # reason, last data, pairs
         self._declared: frozenset[_Pair] | None = None
         self._jsub: Any = None  # the durable pull subscription
+        self._to_ack: Any = None  # the last delivered, not yet acknowledged, catch-up message
         self._jfilters: frozenset[str] = frozenset()
         self._frames: Subject[Frame | FrameError] = Subject()
         self._frames.pipe(
@@ -256,15 +258,23 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
             lt.soon(self._schedule_sync)
 
     def _stop(self) -> None:
-        lt = self._lt
-        if lt is None:
-            return
-        with contextlib.suppress(Exception):
-            lt.call(self._shutdown(), timeout=5)
-        lt.stop()
+        self._halt(S.CLOSED)
 
     def _failed(self) -> None:
-        self._stop()
+        self._halt(S.FAILED)
+
+    def _halt(self, final: ConnectionState) -> None:
+        """Leave NATS and stop the bus thread, then say so on ``state`` (last word)."""
+        lt = self._lt
+        if lt is not None and not lt.on_loop:
+            with contextlib.suppress(Exception):
+                lt.call(self._shutdown(), timeout=5)
+            lt.stop()
+        elif lt is not None:  # failing on the bus thread itself: finish there, later
+            lt.loop.create_task(self._shutdown()).add_done_callback(lambda _t: lt.stop())
+        if self._current is not final:
+            self._current = final
+            self._emit_state(final)
 
     # ------------------------------------------------------------------ connection (bus thread)
 
@@ -273,17 +283,22 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         delay = 0.1
         while self._nc is None:
             self._set_state()
+            # Made here rather than by nats.connect() so a close() meanwhile can close it.
+            self._connecting = nc = nats.aio.client.Client()
             try:
-                self._nc = await nats.connect(
+                await nc.connect(
                     **self._connect_kwargs,
                     error_cb=self._on_nats_error,
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
                 )
+                self._nc = nc
+            except _CredentialsRefused as exc:
+                with contextlib.suppress(Exception):
+                    await nc.close()
+                self._fail(BusDisconnected(f"NATS refused the credentials ({exc})"))
+                return
             except Exception as exc:
-                if _is_auth_error(exc):
-                    self._fail(BusDisconnected(f"NATS refused the credentials: {exc}"))
-                    return
                 self._outlet.log.log(("connect",), _W, "cannot reach NATS (%r); retrying", exc)
                 self._outlet.publish(_lost(f"cannot reach NATS: {exc!r}", exc))
                 await asyncio.sleep(delay)
@@ -306,13 +321,22 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
             task.cancel()
         nc = self._nc
         if nc is None or not nc.is_connected:
+            if self._connecting is not None:
+                with contextlib.suppress(Exception):
+                    await self._connecting.close()
             return
-        with contextlib.suppress(Exception):
-            # An empty lease: the gateway releases our pairs now, not at expiry.
-            await nc.publish(
-                self.subjects.demand,
-                encode_control(Demand(client=self.client_id, lease_s=self.lease, pairs=[])),
-            )
+        if self.durable is None:
+            with contextlib.suppress(Exception):
+                # An empty lease: the gateway releases our pairs now, not at expiry. A
+                # durable client leaves its lease to run out instead, so the stream keeps
+                # capturing its symbols while it restarts.
+                await nc.publish(
+                    self.subjects.demand,
+                    encode_control(Demand(client=self.client_id, lease_s=self.lease, pairs=[])),
+                )
+        if self._to_ack is not None:
+            with contextlib.suppress(Exception):
+                await self._to_ack.ack_sync(timeout=2)  # delivered: never again after restart
         if self._jsub is not None:
             with contextlib.suppress(Exception):
                 await self._jsub.unsubscribe()
@@ -336,6 +360,12 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         await self._declare()
 
     async def _on_nats_error(self, exc: Exception) -> None:
+        if _is_auth_error(exc):
+            # nats-py would retry refused credentials forever: no retry can fix them.
+            if self._nc is None:
+                raise _CredentialsRefused(type(exc).__name__)  # ends connect() in _run
+            self._fail(BusDisconnected(f"NATS refused the credentials ({type(exc).__name__})"))
+            return
         if type(exc).__name__ == "SlowConsumerError":
             # NATS dropped messages we did not read in time: a hole, said so.
             sub = getattr(exc, "sid", None)
@@ -360,21 +390,15 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
             self._bad(msg, exc)
             return
         new_gateway = state.gateway != self._gateway_id
-        if new_gateway and self._gateway_id is not None and self._current is S.AUTHENTICATED:
-            # Another gateway took over before the old one's silence showed (a restart
-            # within three heartbeats): what the old one had not sent is lost all the same.
-            hole = ("gateway", self.metrics.last_message_ns, frozenset(self._book.wanted()))
-            if state.state == S.AUTHENTICATED.value:
-                self._publish_gap_for(hole[0], hole[1], time.time_ns(), hole[2])
-            elif self._hole is None:
-                self._hole = hole  # published when the new gateway's upstream is up
+        # Another gateway than the one we had: whatever the old one held is gone.
+        replaced = new_gateway and self._gateway_id is not None
         self._gateway, self._gateway_id = state, state.gateway
         self._gateway_seen = time.monotonic()
         if state.state == S.FAILED.value and state.error:
             self._outlet.log.log(
                 ("gateway-failed",), _W, "the gateway's upstream failed: %s", state.error
             )
-        self._set_state(reason="gateway" if new_gateway else "reconnect")
+        self._set_state(reason="gateway" if replaced else "reconnect")
         if new_gateway:  # a gateway (re)started: it knows nothing of us yet
             self._declared = None
             await self._declare()
@@ -423,7 +447,7 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
 
     # ------------------------------------------------------------------ state (bus thread)
 
-    def _set_state(self, reason: str = "gateway") -> None:
+    def _set_state(self, reason: str = "reconnect") -> None:
         """Work out the state from NATS and the gateway; publish a change (and gaps)."""
         if self._life.value in ("closed", "failed"):
             return
@@ -437,7 +461,10 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
             if upstream == S.AUTHENTICATED.value:
                 new, why = S.AUTHENTICATED, reason
             else:
-                new, why = (S.RECONNECTING if self._ever_up else S.CONNECTING), "reconnect"
+                # Its upstream is not up. A reconnect of the same gateway reports its own
+                # gap; a replaced gateway (restarted, or another one) does not: ours.
+                why = "gateway" if reason == "gateway" else "reconnect"
+                new = S.RECONNECTING if self._ever_up else S.CONNECTING
         old = self._current
         if new is old:
             return
@@ -516,6 +543,9 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
     async def _declare(self, refresh: bool = False) -> None:
         nc = self._nc
         if nc is None or not nc.is_connected:
+            if self._connecting is not None:
+                with contextlib.suppress(Exception):
+                    await self._connecting.close()
             return
         wanted = frozenset(self._book.wanted())
         if wanted == self._declared and not refresh:
@@ -570,19 +600,17 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         try:
             floor = info.ack_floor.stream_seq if info and info.ack_floor else 0
             if info is not None and self._jsub is None and info.num_ack_pending and floor:
-                # An earlier run stopped with messages fetched but not acknowledged:
-                # the server holds them back for ack_wait, and our first AckAll would
-                # acknowledge them unseen (lost). Start again after the last acked one.
+                # An earlier run stopped with messages fetched but not acknowledged
+                # (close() cancels a fetch in flight; a crash): the server holds them
+                # back for ack_wait, and our first AckAll would acknowledge them unseen.
+                # Start again right after the last acknowledged message instead.
                 await js.delete_consumer(stream, self.durable)
                 config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
                 config.opt_start_seq = floor + 1
-            elif info is not None:
-                # Resume it: the same durable, its delivery policy kept (immutable),
-                # the filters brought in line. nats-py has no update_consumer; the
-                # server's create is create-or-update for an existing durable.
+            elif info is not None:  # an update may not change where delivery starts
                 config.deliver_policy = info.config.deliver_policy
                 config.opt_start_seq = info.config.opt_start_seq
-            await js.add_consumer(stream, config)
+            await js.add_consumer(stream, config)  # creates, or updates the filters
         except Exception as exc:
             self._outlet.publish(
                 BusMessageError(stream, f"cannot set up the durable consumer: {exc!r}")
@@ -603,14 +631,20 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self._life.value in ("closed", "failed"):
+                    return
                 self._outlet.log.log(("pull", type(exc)), _W, "catch-up fetch failed: %r", exc)
                 await asyncio.sleep(0.2)
                 continue
             for msg in msgs:
                 self._deliver(msg)
             if msgs:
+                # AckPolicy.ALL: one ack covers the batch. Kept until it is sent, so a
+                # close() in between still acks what was delivered (no duplicate later).
+                self._to_ack = msgs[-1]
                 with contextlib.suppress(Exception):
-                    await msgs[-1].ack()  # AckPolicy.ALL: everything up to it is done
+                    await self._to_ack.ack()
+                self._to_ack = None
 
     # ------------------------------------------------------------------ data (bus thread)
 
@@ -649,6 +683,10 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
                 raise
             except Exception:
                 logger.exception("bus task %s raised", getattr(fn, "__name__", fn))
+
+
+class _CredentialsRefused(Exception):
+    """Raised from nats-py's error callback to end a connect that cannot succeed."""
 
 
 def _is_auth_error(exc: BaseException) -> bool:

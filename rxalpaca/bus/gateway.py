@@ -159,7 +159,11 @@ class Gateway:
         self.id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.heartbeat = heartbeat
         self.retention = retention
-        self.metrics = GatewayMetrics()
+        #: The gateway's own counters; ``metrics`` and ``endpoint`` are its client's, so
+        #: whatever reads a StreamClient (a dashboard, an exporter) reads a gateway too.
+        self.bus_metrics = GatewayMetrics()
+        self.metrics = self.client.metrics
+        self.endpoint = self.client.endpoint
         self._connect_kwargs = nats_connect_kwargs(nats, nats_options)
         self._connect_kwargs.setdefault("name", f"rxalpaca-gateway-{self.feed}")
         self._splitter = FrameSplitter(self.client.endpoint.family, self.subjects)
@@ -291,7 +295,7 @@ class Gateway:
             "leases": len(self._leases),
             "pairs_held": len(self._held),
             "pairs_refused": len(self._refused),
-            **vars(self.metrics),
+            **vars(self.bus_metrics),
         }
         return out
 
@@ -303,9 +307,9 @@ class Gateway:
         try:
             batch = self._splitter.split(item.payload)
         except msgspec.DecodeError:
-            self.metrics.bad_frames += 1  # the client reports it on its own errors
+            self.bus_metrics.bad_frames += 1  # the client reports it on its own errors
             return
-        self.metrics.frames_cut += 1
+        self.bus_metrics.frames_cut += 1
         if not batch:
             return
         self._out.append(batch)
@@ -325,7 +329,7 @@ class Gateway:
             await self._drain_out()
 
     async def _drain_out(self) -> None:
-        out, publish, m = self._out, self._nc.publish, self.metrics
+        out, publish, m = self._out, self._nc.publish, self.bus_metrics
         while out:
             for subject, payload in out.popleft():
                 try:
@@ -345,12 +349,12 @@ class Gateway:
         try:
             demand = decode_control(msg.data, Demand)
         except ValueError as exc:
-            self.metrics.bad_demands += 1
+            self.bus_metrics.bad_demands += 1
             self._log.log(
                 ("demand",), logging.WARNING, "ignored a malformed lease: %s", exc, exc_info=True
             )
             return
-        self.metrics.demands += 1
+        self.bus_metrics.demands += 1
         lease_s = min(max(demand.lease_s, 0.2), 3600.0)
         pairs = frozenset((ch, sym) for ch, sym in demand.pairs)
         self._leases[demand.client] = _Lease(pairs, time.monotonic() + lease_s)
@@ -370,7 +374,7 @@ class Gateway:
         gone = [c for c, lease in self._leases.items() if lease.expires < now]
         for c in gone:
             del self._leases[c]
-            self.metrics.leases_expired += 1
+            self.bus_metrics.leases_expired += 1
             logger.info("lease of %s expired", c)
         if gone:
             self._apply()
@@ -418,7 +422,7 @@ class Gateway:
         payload = encode_control(refusal)
         for client, lease in self._leases.items():
             if pair in lease.pairs:
-                self.metrics.refusals_sent += 1
+                self.bus_metrics.refusals_sent += 1
                 self._spawn(self._nc.publish(self.subjects.refused(client), payload))
 
     # ------------------------------------------------------------------ state (bus thread)

@@ -52,6 +52,7 @@ class NatsServer:
         routes: route URLs of other cluster members.
         name: the server's name (cluster members need distinct ones).
         jetstream: enable JetStream.
+        args: more command-line arguments (e.g. ``["--user", "u", "--pass", "p"]``).
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class NatsServer:
         name: str | None = None,
         jetstream: bool = True,
         cluster_name: str = "rxalpaca",
+        args: list[str] | None = None,
     ) -> None:
         self.port = port
         self.cluster_port = cluster_port
@@ -70,9 +72,10 @@ class NatsServer:
         self.name = name or f"n{os.getpid()}-{id(self):x}"
         self.jetstream = jetstream
         self.cluster_name = cluster_name
+        self.args = list(args or [])
         self._dir = tempfile.mkdtemp(prefix="rxalpaca-nats-")
         self._proc: subprocess.Popen[bytes] | None = None
-        self._reader: threading.Thread | None = None
+        self._reader = threading.Thread()
         self._log = bytearray()
 
     @property
@@ -114,6 +117,7 @@ class NatsServer:
             ]
             if self.routes:
                 args += ["--routes", ",".join(self.routes)]
+        args += self.args
         self._log.clear()
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         ready = threading.Event()
@@ -138,7 +142,8 @@ class NatsServer:
                 self._log += line
             if _READY in line:
                 ready.set()
-        ready.set()  # exited: start() reports the log
+        proc.stderr.close()  # EOF: the process exited
+        ready.set()  # start() reports the log if it was not ready yet
 
     def stop(self) -> None:
         """Stop the process (SIGTERM, then SIGKILL)."""
@@ -151,23 +156,15 @@ class NatsServer:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        self._release(proc)
+        self._reader.join(10)
 
     def kill(self) -> None:
         """SIGKILL: a crash, no goodbye to clients."""
         if self._proc is not None:
             self._proc.kill()
             self._proc.wait()
-            self._release(self._proc)
             self._proc = None
-
-    def _release(self, proc: subprocess.Popen[bytes]) -> None:
-        # The reader sees EOF once the process is gone; then its pipe can close
-        # (left to the garbage collector it is a ResourceWarning, an error in tests).
-        if self._reader is not None:
-            self._reader.join(5)
-        if proc.stderr is not None:
-            proc.stderr.close()
+            self._reader.join(10)
 
     def restart(self) -> Self:
         """Stop and start again on the same ports (JetStream data kept)."""
