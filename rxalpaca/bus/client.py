@@ -543,9 +543,8 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
     async def _declare(self, refresh: bool = False) -> None:
         nc = self._nc
         if nc is None or not nc.is_connected:
-            if self._connecting is not None:
-                with contextlib.suppress(Exception):
-                    await self._connecting.close()
+            # Not now (NATS reconnects by itself; _on_reconnected declares). Never close
+            # the client here: it is self._nc, and a closed one never reconnects.
             return
         wanted = frozenset(self._book.wanted())
         if wanted == self._declared and not refresh:
