@@ -47,6 +47,7 @@ import logging
 import os
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, Literal, Never, TypedDict, Unpack, overload
 
 from reactivex.subject import Subject
@@ -202,6 +203,7 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         self._jsub: Any = None  # the durable pull subscription
         self._to_ack: Any = None  # the last delivered, not yet acknowledged, catch-up message
         self._jfilters: frozenset[str] = frozenset()
+        self._slow: dict[Any, _SlowHole] = {}  # subscription id -> its open hole
         self._frames: Subject[Frame | FrameError] = Subject()
         self._frames.pipe(
             pipeline(self._codec, self.metrics, self._router, DEFAULT_MAX_MESSAGE_BYTES),
@@ -367,17 +369,26 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
             self._fail(BusDisconnected(f"NATS refused the credentials ({type(exc).__name__})"))
             return
         if type(exc).__name__ == "SlowConsumerError":
-            # NATS dropped messages we did not read in time: a hole, said so.
-            sub = getattr(exc, "sid", None)
+            # nats-py dropped a message of a subscription whose buffer was full: a hole
+            # in that subscription's data, after the messages still buffered. Said once
+            # on errors when it opens; its Gap goes out once those buffered messages
+            # are delivered (_deliver): right after the last record before the hole.
+            sub = getattr(exc, "sub", None)
+            sid = getattr(exc, "sid", None)
+            queued = sub.pending_msgs if sub is not None else 0
+            hole = self._slow.get(sid)
+            if hole is not None:
+                hole.queued = queued  # more dropped: the hole ends later
+                return
+            hole = self._slow[sid] = _SlowHole(queued, str(getattr(sub, "subject", "")))
             self._outlet.log.log(
-                ("slow",), _W, "messages dropped: this consumer is too slow (sub %s)", sub
+                ("slow",), _W, "messages dropped: this consumer is too slow (%s)", hole.filter
             )
             self._outlet.publish(
-                BusMessageError(str(getattr(exc, "subject", "")), "slow consumer: dropped")
+                BusMessageError(str(getattr(exc, "subject", "")), "slow consumer: dropping")
             )
-            now = time.time_ns()
-            pairs = frozenset(self._book.wanted())
-            self._publish_gap_for("slow consumer", self.metrics.last_message_ns, now, pairs)
+            if queued <= 0:
+                self._slow_hole_ends(sid, hole)
             return
         self._outlet.log.log(("nats", type(exc)), _W, "NATS: %r", exc)
 
@@ -654,6 +665,24 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         data: bytes = msg.data
         opcode = Opcode.TEXT if data[:1] == b"[" else Opcode.BINARY
         self._frames.on_next(Frame(data, opcode, True, time.time_ns()))
+        if self._slow:
+            sid = getattr(msg, "_sid", None)
+            hole = self._slow.get(sid)
+            if hole is not None:
+                hole.queued -= 1  # buffered before the drop: before the hole
+                if hole.queued <= 0:
+                    self._slow_hole_ends(sid, hole)
+
+    def _slow_hole_ends(self, sid: Any, hole: _SlowHole) -> None:
+        """Everything before the hole is delivered: publish its Gap (next: after it)."""
+        del self._slow[sid]
+        s = self.subjects
+        pairs = frozenset(
+            (ch, sym)
+            for ch, sym in self._book.wanted()
+            if hole.filter in (s.data_filter(ch, sym), s.data_filter(ch, "*"))
+        )
+        self._publish_gap_for("slow consumer", self.metrics.last_message_ns, time.time_ns(), pairs)
 
     def _on_control(self, item: object) -> None:
         # Only data travels on data subjects: anything else is a bad bus message.
@@ -682,6 +711,14 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
                 raise
             except Exception:
                 logger.exception("bus task %s raised", getattr(fn, "__name__", fn))
+
+
+@dataclass
+class _SlowHole:
+    """Messages nats-py dropped on one subscription (bus thread only)."""
+
+    queued: int  # messages buffered before the latest drop: delivered before the hole
+    filter: str  # the subscription's subject
 
 
 class _CredentialsRefused(Exception):
