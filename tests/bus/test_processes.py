@@ -616,7 +616,7 @@ def test_consumers_fail_over_when_their_cluster_node_stops(
     for n, c in consumers.items():
         _, up = c.event("state", state="authenticated")
         assert up["server"] == (n2 if "2" in n else n3)
-    handle = alpaca.start_market(market(["AAPL", "MSFT"], 1500, 6000, seed=3))
+    handle = alpaca.start_market(market(["AAPL", "MSFT"], 2000, 4000, seed=3))
     on2 = [consumers["on2a"], consumers["on2b"]]
     for c in on2:
         c.wait(lambda c=c: c.count >= 200, "200 records")  # type: ignore[misc]
