@@ -45,7 +45,19 @@ def _vm_kb(field: str) -> int:
 class Sink:
     """The per-message work every client does, and the clock around it."""
 
-    __slots__ = ("bars", "done", "first", "last", "lat", "n", "phases", "quotes", "total")
+    __slots__ = (
+        "bars",
+        "cpu_first",
+        "cpu_last",
+        "done",
+        "first",
+        "last",
+        "lat",
+        "n",
+        "phases",
+        "quotes",
+        "total",
+    )
 
     def __init__(self, total: int) -> None:
         self.total = total
@@ -53,6 +65,8 @@ class Sink:
         # An array, not a list: samples must not add int objects to the peak RSS measured.
         self.lat = array("q")
         self.first = self.last = 0.0
+        #: This process's CPU time (every thread) at the first and the last message.
+        self.cpu_first = self.cpu_last = 0.0
         self.done = threading.Event()
         #: VmRSS (kB) after the imports and at the first data message (connected,
         #: authenticated, every subscription acknowledged), and the threads then (rss.py).
@@ -61,11 +75,13 @@ class Sink:
     def started(self) -> None:
         """The first data message: the subscribed, idle client's footprint."""
         self.first = time.perf_counter()
+        self.cpu_first = time.process_time()
         self.phases["first_message_kb"] = _vm_kb("VmRSS")
         self.phases["threads"] = threading.active_count()
 
     def finish(self) -> None:
         self.last = time.perf_counter()
+        self.cpu_last = time.process_time()
         self.done.set()
 
     def result(self, client: str, cfg: dict[str, Any]) -> Result:
@@ -81,6 +97,7 @@ class Sink:
             "ok": counts == cfg["expected"],
             "elapsed_s": elapsed,
             "rate": (self.n - 1) / elapsed if elapsed > 0 else 0.0,
+            "cpu_s": self.cpu_last - self.cpu_first,
             "lat_ns": self.lat.tolist(),
             "vmhwm_kb": hwm,
             "vmrss_kb": rss,

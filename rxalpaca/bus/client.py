@@ -321,12 +321,17 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
     async def _shutdown(self) -> None:
         for task in self._tasks:
             task.cancel()
-        nc = self._nc
-        if nc is None or not nc.is_connected:
-            if self._connecting is not None:
-                with contextlib.suppress(Exception):
-                    await self._connecting.close()
+        # Connected, connecting or reconnecting: it is closed either way (a client left
+        # reconnecting would keep its sockets and tasks).
+        nc = self._nc or self._connecting
+        if nc is None:
             return
+        if nc.is_connected:
+            await self._goodbye(nc)
+        with contextlib.suppress(Exception):
+            await nc.close()
+
+    async def _goodbye(self, nc: Any) -> None:
         if self.durable is None:
             with contextlib.suppress(Exception):
                 # An empty lease: the gateway releases our pairs now, not at expiry. A
@@ -344,8 +349,6 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
                 await self._jsub.unsubscribe()
         with contextlib.suppress(Exception):
             await nc.flush(timeout=2)
-        with contextlib.suppress(Exception):
-            await nc.close()
 
     async def _on_disconnected(self) -> None:
         self._nats_up = False

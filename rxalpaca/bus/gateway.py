@@ -69,6 +69,8 @@ from .wire import (
     Refusal,
     decode_control,
     encode_control,
+    encode_group,
+    merge_groups,
 )
 
 __all__ = ["Gateway", "Retention"]
@@ -76,6 +78,12 @@ __all__ = ["Gateway", "Retention"]
 logger = logging.getLogger("rxalpaca.bus")
 
 _Pair = tuple[str, str]
+#: A frame cut for the bus: JSON or not, its size, its messages per subject.
+_Cut = tuple[bool, int, dict[str, list[msgspec.Raw]]]
+
+#: Queued frames are joined until their sizes add up to this (so a joined payload stays
+#: well below NATS's 1 MB max_payload unless one frame alone is that big).
+_MAX_JOINED_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -174,9 +182,9 @@ class Gateway:
         self._refused: dict[_Pair, Refusal] = {}
         self._nc: Any = None
         self._tasks: list[asyncio.Task[None]] = []
-        # Socket thread → bus thread: batches of (subject, payload), and whether the
-        # bus thread has been woken for them already.
-        self._out: collections.deque[list[tuple[str, bytes]]] = collections.deque()
+        # Socket thread → bus thread: each frame's messages per subject (JSON or not),
+        # and whether the bus thread has been woken for them already.
+        self._out: collections.deque[_Cut] = collections.deque()
         self._armed = False
         self._wake: asyncio.Event | None = None
         self._lt: LoopThread | None = None
@@ -305,14 +313,14 @@ class Gateway:
         if not isinstance(item, Frame) or item.opcode not in DATA_OPCODES:
             return
         try:
-            batch = self._splitter.split(item.payload)
+            is_json, groups = self._splitter.groups(item.payload)
         except msgspec.DecodeError:
             self.bus_metrics.bad_frames += 1  # the client reports it on its own errors
             return
         self.bus_metrics.frames_cut += 1
-        if not batch:
+        if not groups:
             return
-        self._out.append(batch)
+        self._out.append((is_json, len(item.payload), groups))
         if not self._armed:
             self._armed = True
             wake, lt = self._wake, self._lt
@@ -329,9 +337,19 @@ class Gateway:
             await self._drain_out()
 
     async def _drain_out(self) -> None:
+        """Publish everything queued: the frames that queued up while the bus thread was
+        busy go out as one message per subject (their messages joined in wire order),
+        so a burst costs one publish per subject, not one per subject per frame — the
+        bus batches more when it is slower, as Alpaca's server does (§6)."""
         out, publish, m = self._out, self._nc.publish, self.bus_metrics
         while out:
-            for subject, payload in out.popleft():
+            is_json, size, merged = out.popleft()
+            while out and size < _MAX_JOINED_BYTES and out[0][0] == is_json:
+                _, more, groups = out.popleft()
+                merge_groups(merged, groups)
+                size += more
+            for subject, group in merged.items():
+                payload = encode_group(is_json, group)
                 try:
                     await publish(subject, payload)
                 except Exception as exc:  # buffer full while NATS reconnects, too large …

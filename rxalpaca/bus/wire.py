@@ -32,6 +32,8 @@ __all__ = [
     "Refusal",
     "decode_control",
     "encode_control",
+    "encode_group",
+    "merge_groups",
 ]
 
 #: The version of the control messages below; a consumer ignores newer majors loudly.
@@ -76,6 +78,17 @@ class FrameSplitter:
         Raises:
             msgspec.DecodeError: the frame is not an array (the caller counts it).
         """
+        is_json, groups = self.groups(payload)
+        return [(s, encode_group(is_json, g)) for s, g in groups.items()]
+
+    def groups(self, payload: bytes | str) -> tuple[bool, dict[str, list[msgspec.Raw]]]:
+        """The frame's data messages per subject, in wire order, still undecoded;
+        and whether the frame is JSON. :func:`encode_group` makes a group a payload —
+        after :func:`merge_groups` has joined the groups of several frames, if wanted.
+
+        Raises:
+            msgspec.DecodeError: the frame is not an array (the caller counts it).
+        """
         if isinstance(payload, str):
             payload = payload.encode()
         is_json = bool(payload) and payload[0] in JSON_ARRAY_LEADS
@@ -107,9 +120,24 @@ class FrameSplitter:
                 groups[subject] = [raw]
             else:
                 group.append(raw)
-        if is_json:
-            return [(s, b"[" + b",".join(g) + b"]") for s, g in groups.items()]
-        return [(s, _msgpack_array_header(len(g)) + b"".join(g)) for s, g in groups.items()]
+        return is_json, groups
+
+
+def merge_groups(into: dict[str, list[msgspec.Raw]], later: dict[str, list[msgspec.Raw]]) -> None:
+    """Append a later frame's groups to ``into``, per subject (order kept within each)."""
+    for subject, group in later.items():
+        have = into.get(subject)
+        if have is None:
+            into[subject] = group
+        else:
+            have.extend(group)
+
+
+def encode_group(is_json: bool, group: list[msgspec.Raw]) -> bytes:
+    """One subject's messages as one array in the frame's encoding (a bus payload)."""
+    if is_json:
+        return b"[" + b",".join(group) + b"]"
+    return _msgpack_array_header(len(group)) + b"".join(group)
 
 
 def _msgpack_array_header(n: int) -> bytes:

@@ -400,3 +400,27 @@ def test_a_gateway_replaced_at_once_still_marks_one_gap(
     bus.alpaca.publish([quote("AAPL", 1)])
     got.wait_for(1)
     assert [g.reason for g in gaps] == ["gateway"]
+
+
+def test_closing_while_nats_is_down_ends_the_client(
+    alpaca_server: AlpacaStreamServer,
+) -> None:
+    import gc
+
+    with NatsServer() as own:
+        b = Bus(own, alpaca_server, "down")
+        try:
+            b.gateway()
+            client = b.client()
+            states = States(client)
+            client.quotes("AAPL").subscribe(lambda _: None)
+            states.wait(lambda seen: seen[-1] is S.AUTHENTICATED)
+            own.stop()
+            states.wait(lambda seen: seen[-1] is S.RECONNECTING)
+            client.close()
+            assert states.seen[-1] is S.CLOSED
+            bus_threads = [t for t in threading.enumerate() if t.name == "rxalpaca-bus"]
+            assert bus_threads == []  # the bus thread ended with the client
+            gc.collect()  # an unclosed socket would warn here (warnings are errors)
+        finally:
+            b.close()
