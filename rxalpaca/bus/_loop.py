@@ -37,7 +37,9 @@ class NatsOptions(TypedDict, total=False):
     Keys: ``user``/``password``, ``token``, ``nkeys_seed`` (a file), ``user_credentials``
     (a ``.creds`` file), ``tls`` (an ``ssl.SSLContext``; ``tls://`` URLs use one by
     default), ``tls_hostname``, ``name``, ``connect_timeout``, ``reconnect_time_wait``,
-    ``max_reconnect_attempts``, ``pending_size``, ``inbox_prefix``.
+    ``max_reconnect_attempts``, ``pending_size``, ``inbox_prefix``, ``dont_randomize``
+    (try the servers in the order given: a client that should prefer its nearest
+    cluster node lists it first).
     """
 
     user: str
@@ -53,6 +55,7 @@ class NatsOptions(TypedDict, total=False):
     max_reconnect_attempts: int
     pending_size: int
     inbox_prefix: str
+    dont_randomize: bool
 
 
 _PASS_THROUGH = frozenset(NatsOptions.__annotations__)

@@ -47,6 +47,7 @@ import logging
 import os
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, Literal, Never, TypedDict, Unpack, overload
 
 from reactivex.subject import Subject
@@ -202,6 +203,7 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         self._jsub: Any = None  # the durable pull subscription
         self._to_ack: Any = None  # the last delivered, not yet acknowledged, catch-up message
         self._jfilters: frozenset[str] = frozenset()
+        self._slow: dict[Any, _SlowHole] = {}  # subscription id -> its open hole
         self._frames: Subject[Frame | FrameError] = Subject()
         self._frames.pipe(
             pipeline(self._codec, self.metrics, self._router, DEFAULT_MAX_MESSAGE_BYTES),
@@ -370,17 +372,26 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
             self._fail(BusDisconnected(f"NATS refused the credentials ({type(exc).__name__})"))
             return
         if type(exc).__name__ == "SlowConsumerError":
-            # NATS dropped messages we did not read in time: a hole, said so.
-            sub = getattr(exc, "sid", None)
+            # nats-py dropped a message of a subscription whose buffer was full: a hole
+            # in that subscription's data, after the messages still buffered. Said once
+            # on errors when it opens; its Gap goes out once those buffered messages
+            # are delivered (_deliver): right after the last record before the hole.
+            sub = getattr(exc, "sub", None)
+            sid = getattr(exc, "sid", None)
+            queued = sub.pending_msgs if sub is not None else 0
+            hole = self._slow.get(sid)
+            if hole is not None:
+                hole.queued = queued  # more dropped: the hole ends later
+                return
+            hole = self._slow[sid] = _SlowHole(queued, str(getattr(sub, "subject", "")))
             self._outlet.log.log(
-                ("slow",), _W, "messages dropped: this consumer is too slow (sub %s)", sub
+                ("slow",), _W, "messages dropped: this consumer is too slow (%s)", hole.filter
             )
             self._outlet.publish(
-                BusMessageError(str(getattr(exc, "subject", "")), "slow consumer: dropped")
+                BusMessageError(str(getattr(exc, "subject", "")), "slow consumer: dropping")
             )
-            now = time.time_ns()
-            pairs = frozenset(self._book.wanted())
-            self._publish_gap_for("slow consumer", self.metrics.last_message_ns, now, pairs)
+            if queued <= 0:
+                self._slow_hole_ends(sid, hole)
             return
         self._outlet.log.log(("nats", type(exc)), _W, "NATS: %r", exc)
 
@@ -546,9 +557,8 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
     async def _declare(self, refresh: bool = False) -> None:
         nc = self._nc
         if nc is None or not nc.is_connected:
-            if self._connecting is not None:
-                with contextlib.suppress(Exception):
-                    await self._connecting.close()
+            # Not now (NATS reconnects by itself; _on_reconnected declares). Never close
+            # the client here: it is self._nc, and a closed one never reconnects.
             return
         wanted = frozenset(self._book.wanted())
         if wanted == self._declared and not refresh:
@@ -601,8 +611,18 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         except Exception:
             info = None
         try:
-            if info is not None:  # an update may not change where delivery starts
+            floor = info.ack_floor.stream_seq if info and info.ack_floor else 0
+            if info is not None and self._jsub is None and info.num_ack_pending and floor:
+                # An earlier run stopped with messages fetched but not acknowledged
+                # (close() cancels a fetch in flight; a crash): the server holds them
+                # back for ack_wait, and our first AckAll would acknowledge them unseen.
+                # Start again right after the last acknowledged message instead.
+                await js.delete_consumer(stream, self.durable)
+                config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+                config.opt_start_seq = floor + 1
+            elif info is not None:  # an update may not change where delivery starts
                 config.deliver_policy = info.config.deliver_policy
+                config.opt_start_seq = info.config.opt_start_seq
             await js.add_consumer(stream, config)  # creates, or updates the filters
         except Exception as exc:
             self._outlet.publish(
@@ -648,6 +668,24 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         data: bytes = msg.data
         opcode = Opcode.TEXT if data[:1] == b"[" else Opcode.BINARY
         self._frames.on_next(Frame(data, opcode, True, time.time_ns()))
+        if self._slow:
+            sid = getattr(msg, "_sid", None)
+            hole = self._slow.get(sid)
+            if hole is not None:
+                hole.queued -= 1  # buffered before the drop: before the hole
+                if hole.queued <= 0:
+                    self._slow_hole_ends(sid, hole)
+
+    def _slow_hole_ends(self, sid: Any, hole: _SlowHole) -> None:
+        """Everything before the hole is delivered: publish its Gap (next: after it)."""
+        del self._slow[sid]
+        s = self.subjects
+        pairs = frozenset(
+            (ch, sym)
+            for ch, sym in self._book.wanted()
+            if hole.filter in (s.data_filter(ch, sym), s.data_filter(ch, "*"))
+        )
+        self._publish_gap_for("slow consumer", self.metrics.last_message_ns, time.time_ns(), pairs)
 
     def _on_control(self, item: object) -> None:
         # Only data travels on data subjects: anything else is a bad bus message.
@@ -676,6 +714,14 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
                 raise
             except Exception:
                 logger.exception("bus task %s raised", getattr(fn, "__name__", fn))
+
+
+@dataclass
+class _SlowHole:
+    """Messages nats-py dropped on one subscription (bus thread only)."""
+
+    queued: int  # messages buffered before the latest drop: delivered before the hole
+    filter: str  # the subscription's subject
 
 
 class _CredentialsRefused(Exception):

@@ -58,6 +58,7 @@ from ..feeds import Channel
 from ..frames import DATA_OPCODES, DEFAULT_MAX_MESSAGE_BYTES, Frame
 from ..models import Gap
 from ..options import ClientOptions
+from ..protocol import ConnectionState
 from ._loop import LoopThread, NatsOptions, nats_connect_kwargs, require_nats
 from .subjects import DEFAULT_PREFIX, Subjects
 from .wire import (
@@ -217,7 +218,9 @@ class Gateway:
         max_bytes = DEFAULT_MAX_MESSAGE_BYTES
         self._hooks = [
             client.frames.pipe(ops.reassemble(max_bytes)).subscribe(self._on_frame),
-            client.state.subscribe(lambda s: self._soon(self._publish_state)),
+            # Each transition as it happened: read later on the bus thread, a quick
+            # reconnecting → authenticated would show twice as authenticated.
+            client.state.subscribe(lambda s: self._soon(self._publish_state, s)),
             client.gaps.subscribe(lambda g: self._soon(self._publish_gap, g)),
         ]
         return self
@@ -442,7 +445,7 @@ class Gateway:
 
     # ------------------------------------------------------------------ state (bus thread)
 
-    def _publish_state(self) -> None:
+    def _publish_state(self, current: ConnectionState | None = None) -> None:
         if self._nc is None or self._closed.is_set():
             return
         client = self.client
@@ -450,7 +453,7 @@ class Gateway:
         state = GatewayState(
             gateway=self.id,
             feed=self.feed,
-            state=client.current_state.value,
+            state=(current if current is not None else client.current_state).value,
             encoding=client.encoding,
             heartbeat_s=self.heartbeat,
             error=f"{type(error).__name__}: {error}" if error is not None else None,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -177,9 +178,33 @@ class NatsServer:
 
     @classmethod
     def cluster(cls, size: int = 3) -> list[NatsServer]:
-        """``size`` started servers routed to each other (a cluster on 127.0.0.1)."""
-        first = cls(cluster_port=0, name="node1").start()
-        nodes = [first]
-        for i in range(2, size + 1):
-            nodes.append(cls(cluster_port=0, routes=[first.route_url], name=f"node{i}").start())
+        """``size`` started servers routed to each other (a cluster on 127.0.0.1).
+
+        Every node is given every other node's route (a clustered JetStream will not
+        start without configured routes), so the cluster ports are chosen up front.
+        """
+        ports = _free_ports(size)
+        urls = [f"nats://127.0.0.1:{p}" for p in ports]
+        nodes: list[NatsServer] = []
+        try:
+            for i, port in enumerate(ports):
+                others = urls[:i] + urls[i + 1 :]
+                node = cls(cluster_port=port, routes=others, name=f"node{i + 1}")
+                nodes.append(node.start())
+        except BaseException:
+            for node in nodes:
+                node.__exit__(None, None, None)
+            raise
         return nodes
+
+
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free right now on 127.0.0.1 (all held open while choosing)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
