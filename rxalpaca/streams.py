@@ -183,9 +183,23 @@ class Stream(Observable[_T]):
         self._owner = owner
         self._what = what  # e.g. "quotes('AAPL')", for the refusal's example
 
-    # At run time only: type checkers keep Observable's typed overloads of pipe and
-    # subscribe, which these accept unchanged.
-    if not TYPE_CHECKING:
+    # pipe: at run time only, so type checkers keep Observable's typed overloads (after
+    # a pipe they see a plain Observable, whose subscribe takes no coroutine function:
+    # end such a pipeline with ops.on_loop() to keep the types).
+    if TYPE_CHECKING:
+
+        def subscribe(
+            self,
+            on_next: abc.ObserverBase[_T] | Callable[[_T], object] | None = None,
+            on_error: Callable[[Exception], object] | None = None,
+            on_completed: Callable[[], object] | None = None,
+            *,
+            scheduler: abc.SchedulerBase | None = None,
+        ) -> abc.DisposableBase:
+            """As ``Observable.subscribe``; ``async def`` callbacks run on an event loop."""
+            ...
+
+    else:
 
         def pipe(self, *operators: Callable[[Any], Any]) -> Any:
             """As ``Observable.pipe``; an Observable result is a :class:`Stream` again."""
@@ -532,51 +546,51 @@ class Streams(Generic[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
 
     # ---- typed streams
 
-    def trades(self, *symbols: str | Iterable[str]) -> Observable[TradeT]:
+    def trades(self, *symbols: str | Iterable[str]) -> Stream[TradeT]:
         """Trades of ``symbols`` (``"*"``: every symbol; a list counts as its symbols)."""
         return self._stream(Channel.TRADES, symbols)
 
-    def quotes(self, *symbols: str | Iterable[str]) -> Observable[QuoteT]:
+    def quotes(self, *symbols: str | Iterable[str]) -> Stream[QuoteT]:
         """Quotes of ``symbols``."""
         return self._stream(Channel.QUOTES, symbols)
 
-    def bars(self, *symbols: str | Iterable[str]) -> Observable[BarT]:
+    def bars(self, *symbols: str | Iterable[str]) -> Stream[BarT]:
         """Minute bars of ``symbols``."""
         return self._stream(Channel.BARS, symbols)
 
-    def daily_bars(self, *symbols: str | Iterable[str]) -> Observable[DailyBarT]:
+    def daily_bars(self, *symbols: str | Iterable[str]) -> Stream[DailyBarT]:
         """Running daily bars."""
         return self._stream(Channel.DAILY_BARS, symbols)
 
-    def updated_bars(self, *symbols: str | Iterable[str]) -> Observable[UpdatedBarT]:
+    def updated_bars(self, *symbols: str | Iterable[str]) -> Stream[UpdatedBarT]:
         """Minute bars corrected after late trades."""
         return self._stream(Channel.UPDATED_BARS, symbols)
 
-    def statuses(self, *symbols: str | Iterable[str]) -> Observable[models.TradingStatus]:
+    def statuses(self, *symbols: str | Iterable[str]) -> Stream[models.TradingStatus]:
         """Trading statuses (halts, resumptions)."""
         return self._stream(Channel.STATUSES, symbols)
 
-    def lulds(self, *symbols: str | Iterable[str]) -> Observable[models.Luld]:
+    def lulds(self, *symbols: str | Iterable[str]) -> Stream[models.Luld]:
         """Limit up / limit down bands."""
         return self._stream(Channel.LULDS, symbols)
 
-    def imbalances(self, *symbols: str | Iterable[str]) -> Observable[models.Imbalance]:
+    def imbalances(self, *symbols: str | Iterable[str]) -> Stream[models.Imbalance]:
         """Order imbalances."""
         return self._stream(Channel.IMBALANCES, symbols)
 
-    def corrections(self, *symbols: str | Iterable[str]) -> Observable[models.Correction]:
+    def corrections(self, *symbols: str | Iterable[str]) -> Stream[models.Correction]:
         """Trade corrections (the server sends them with ``trades``)."""
         return self._stream(Channel.CORRECTIONS, symbols)
 
-    def cancel_errors(self, *symbols: str | Iterable[str]) -> Observable[models.CancelError]:
+    def cancel_errors(self, *symbols: str | Iterable[str]) -> Stream[models.CancelError]:
         """Trade cancels and errors (the server sends them with ``trades``)."""
         return self._stream(Channel.CANCEL_ERRORS, symbols)
 
-    def orderbooks(self, *symbols: str | Iterable[str]) -> Observable[models.OrderBook]:
+    def orderbooks(self, *symbols: str | Iterable[str]) -> Stream[models.OrderBook]:
         """Crypto order-book snapshots (``reset``) and updates."""
         return self._stream(Channel.ORDERBOOKS, symbols)
 
-    def news(self, *symbols: str | Iterable[str]) -> Observable[models.News]:
+    def news(self, *symbols: str | Iterable[str]) -> Stream[models.News]:
         """News articles mentioning ``symbols`` (``"*"``: all, including untagged ones)."""
         return self._stream(Channel.NEWS, symbols)
 
@@ -589,9 +603,7 @@ class Streams(Generic[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
 
     # ---- demand
 
-    def _stream(
-        self, channel: Channel, symbols: tuple[str | Iterable[str], ...]
-    ) -> Observable[Any]:
+    def _stream(self, channel: Channel, symbols: tuple[str | Iterable[str], ...]) -> Stream[Any]:
         if channel not in self.endpoint.channels:
             raise ConfigurationError(
                 f"{self.endpoint.feed} has no {channel.value!r} channel; it has "
