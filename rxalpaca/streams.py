@@ -34,6 +34,7 @@ import contextlib
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
@@ -76,6 +77,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger("rxalpaca")
+_SLICE = 0.1  # seconds: how soon wait() on the main thread notices Ctrl-C
 _T = TypeVar("_T")
 
 
@@ -394,7 +396,7 @@ class Streams(Generic[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
             StreamError: the fatal error that ended the client (e.g. bad credentials).
         """
         try:
-            ended = self._ended.wait(timeout)
+            ended = self._wait_ended(timeout)
         except KeyboardInterrupt:
             logger.info("interrupted: closing")
             self.close()
@@ -402,6 +404,20 @@ class Streams(Generic[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         if ended and self._life is Lifecycle.FAILED and self._ended_by is not None:
             raise self._ended_by
         return ended
+
+    def _wait_ended(self, timeout: float | None) -> bool:
+        if threading.current_thread() is not threading.main_thread():
+            return self._ended.wait(timeout)
+        # The main thread waits in slices: a SIGINT that the kernel delivers to another
+        # thread (the socket thread, say) only raises KeyboardInterrupt here once the
+        # main thread runs bytecode again, which one long wait would postpone for ever.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
+            if self._ended.wait(max(left, 0.0)):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
 
     def run(self) -> None:
         """Connect and stream until ``close()``, a fatal error (raised) or Ctrl-C.
