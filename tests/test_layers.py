@@ -37,6 +37,7 @@ LAYER = {
     "client": 5,
     "testing": 1,  # beside the sans-I/O core; its own imports are checked apart
     "aio": 6,
+    "compat": 6,  # alpaca-py's streaming classes over StreamClient
     "cli": 6,
     "contrib": 6,
     "__main__": 7,
