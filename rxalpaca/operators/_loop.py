@@ -30,7 +30,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
@@ -44,6 +44,7 @@ __all__ = [
     "NEXT",
     "STOPPED",
     "Handover",
+    "LoopObservable",
     "deliver_on_loop",
     "is_async_callable",
     "on_loop",
@@ -338,12 +339,33 @@ def deliver_on_loop(
     return Disposable(dispose)
 
 
+class LoopObservable(Observable[_T]):
+    """What ``on_loop`` returns: an Observable whose ``subscribe`` takes ``async def`` too.
+
+    The same at run time; for type checkers, its callbacks may return anything (a
+    coroutine, above all), where ``Observable.subscribe`` wants ``None``.
+    """
+
+    if TYPE_CHECKING:
+
+        def subscribe(
+            self,
+            on_next: abc.ObserverBase[_T] | Callable[[_T], object] | None = None,
+            on_error: Callable[[Exception], object] | None = None,
+            on_completed: Callable[[], object] | None = None,
+            *,
+            scheduler: abc.SchedulerBase | None = None,
+        ) -> abc.DisposableBase:
+            """As ``Observable.subscribe``; ``async def`` callbacks are awaited."""
+            ...
+
+
 def on_loop(
     loop: asyncio.AbstractEventLoop | None = None,
     size: int = 1024,
     overflow: OverflowPolicy = "drop_oldest",
     on_overflow: Callable[[int], None] | None = None,
-) -> Callable[[Observable[_T]], Observable[_T]]:
+) -> Callable[[Observable[_T]], LoopObservable[_T]]:
     """Deliver on an asyncio ``loop``; ``async def`` observers are awaited, in order.
 
     The last operator of a pipeline whose observer lives in asyncio code::
@@ -372,7 +394,7 @@ def on_loop(
     """
     _check(size, overflow)
 
-    def operator(source: Observable[_T]) -> Observable[_T]:
+    def operator(source: Observable[_T]) -> LoopObservable[_T]:
         def subscribe(
             observer: abc.ObserverBase[_T], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
@@ -386,6 +408,6 @@ def on_loop(
                 scheduler=scheduler,
             )
 
-        return Observable(subscribe)
+        return LoopObservable(subscribe)
 
     return operator
