@@ -38,6 +38,7 @@ LAYER = {
     "testing": 1,  # beside the sans-I/O core; its own imports are checked apart
     "aio": 6,
     "compat": 6,  # alpaca-py's streaming classes over StreamClient
+    "notebook": 6,  # live views for Jupyter (IPython display handles)
     "cli": 6,
     "contrib": 6,
     "__main__": 7,
