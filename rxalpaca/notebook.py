@@ -10,8 +10,9 @@ one — from a render thread, at most every ``interval`` seconds::
     live_table(client.quotes("AAPL", "MSFT"), columns=["bid_price", "ask_price"])
     live_log(client.trades("AAPL"), lines=10)
 
-Needs IPython (``pip install "rxalpaca[notebook]"``; Jupyter has it). Outside a
-notebook the same calls print plain text through IPython's display machinery.
+Needs IPython (``pip install "rxalpaca[notebook]"``; Jupyter has it). Outside
+IPython there is no output to update: the view prints its text once, when the
+stream ends or ``stop()`` is called.
 
 Threading: the source's thread (the socket thread) only stores the latest records
 under ``LiveView._lock`` and sets ``_dirty``; one daemon thread per view
@@ -40,14 +41,18 @@ __all__ = ["LiveView", "live_log", "live_table"]
 _HIDDEN = frozenset({"raw_time", "received_ns"})
 
 
-def _display() -> Callable[..., Any]:
+def _open_output(obj: object) -> Any:
+    """A display handle showing ``obj`` in the running cell; ``None`` outside IPython."""
     try:
+        from IPython.core.interactiveshell import InteractiveShell  # noqa: PLC0415
         from IPython.display import display  # noqa: PLC0415 - optional dependency
     except ImportError:
         raise ConfigurationError(
             'live views need IPython: pip install "rxalpaca[notebook]" (Jupyter has it)'
         ) from None
-    return display
+    if not InteractiveShell.initialized():
+        return None
+    return display(obj, display_id=True)  # type: ignore[no-untyped-call]
 
 
 def default_columns(record: Any) -> list[str]:
@@ -107,12 +112,14 @@ class LiveView:
             raise ConfigurationError(f"rows must be 'latest' or 'log', not {rows!r}")
         if interval <= 0 or lines < 1:
             raise ConfigurationError("interval must be > 0 and lines >= 1")
-        display = _display()
         self.title = title
         self.interval = interval
         self._rows = rows
         self._key = key or _symbol
         self._columns: list[str] | None = list(columns) if columns is not None else None
+        by_symbol = rows == "latest" and key is None
+        if self._columns is not None and by_symbol and "symbol" not in self._columns:
+            self._columns.insert(0, "symbol")  # a row per symbol says which
         self._lock = threading.Lock()  # guards everything below, up to _dirty
         self._latest: dict[Hashable, Any] = {}
         self._log: collections.deque[Any] = collections.deque(maxlen=lines)
@@ -122,7 +129,7 @@ class LiveView:
         self._dirty = threading.Event()  # something to render
         self._stopped = threading.Event()
         self._output = _Output(self)  # what the handle shows; see _ipython_display_
-        self._handle = display(self._output, display_id=True)
+        self._handle = _open_output(self._output)
         self._thread = threading.Thread(target=self._render_loop, name="rxalpaca-display")
         self._thread.daemon = True
         self._thread.start()
@@ -159,12 +166,19 @@ class LiveView:
             self._dirty.clear()
             if self._stopped.is_set():
                 break
-            self._handle.update(self._output)
             with self._lock:
-                if self._ended:
-                    return
+                ended = self._ended
+            self._show(final=ended)
+            if ended:
+                return
             self._stopped.wait(self.interval)  # the rate limit, cut short by stop()
-        self._handle.update(self._output)  # the final state after stop()
+        self._show(final=True)  # the state at stop()
+
+    def _show(self, final: bool) -> None:
+        if self._handle is not None:
+            self._handle.update(self._output)
+        elif final:  # not in IPython: no output to update, so the last state, once
+            print(repr(self))
 
     # ---- any thread
 

@@ -108,9 +108,9 @@ def test_live_table_updates_its_own_output_from_the_render_thread(
     latest = shell.wait_for(lambda m: "<td>3.0</td>" in m.html and "<td>2.0</td>" in m.html)
     assert latest.update and latest.display_id == first.display_id
     assert latest.thread == "rxalpaca-display"  # not the socket thread, not the cell's
-    assert "<th>bid_price</th><th>ask_price</th>" in latest.html
+    assert "<th>symbol</th><th>bid_price</th><th>ask_price</th>" in latest.html
     assert "<td>1.0</td>" not in latest.html  # AAPL's row holds its latest quote only
-    assert view.snapshot()[1] == [["3.0", "3.5"], ["2.0", "2.5"]]
+    assert view.snapshot()[1] == [["AAPL", "3.0", "3.5"], ["MSFT", "2.0", "2.5"]]
     # Every message is for the one output: nothing lands in another cell's.
     assert {m.display_id for m in shell.messages} == {first.display_id}
     # A cell ending with the view shows nothing more (the view is on screen already).
