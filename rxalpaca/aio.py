@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from reactivex import Observable
 
-from .errors import ConfigurationError
 from .operators._buffer import OverflowPolicy
 from .operators._loop import ERROR, NEXT, Handover
 
@@ -81,19 +80,15 @@ def iterate(source: Observable[_T], timeout: float | None = None) -> Iterator[_T
             ``None`` waits for ever.
 
     Subscribes at the first ``next()`` (a generator starts when it is first
-    iterated), and blocks the calling thread while it waits: inside a running event
-    loop that would freeze the loop, so there it raises instead (use ``aiterate``).
+    iterated), and blocks the calling thread while it waits. That is fine in a
+    script or a Jupyter cell (a cell blocks its kernel while it runs anyway), but in
+    a coroutine of an asyncio program it freezes the whole loop: there, use
+    ``async for item in aiterate(source)``.
 
     Raises:
         TimeoutError: no item within ``timeout``.
-        ConfigurationError: called inside a running asyncio event loop.
         Exception: whatever error ended ``source``.
     """
-    if _loop_running():
-        raise ConfigurationError(
-            "iterate() blocks, and this thread runs an asyncio event loop that it would "
-            "freeze; use: async for item in rxalpaca.aiterate(source): ..."
-        )
     q: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
     sub = source.subscribe(
         on_next=lambda v: q.put((_NEXT, v)),
@@ -114,14 +109,6 @@ def iterate(source: Observable[_T], timeout: float | None = None) -> Iterator[_T
                 return
     finally:
         sub.dispose()
-
-
-def _loop_running() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 def _deprecated_aiter(source: Observable[_T], maxsize: int = 0) -> AsyncIterator[_T]:

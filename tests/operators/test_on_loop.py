@@ -17,7 +17,7 @@ from reactivex.subject import Subject
 
 import rxalpaca
 from rxalpaca import ops
-from rxalpaca.errors import BufferOverflow, ConfigurationError
+from rxalpaca.errors import BufferOverflow
 from rxalpaca.operators._loop import LoopObservable
 from tests.conftest import TIMING_FACTOR
 
@@ -214,7 +214,7 @@ def test_without_a_loop_subscribing_outside_one_says_how() -> None:
         Subject[int]().pipe(ops.on_loop()).subscribe(print)
 
 
-# ---------------------------------------------------------------- aiterate / iterate
+# ---------------------------------------------------------------- aiterate
 
 
 def test_aiterate_error_policy_raises_buffer_overflow_after_the_queued_items() -> None:
@@ -249,11 +249,3 @@ def test_aiterate_drop_oldest_keeps_the_freshest() -> None:
 
     assert asyncio.run(main()) == [97, 98, 99]
     assert drops[-1] == 97
-
-
-def test_iterate_inside_a_running_loop_is_refused() -> None:
-    async def main() -> None:
-        with pytest.raises(ConfigurationError, match="aiterate"):
-            next(rxalpaca.iterate(Subject[int]()))
-
-    asyncio.run(main())
