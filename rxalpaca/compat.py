@@ -163,22 +163,47 @@ class DataStream:
         self._handlers: dict[str, dict[str, Handler]] = {c: {} for c in _METHODS}
         self._subs: dict[tuple[str, str], abc.DisposableBase] = {}
         self._loop: asyncio.AbstractEventLoop | None = None  # set while running
+        self._stopping = False  # stop() was called: no handler is called after it
 
     # ---- alpaca-py's API
 
     def run(self) -> None:
         """Stream until :meth:`stop` or Ctrl-C, running handlers on a new event loop.
 
+        Called where an event loop already runs (a Jupyter cell: alpaca-py fails
+        there with "asyncio.run() cannot be called from a running event loop"), the
+        handlers get a loop on a thread of their own and this call blocks the cell
+        until :meth:`stop`, Ctrl-C or the kernel's interrupt.
+
         Raises:
             StreamError: a fatal error ended the stream (bad keys, a plan without the
                 feed); alpaca-py logs those and retries for ever.
         """
         try:
-            asyncio.run(self._run_forever())
+            if _running_loop() is None:
+                asyncio.run(self._run_forever())
+            else:
+                self._run_on_a_thread()
         except KeyboardInterrupt:
             logger.info("keyboard interrupt: %s stream closed", self.client.endpoint.feed)
         finally:
             self.client.close()
+
+    def _run_on_a_thread(self) -> None:
+        failure: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                asyncio.run(self._run_forever())
+            except BaseException as exc:  # handed to the caller's thread below
+                failure.append(exc)
+
+        thread = threading.Thread(target=target, name="rxalpaca-compat-loop", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.1)  # slices: KeyboardInterrupt reaches this thread promptly
+        if failure:
+            raise failure[0]
 
     async def _run_forever(self) -> None:
         """Stream on the running loop until :meth:`stop` (for programs with their own loop)."""
@@ -186,6 +211,7 @@ class DataStream:
         self.client.bind_loop(loop, size=self._size, overflow=self._overflow)
         with self._lock:
             self._loop = loop
+            self._stopping = False
             pending = [
                 (c, s) for c, hs in self._handlers.items() if c not in _ON_TRADES for s in hs
             ]
@@ -205,8 +231,9 @@ class DataStream:
             await asyncio.to_thread(self.client.close)
 
     def stop(self) -> None:
-        """End :meth:`run` (any thread, also from inside a handler)."""
+        """End :meth:`run` (any thread, also from inside a handler); no handler runs after it."""
         with self._lock:
+            self._stopping = True
             loop = self._loop
         on_loop = loop is not None and _running_loop() is loop
         if on_loop:  # close() joins the socket thread: not on the loop the handlers need
@@ -275,7 +302,7 @@ class DataStream:
         handler = deliver
 
         async def on_record(record: Any) -> None:
-            if shadowed(record):
+            if self._stopping or shadowed(record):
                 return  # a symbol's own handler takes it (alpaca-py: one handler per record)
             result = handler(raw_dict(record) if raw else record)
             if asyncio.iscoroutine(result):

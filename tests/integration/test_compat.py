@@ -300,3 +300,23 @@ def test_raw_dict_gives_the_wire_names() -> None:
     assert raw["T"] == "q" and raw["S"] == "AAPL" and raw["bp"] == 1.5 and raw["c"] == ["R"]
     assert raw["t"].year == 2024
     assert "received_ns" not in raw
+
+
+def test_run_inside_a_running_loop_works_as_in_jupyter(alpaca_server: AlpacaStreamServer) -> None:
+    # A Jupyter cell runs inside the kernel's loop; alpaca-py's run() fails there.
+    stream = StockDataStream(DEFAULT_KEY, DEFAULT_SECRET, url_override=alpaca_server.url("iex"))
+    alpaca_server.start_market(symbols=["AAPL"], rate=200)
+    seen: list[str] = []
+
+    async def on_quote(q: Any) -> None:
+        seen.append(threading.current_thread().name)
+        if len(seen) == 3:
+            stream.stop()
+
+    async def cell() -> None:
+        stream.subscribe_quotes(on_quote, "AAPL")
+        stream.run()  # blocks the "cell" until stop()
+
+    asyncio.run(cell())
+    assert seen == ["rxalpaca-compat-loop"] * 3
+    assert stream.client.lifecycle.value == "closed"
