@@ -52,7 +52,7 @@ EXPECT: dict[str, dict[int, str]] = {
         1: r"(\d{4}-\d\d-\d\d .* lag \d+\.\d\d ms\n){5}",
         2: r"[1-9]\d* trades in one second",
         4: r"latest quotes.*<th>symbol</th>.*AAPL.*MSFT.*NVDA",
-        5: r"'AAPL'.*'MSFT'.*'NVDA'|'MSFT'.*'AAPL'",
+        5: r"^\{(?=.*'AAPL': \()(?=.*'MSFT': \()(?=.*'NVDA': \()",
         7: r"^closed\n$",
     },
     "crypto_quotes_and_books.ipynb": {
