@@ -14,7 +14,11 @@ it drives, so one facade can serve two upstreams: Alpaca's socket
 
 It also owns the client's life, the same for every upstream: :class:`Lifecycle`
 (under ``_life_lock``), ``state`` (a BehaviorSubject of :class:`ConnectionState`),
-``errors``, ``close()``, a fatal end (``_fail``) and the context manager.
+``errors``, ``close()``, a fatal end (``_fail``) and the context manager — and the
+ways a program waits on it or hands it a loop: ``wait()`` / ``run()`` (scripts),
+``async with``, ``wait_async()`` and ``bind_loop()`` (asyncio). Each typed stream is
+a :class:`Stream`, whose ``subscribe`` runs ``async def`` observers on an event loop
+through ``ops.on_loop``'s bounded hand-over (or refuses them, saying how).
 
 An upstream plugs in through hooks a subclass implements: ``current_state`` (its
 state right now), ``_start()`` (the first subscription, or ``connect()``, opens it),
@@ -24,7 +28,10 @@ state right now), ``_start()`` (the first subscription, or ``connect()``, opens 
 Threading: ``subscribe`` and ``dispose`` run on any thread, including inside an
 observer on the socket thread. The router (copy-on-write entries under its own lock;
 dispatch takes none), the book (its own lock) and the outlet (its own lock) are
-each safe alone, and no lock is held while observers run.
+each safe alone, and no lock is held while observers run. The end of the client is
+``_ended`` (an Event, set once by ``close()`` or ``_fail``) plus ``_end_callbacks``
+(``wait_async`` futures to resolve), both under ``_life_lock``; the callbacks run
+after it is released. ``_loop`` (the binding) is one reference, replaced whole.
 """
 
 from __future__ import annotations
