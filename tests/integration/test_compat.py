@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # alpaca-py's README ("Real-time data") — verbatim but for {import}, the keys and the URL.
 README_EXAMPLE = """\
-{import_line}
+from {module} import StockDataStream
 
 wss_client = StockDataStream({key!r}, {secret!r}, url_override={url!r})
 
@@ -54,7 +54,7 @@ wss_client.run()
 
 # A raw_data program as found in the wild: reads wire keys.
 RAW_EXAMPLE = """\
-{import_line}
+from {module} import StockDataStream
 
 idx = 0
 async def quote_data_handler(data):
@@ -69,8 +69,24 @@ wss_client.subscribe_quotes(quote_data_handler, "AAPL")
 wss_client.run()
 """
 
-ALPACA_IMPORT = "from alpaca.data.live import StockDataStream"
-OUR_IMPORT = "from rxalpaca.compat import StockDataStream"
+# alpaca-py's docs ("Market Data" > "Real Time Data"), for crypto.
+CRYPTO_EXAMPLE = """\
+from {module} import CryptoDataStream
+
+wss_client = CryptoDataStream({key!r}, {secret!r}, url_override={crypto_url!r})
+
+# async handler
+async def quote_data_handler(data):
+    # quote data will arrive here
+    print(data)
+
+wss_client.subscribe_quotes(quote_data_handler, "BTC/USD")
+
+wss_client.run()
+"""
+
+ALPACA = "alpaca.data.live"
+OURS = "rxalpaca.compat"
 
 
 def run_until_sigint(
@@ -119,26 +135,28 @@ def run_until_sigint(
     [
         (README_EXAMPLE, "SPY", lambda line: "symbol='SPY'" in line and "bid_price=" in line),
         (RAW_EXAMPLE, "AAPL", lambda line: line.startswith("AAPL ")),
+        (CRYPTO_EXAMPLE, "BTC/USD", lambda line: "symbol='BTC/USD'" in line and "size=" in line),
     ],
-    ids=["readme", "raw_data"],
+    ids=["readme", "raw_data", "crypto"],
 )
-@pytest.mark.parametrize("import_line", [ALPACA_IMPORT, OUR_IMPORT], ids=["alpaca-py", "compat"])
+@pytest.mark.parametrize("module", [ALPACA, OURS], ids=["alpaca-py", "compat"])
 def test_an_alpaca_py_program_runs_unchanged_but_for_the_import(  # noqa: PLR0917
     alpaca_server: AlpacaStreamServer,
     tmp_path: Path,
     program: str,
     symbol: str,
     check: Callable[[str], bool],
-    import_line: str,
+    module: str,
 ) -> None:
     alpaca_server.start_market(symbols=[symbol], rate=200)
     code = program.format(
-        import_line=import_line,
+        module=module,
         key=DEFAULT_KEY,
         secret=DEFAULT_SECRET,
         url=alpaca_server.url("iex"),
+        crypto_url=alpaca_server.url("crypto/us"),
     )
-    ours = import_line == OUR_IMPORT
+    ours = module == OURS
     rc, lines, err = run_until_sigint(code, tmp_path, "example", strict=ours)
     data = [line for line in lines if "keyboard interrupt" not in line]
     assert data and all(check(line) for line in data[:2]), lines
