@@ -17,59 +17,57 @@ still works, and warns (``DeprecationWarning``) each time it is called.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import queue
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from reactivex import Observable
 
+from .operators._buffer import OverflowPolicy
+from .operators._loop import ERROR, NEXT, Handover
+
 __all__ = ["aiterate", "iterate"]
 
 _T = TypeVar("_T")
-_NEXT, _ERROR, _DONE = 0, 1, 2
+_NEXT, _ERROR, _DONE = 0, 1, 2  # iterate()'s queue entries
 
 
-async def aiterate(source: Observable[_T], maxsize: int = 0) -> AsyncIterator[_T]:
+async def aiterate(
+    source: Observable[_T],
+    maxsize: int = 0,
+    overflow: OverflowPolicy = "drop_oldest",
+    on_overflow: Callable[[int], None] | None = None,
+) -> AsyncIterator[_T]:
     """Iterate ``source`` with ``async for`` on the running asyncio loop.
 
-    Items cross from the socket thread with ``loop.call_soon_threadsafe``. Leaving
-    the loop (``break``, an exception, cancellation) disposes the subscription.
+    Items cross from the socket thread through a hand-over counted on the socket
+    thread's side (``ops.on_loop``'s), so a loop that falls behind cannot pile up
+    work without bound. Leaving the loop (``break``, an exception, cancellation)
+    disposes the subscription.
 
     Args:
         source: any Observable (e.g. ``client.quotes("AAPL")``).
-        maxsize: bound the hand-over queue; when full, the oldest item is dropped
-            so the socket thread never waits for the event loop (0: unbounded).
+        maxsize: bound the hand-over (0: unbounded).
+        overflow: what a full hand-over does: ``"drop_oldest"`` (default: the newest
+            market data matters most), ``"drop_newest"``, ``"block"`` (the socket
+            thread waits) or ``"error"`` (the loop raises
+            :class:`~rxalpaca.errors.BufferOverflow`).
+        on_overflow: called on the producer's thread with the running count of drops.
     """
-    loop = asyncio.get_running_loop()
-    q: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
-
-    def put(entry: tuple[int, Any]) -> None:
-        if maxsize and entry[0] == _NEXT and q.qsize() >= maxsize:
-            q.get_nowait()  # drop the oldest: the newest market data matters most
-        q.put_nowait(entry)
-
-    def push(kind: int, value: Any = None) -> None:
-        # RuntimeError: the loop is closed, so nobody is iterating any more.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(put, (kind, value))
-
-    sub = source.subscribe(
-        on_next=lambda v: push(_NEXT, v),
-        on_error=lambda e: push(_ERROR, e),
-        on_completed=lambda: push(_DONE),
-    )
+    hand: Handover[_T] = Handover(asyncio.get_running_loop(), maxsize, overflow, on_overflow)
+    sub = source.subscribe(hand.on_next, hand.on_error, hand.on_completed)
     try:
         while True:
-            kind, value = await q.get()
-            if kind == _NEXT:
+            kind, value = await hand.get()
+            if kind == NEXT:
                 yield value
-            elif kind == _ERROR:
+            elif kind == ERROR:
                 raise value
             else:
                 return
     finally:
+        hand.close()
         sub.dispose()
 
 
@@ -80,6 +78,12 @@ def iterate(source: Observable[_T], timeout: float | None = None) -> Iterator[_T
         source: any Observable.
         timeout: seconds to wait for each item; ``TimeoutError`` when none came.
             ``None`` waits for ever.
+
+    Subscribes at the first ``next()`` (a generator starts when it is first
+    iterated), and blocks the calling thread while it waits. That is fine in a
+    script or a Jupyter cell (a cell blocks its kernel while it runs anyway), but in
+    a coroutine of an asyncio program it freezes the whole loop: there, use
+    ``async for item in aiterate(source)``.
 
     Raises:
         TimeoutError: no item within ``timeout``.

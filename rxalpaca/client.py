@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+import weakref
 from typing import Any, Literal, Never, Unpack, overload
 
 from reactivex import Observable
@@ -58,6 +60,12 @@ __all__ = ["ClientOptions", "Lifecycle", "StreamClient", "SubscriptionMismatch",
 logger = logging.getLogger("rxalpaca")
 
 _DEFAULT_RETRY = RetryPolicy(initial_delay=0.05, max_delay=10.0)
+
+# The open clients of this process by (key id, url): Alpaca allows one connection per
+# endpoint and key, so a second one would loop on 406 (see ``replace_previous``).
+# Guarded by _OPEN_LOCK; weak, so a forgotten client does not live on because of it.
+_OPEN: dict[tuple[str, str], weakref.ref[StreamClient[Any, Any, Any, Any, Any]]] = {}
+_OPEN_LOCK = threading.Lock()
 
 
 class StreamClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
@@ -144,6 +152,8 @@ class StreamClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         super().__init__(cfg.endpoint, outlet.metrics, outlet)
         self.encoding: Literal["json", "msgpack"] = o["encoding"]
         self.url = cfg.url
+        self._identity = (cfg.key, cfg.url)  # the key id is not a secret; the secret stays out
+        self._replace_previous: bool = o["replace_previous"]
         self._supervisor = Supervisor(o["name"])
         self._upstream = AlpacaUpstream(
             self,
@@ -280,6 +290,7 @@ class StreamClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
     # ------------------------------------------------------------------ the streams' hooks
 
     def _start(self) -> None:
+        self._claim_slot()
         self._supervisor.start()
         self._upstream.open()
 
@@ -287,8 +298,37 @@ class StreamClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         self._upstream.pump()
 
     def _stop(self) -> None:
+        self._release_slot()
         self._upstream.close()
         self._supervisor.stop()
 
     def _failed(self) -> None:
+        self._release_slot()
         self._upstream.fail()
+
+    def _claim_slot(self) -> None:
+        """Take this process's slot for (key, url), closing its holder (``replace_previous``)."""
+        with _OPEN_LOCK:
+            ref = _OPEN.get(self._identity)
+            previous = ref() if ref is not None else None
+            if self._replace_previous or previous is None:
+                _OPEN[self._identity] = weakref.ref(self)
+        if previous is None or previous is self or not self._replace_previous:
+            return
+        if previous.lifecycle is not Lifecycle.OPENED:
+            return
+        logger.warning(
+            "closing the previous %s client of this process with the same key and url "
+            "(%s): Alpaca allows one connection per key and endpoint, so it would keep "
+            "this one out with 406 (a notebook cell run twice?); pass "
+            "replace_previous=False to keep both",
+            self.endpoint.feed,
+            self.url,
+        )
+        previous.close()
+
+    def _release_slot(self) -> None:
+        with _OPEN_LOCK:
+            ref = _OPEN.get(self._identity)
+            if ref is not None and ref() in (self, None):
+                del _OPEN[self._identity]

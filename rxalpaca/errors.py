@@ -245,12 +245,26 @@ class SymbolLimitExceeded(StreamError):
 
 
 class ConnectionLimitExceeded(StreamError):
-    """406: another session holds the connection slot. Retry, waiting longer."""
+    """406: another session holds the connection slot. Retry, waiting longer.
+
+    Its text names the likely causes, since the server's ("connection limit
+    exceeded") does not say whose connection it is; ``msg`` keeps the server's text.
+    """
 
     code = 406
     default_msg = "connection limit exceeded"
     retryable = True
     backoff_factor = 10.0
+    #: What usually holds the slot (the plan allows one connection per endpoint).
+    hint: ClassVar[str] = (
+        "another connection with these keys is open to this endpoint: a second process, "
+        "a notebook cell run twice, or another SDK (e.g. alpaca-py); close it — the "
+        "client keeps retrying and gets in once the slot is free"
+    )
+
+    def __init__(self, msg: str | None = None, code: int | None = None) -> None:
+        super().__init__(msg, code)
+        self.args = (f"[{self.server_code}] {self.msg}: {self.hint}",)
 
 
 class SlowClient(StreamError):

@@ -49,6 +49,7 @@ class ClientOptions(TypedDict, total=False):
     reply_timeout: float | None
     strict_timestamps: bool
     name: str
+    replace_previous: bool
 
 
 _DEFAULTS: dict[str, Any] = {
@@ -69,6 +70,7 @@ _DEFAULTS: dict[str, Any] = {
     "reply_timeout": 5.0,
     "strict_timestamps": False,
     "name": "rxalpaca",
+    "replace_previous": True,
 }
 _SECONDS = ("reply_timeout", "ping_interval", "ping_timeout", "silence_timeout")
 

@@ -180,14 +180,15 @@ class Replay(Streams[Any, Any, Any, Any, Any]):
 
     # ------------------------------------------------------------ playing
 
-    def run(self) -> Self:
+    def run(self) -> None:
         """Play the whole recording on this thread, then close (observers complete).
 
         A corrupt record ends the replay as live a fatal error ends the client: every
         observer gets the :class:`~rxalpaca.errors.RecordingError` (after every record
         before it), and it is on ``errors``. A truncated file plays to its last whole
         record, then :class:`~rxalpaca.errors.RecordingTruncated` is published on
-        ``errors`` and the replay completes.
+        ``errors`` and the replay completes. (Unlike a live client's ``run()``, a
+        corrupt recording is not raised here: the observers and ``errors`` have it.)
         """
         self._open()
         try:
@@ -195,7 +196,7 @@ class Replay(Streams[Any, Any, Any, Any, Any]):
         except RecordingError as exc:
             self._end_connection()
             self._fail(exc)
-            return self
+            return
         self._end_connection()
         stopped = self._reader.stopped
         if stopped is not None:
@@ -203,7 +204,6 @@ class Replay(Streams[Any, Any, Any, Any, Any]):
             logger.warning("%s", stopped)
             self._outlet.publish(stopped)
         self.close()
-        return self
 
     def start(self) -> Self:
         """Play on a thread of its own (see :meth:`run`); :meth:`join` waits for the end."""

@@ -14,7 +14,11 @@ it drives, so one facade can serve two upstreams: Alpaca's socket
 
 It also owns the client's life, the same for every upstream: :class:`Lifecycle`
 (under ``_life_lock``), ``state`` (a BehaviorSubject of :class:`ConnectionState`),
-``errors``, ``close()``, a fatal end (``_fail``) and the context manager.
+``errors``, ``close()``, a fatal end (``_fail``) and the context manager — and the
+ways a program waits on it or hands it a loop: ``wait()`` / ``run()`` (scripts),
+``async with``, ``wait_async()`` and ``bind_loop()`` (asyncio). Each typed stream is
+a :class:`Stream`, whose ``subscribe`` runs ``async def`` observers on an event loop
+through ``ops.on_loop``'s bounded hand-over (or refuses them, saying how).
 
 An upstream plugs in through hooks a subclass implements: ``current_state`` (its
 state right now), ``_start()`` (the first subscription, or ``connect()``, opens it),
@@ -24,21 +28,25 @@ state right now), ``_start()`` (the first subscription, or ``connect()``, opens 
 Threading: ``subscribe`` and ``dispose`` run on any thread, including inside an
 observer on the socket thread. The router (copy-on-write entries under its own lock;
 dispatch takes none), the book (its own lock) and the outlet (its own lock) are
-each safe alone, and no lock is held while observers run.
+each safe alone, and no lock is held while observers run. The end of the client is
+``_ended`` (an Event, set once by ``close()`` or ``_fail``) plus ``_end_callbacks``
+(``wait_async`` futures to resolve), both under ``_life_lock``; the callbacks run
+after it is released. ``_loop`` (the binding) is one reference, replaced whole.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
-import inspect
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Generic, Self
+from typing import TYPE_CHECKING, Any, Generic, Self
 
-import reactivex
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 from reactivex.subject import BehaviorSubject, Subject
@@ -56,6 +64,8 @@ from .errors import (
 )
 from .feeds import IMPLICIT_CHANNELS, Channel, Endpoint
 from .metrics import Metrics
+from .operators._buffer import OverflowPolicy
+from .operators._loop import deliver_on_loop, is_async_callable, user_callbacks
 from .protocol import ConnectionState
 from .router import Router
 from .symbols import normalise_symbols
@@ -65,13 +75,16 @@ __all__ = [
     "DailyBarT",
     "ErrorOutlet",
     "Lifecycle",
+    "LoopBinding",
     "QuoteT",
+    "Stream",
     "Streams",
     "TradeT",
     "UpdatedBarT",
 ]
 
 logger = logging.getLogger("rxalpaca")
+_SLICE = 0.1  # seconds: how soon wait() on the main thread notices Ctrl-C
 _T = TypeVar("_T")
 
 
@@ -146,6 +159,124 @@ class ErrorOutlet:
             self.subject.on_completed()
 
 
+@dataclass(frozen=True, slots=True)
+class LoopBinding:
+    """Where a client's ``async def`` observers run: ``loop``, through a hand-over of
+    ``size`` items whose ``overflow`` policy decides when it is full (see ``ops.on_loop``)."""
+
+    loop: asyncio.AbstractEventLoop | None = None  # None: the loop running at subscribe
+    size: int = 1024
+    overflow: OverflowPolicy = "drop_oldest"
+    on_overflow: Callable[[int], None] | None = None
+
+
+class Stream(Observable[_T]):
+    """An Observable of a client's records that knows what to do with ``async def``.
+
+    ``subscribe`` with a coroutine function (or an observer whose methods are ones)
+    runs it on the client's bound loop (:meth:`Streams.bind_loop`, ``async with``) or
+    else on the loop running where ``subscribe`` is called, each item awaited before
+    the next, through a bounded hand-over (``ops.on_loop``). Outside any loop it is
+    refused with a :class:`~rxalpaca.errors.ConfigurationError` that shows the ways
+    that work. ``pipe`` keeps this, so ``client.quotes(...).pipe(...).subscribe(coro)``
+    works too. Plain functions run on the socket thread, as always.
+    """
+
+    def __init__(
+        self,
+        subscribe: Callable[..., abc.DisposableBase],
+        owner: Streams[Any, Any, Any, Any, Any],
+        what: str,
+    ) -> None:
+        super().__init__(subscribe)
+        self._owner = owner
+        self._what = what  # e.g. "quotes('AAPL')", for the refusal's example
+
+    # pipe: at run time only, so type checkers keep Observable's typed overloads (after
+    # a pipe they see a plain Observable, whose subscribe takes no coroutine function:
+    # end such a pipeline with ops.on_loop() to keep the types).
+    if TYPE_CHECKING:
+
+        def subscribe(
+            self,
+            on_next: abc.ObserverBase[_T] | Callable[[_T], object] | None = None,
+            on_error: Callable[[Exception], object] | None = None,
+            on_completed: Callable[[], object] | None = None,
+            *,
+            scheduler: abc.SchedulerBase | None = None,
+        ) -> abc.DisposableBase:
+            """As ``Observable.subscribe``; ``async def`` callbacks run on an event loop."""
+            ...
+
+    else:
+
+        def pipe(self, *operators: Callable[[Any], Any]) -> Any:
+            """As ``Observable.pipe``; an Observable result is a :class:`Stream` again."""
+            result = super().pipe(*operators)
+            if isinstance(result, Observable) and not isinstance(result, Stream):
+                inner = result
+                return Stream(
+                    lambda o, s=None: inner.subscribe(o, scheduler=s), self._owner, self._what
+                )
+            return result
+
+        def subscribe(
+            self,
+            on_next: Any = None,
+            on_error: Any = None,
+            on_completed: Any = None,
+            *,
+            scheduler: abc.SchedulerBase | None = None,
+        ) -> abc.DisposableBase:
+            """As ``Observable.subscribe``; ``async def`` callbacks run on an event loop."""
+            if isinstance(on_next, abc.ObserverBase) or callable(getattr(on_next, "on_next", None)):
+                callbacks: tuple[Any, ...] = user_callbacks(on_next)
+            else:
+                callbacks = (on_next, on_error, on_completed)
+            if not any(cb is not None and is_async_callable(cb) for cb in callbacks):
+                return super().subscribe(on_next, on_error, on_completed, scheduler=scheduler)
+            binding = self._owner._loop or LoopBinding()
+            loop = binding.loop
+            if loop is None:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    bad = next(cb for cb in callbacks if cb is not None and is_async_callable(cb))
+                    raise ConfigurationError(_async_refusal(bad, self._what)) from None
+            sink = _Callbacks(*callbacks)
+            outlet = self._owner._outlet
+
+            def handler_error(exc: BaseException, record: object, observer: object) -> None:
+                outlet.metrics.count_handler_error()
+                outlet.handler_error(exc, record, callbacks[0])
+
+            plain: Observable[_T] = Observable(self._subscribe_core)
+            return deliver_on_loop(
+                plain,
+                sink,  # type: ignore[arg-type]
+                loop,
+                size=binding.size,
+                overflow=binding.overflow,
+                on_overflow=binding.on_overflow,
+                on_handler_error=handler_error,
+                scheduler=scheduler,
+            )
+
+
+class _Callbacks:
+    """The user's callbacks, as ``deliver_on_loop`` finds them (``_on_next`` …)."""
+
+    def __init__(self, on_next: Any, on_error: Any, on_completed: Any) -> None:
+        self._on_next = on_next
+        self._on_error = on_error if on_error is not None else _raise
+        self._on_completed = on_completed
+
+
+def _raise(error: Exception) -> None:
+    # As reactivex's default on_error: an unhandled error is not silently lost.
+    logger.error("a stream ended with an error nobody handles: %r", error)
+
+
 class Lifecycle(Enum):
     """Where a client is in its life (httpx's ``ClientState``); only ever moves down."""
 
@@ -189,6 +320,13 @@ class Streams(Generic[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         self._state = BehaviorSubject(ConnectionState.IDLE)
         self._gaps: Subject[models.Gap] = Subject()
         self._gaps_lock = threading.Lock()  # one gap at a time into the Subject
+        # Set once the client ends (close() or a fatal error); wait() blocks on it and
+        # wait_async() futures are resolved from it. Guarded by _life_lock with _life.
+        self._ended = threading.Event()
+        self._end_callbacks: list[Callable[[], None]] = []
+        # The asyncio loop that async observers run on (bind_loop / async with), with
+        # the hand-over's size and overflow policy; None: the running loop, if any.
+        self._loop: LoopBinding | None = None
 
     # ---- the upstream's hooks
 
@@ -219,6 +357,123 @@ class Streams(Generic[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    async def __aenter__(self) -> Self:
+        """``async with client:`` binds the client to the running loop (unless bound)."""
+        if self._loop is None or self._loop.loop is None:
+            binding = self._loop or LoopBinding()
+            self._loop = LoopBinding(
+                asyncio.get_running_loop(), binding.size, binding.overflow, binding.on_overflow
+            )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        # close() joins the socket thread: off the loop, so the loop's observers finish.
+        await asyncio.to_thread(self.close)
+
+    def bind_loop(
+        self,
+        loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        size: int = 1024,
+        overflow: OverflowPolicy = "drop_oldest",
+        on_overflow: Callable[[int], None] | None = None,
+    ) -> Self:
+        """Run this client's ``async def`` observers on ``loop``; returns the client.
+
+        Each subscription gets a hand-over of at most ``size`` records from the socket
+        thread to the loop, and ``overflow`` decides when a slow handler lets it fill
+        (``"drop_oldest"``, ``"drop_newest"``, ``"block"`` — the socket thread waits,
+        and a server that stays behind disconnects with 407 — or ``"error"``), so the
+        socket thread never waits for the loop unless told to. ``on_overflow`` is
+        called with the running count of dropped records. ``loop=None``: the loop
+        running where each ``subscribe`` is called.
+        """
+        self._loop = LoopBinding(loop, size, overflow, on_overflow)
+        return self
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the client ends: ``close()`` (returns ``True``) or a fatal error (raised).
+
+        For scripts, whose main thread would otherwise reach its end while the socket
+        thread streams. Ctrl-C (``KeyboardInterrupt``) closes the client and returns
+        ``True``. Returns ``False`` if ``timeout`` seconds passed first.
+
+        Raises:
+            StreamError: the fatal error that ended the client (e.g. bad credentials).
+        """
+        try:
+            ended = self._wait_ended(timeout)
+        except KeyboardInterrupt:
+            logger.info("interrupted: closing")
+            self.close()
+            return True
+        if ended and self._life is Lifecycle.FAILED and self._ended_by is not None:
+            raise self._ended_by
+        return ended
+
+    def _wait_ended(self, timeout: float | None) -> bool:
+        if threading.current_thread() is not threading.main_thread():
+            return self._ended.wait(timeout)
+        # The main thread waits in slices: a SIGINT that the kernel delivers to another
+        # thread (the socket thread, say) only raises KeyboardInterrupt here once the
+        # main thread runs bytecode again, which one long wait would postpone for ever.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
+            if self._ended.wait(max(left, 0.0)):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    def run(self) -> None:
+        """Connect and stream until ``close()``, a fatal error (raised) or Ctrl-C.
+
+        ``client.quotes("AAPL").subscribe(print); client.run()`` is a whole script.
+        """
+        try:
+            self.connect()
+        except KeyboardInterrupt:
+            self.close()
+            return
+        self.wait()
+
+    async def wait_async(self, timeout: float | None = None) -> bool:
+        """``await`` the end of the client, as :meth:`wait` (a fatal error is raised).
+
+        Returns ``False`` if ``timeout`` seconds passed first. Cancelling the awaiting
+        task leaves the client running.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def ended() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                loop.call_soon_threadsafe(_resolve, done)
+
+        with self._life_lock:
+            if not self._ended.is_set():
+                self._end_callbacks.append(ended)
+            else:
+                done.set_result(None)
+        try:
+            await asyncio.wait_for(asyncio.shield(done), timeout)
+        except TimeoutError:
+            return False
+        finally:
+            with self._life_lock, contextlib.suppress(ValueError):
+                self._end_callbacks.remove(ended)
+        if self._life is Lifecycle.FAILED and self._ended_by is not None:
+            raise self._ended_by
+        return True
+
+    def _mark_ended(self) -> None:
+        """The client ended: release ``wait()`` and ``wait_async()`` (no lock held on entry)."""
+        with self._life_lock:
+            self._ended.set()
+            callbacks, self._end_callbacks = self._end_callbacks, []
+        for callback in callbacks:
+            callback()
 
     @property
     def state(self) -> Observable[ConnectionState]:
@@ -274,6 +529,7 @@ class Streams(Generic[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         with self._gaps_lock:
             self._gaps.on_completed()
         self._outlet.complete()
+        self._mark_ended()
 
     def _refusal(self) -> Exception | None:
         """The error for a new subscriber, once nothing more can come; else ``None``."""
@@ -302,6 +558,7 @@ class Streams(Generic[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         self._outlet.publish(error)
         self._end_observers(error)
         self._state.on_completed()
+        self._mark_ended()
 
     def _emit_state(self, state: ConnectionState) -> None:
         """Publish a transition (the upstream calls it in order, under its own lock)."""
@@ -312,51 +569,51 @@ class Streams(Generic[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
 
     # ---- typed streams
 
-    def trades(self, *symbols: str | Iterable[str]) -> Observable[TradeT]:
+    def trades(self, *symbols: str | Iterable[str]) -> Stream[TradeT]:
         """Trades of ``symbols`` (``"*"``: every symbol; a list counts as its symbols)."""
         return self._stream(Channel.TRADES, symbols)
 
-    def quotes(self, *symbols: str | Iterable[str]) -> Observable[QuoteT]:
+    def quotes(self, *symbols: str | Iterable[str]) -> Stream[QuoteT]:
         """Quotes of ``symbols``."""
         return self._stream(Channel.QUOTES, symbols)
 
-    def bars(self, *symbols: str | Iterable[str]) -> Observable[BarT]:
+    def bars(self, *symbols: str | Iterable[str]) -> Stream[BarT]:
         """Minute bars of ``symbols``."""
         return self._stream(Channel.BARS, symbols)
 
-    def daily_bars(self, *symbols: str | Iterable[str]) -> Observable[DailyBarT]:
+    def daily_bars(self, *symbols: str | Iterable[str]) -> Stream[DailyBarT]:
         """Running daily bars."""
         return self._stream(Channel.DAILY_BARS, symbols)
 
-    def updated_bars(self, *symbols: str | Iterable[str]) -> Observable[UpdatedBarT]:
+    def updated_bars(self, *symbols: str | Iterable[str]) -> Stream[UpdatedBarT]:
         """Minute bars corrected after late trades."""
         return self._stream(Channel.UPDATED_BARS, symbols)
 
-    def statuses(self, *symbols: str | Iterable[str]) -> Observable[models.TradingStatus]:
+    def statuses(self, *symbols: str | Iterable[str]) -> Stream[models.TradingStatus]:
         """Trading statuses (halts, resumptions)."""
         return self._stream(Channel.STATUSES, symbols)
 
-    def lulds(self, *symbols: str | Iterable[str]) -> Observable[models.Luld]:
+    def lulds(self, *symbols: str | Iterable[str]) -> Stream[models.Luld]:
         """Limit up / limit down bands."""
         return self._stream(Channel.LULDS, symbols)
 
-    def imbalances(self, *symbols: str | Iterable[str]) -> Observable[models.Imbalance]:
+    def imbalances(self, *symbols: str | Iterable[str]) -> Stream[models.Imbalance]:
         """Order imbalances."""
         return self._stream(Channel.IMBALANCES, symbols)
 
-    def corrections(self, *symbols: str | Iterable[str]) -> Observable[models.Correction]:
+    def corrections(self, *symbols: str | Iterable[str]) -> Stream[models.Correction]:
         """Trade corrections (the server sends them with ``trades``)."""
         return self._stream(Channel.CORRECTIONS, symbols)
 
-    def cancel_errors(self, *symbols: str | Iterable[str]) -> Observable[models.CancelError]:
+    def cancel_errors(self, *symbols: str | Iterable[str]) -> Stream[models.CancelError]:
         """Trade cancels and errors (the server sends them with ``trades``)."""
         return self._stream(Channel.CANCEL_ERRORS, symbols)
 
-    def orderbooks(self, *symbols: str | Iterable[str]) -> Observable[models.OrderBook]:
+    def orderbooks(self, *symbols: str | Iterable[str]) -> Stream[models.OrderBook]:
         """Crypto order-book snapshots (``reset``) and updates."""
         return self._stream(Channel.ORDERBOOKS, symbols)
 
-    def news(self, *symbols: str | Iterable[str]) -> Observable[models.News]:
+    def news(self, *symbols: str | Iterable[str]) -> Stream[models.News]:
         """News articles mentioning ``symbols`` (``"*"``: all, including untagged ones)."""
         return self._stream(Channel.NEWS, symbols)
 
@@ -369,9 +626,7 @@ class Streams(Generic[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
 
     # ---- demand
 
-    def _stream(
-        self, channel: Channel, symbols: tuple[str | Iterable[str], ...]
-    ) -> Observable[Any]:
+    def _stream(self, channel: Channel, symbols: tuple[str | Iterable[str], ...]) -> Stream[Any]:
         if channel not in self.endpoint.channels:
             raise ConfigurationError(
                 f"{self.endpoint.feed} has no {channel.value!r} channel; it has "
@@ -418,7 +673,7 @@ class Streams(Generic[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
             self._demand_changed()
             return Disposable(dispose)
 
-        return reactivex.create(subscribe)
+        return Stream(subscribe, self, _call_text(channel, syms))
 
     def _observers(self) -> list[abc.ObserverBase[Any]]:
         """Every subscribed observer, once each."""
@@ -455,25 +710,6 @@ class Streams(Generic[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
 # ---------------------------------------------------------------- observers' names
 
 
-def _user_callbacks(observer: object) -> tuple[object, ...]:
-    """The user's callbacks behind an observer handed to a subscribe function.
-
-    ``Observable.subscribe`` wraps callbacks — and an observer object's bound methods —
-    in an ``AutoDetachObserver`` that keeps them as ``_on_next`` / ``_on_error`` /
-    ``_on_completed``; anything else is its own callback.
-    """
-    inner = tuple(getattr(observer, a, None) for a in ("_on_next", "_on_error", "_on_completed"))
-    if any(cb is not None for cb in inner):
-        return inner
-    return tuple(getattr(observer, a, None) for a in ("on_next", "on_error", "on_completed"))
-
-
-def _is_async(callback: object) -> bool:
-    return inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
-        getattr(callback, "__call__", None)  # noqa: B004 - an object with async __call__
-    )
-
-
 def _name(callback: object) -> str:
     while isinstance(callback, functools.partial):
         callback = callback.func
@@ -482,17 +718,41 @@ def _name(callback: object) -> str:
 
 def _describe(observer: object) -> str:
     """The user's name for an observer (its on_next's), for log lines."""
-    return _name(_user_callbacks(observer)[0] or observer)
+    if callable(observer) and not hasattr(observer, "on_next"):
+        return _name(observer)
+    return _name(user_callbacks(observer)[0] or observer)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _call_text(channel: Channel, syms: tuple[str, ...]) -> str:
+    method = _METHOD_OF.get(channel, channel.value)
+    args = ", ".join(repr(s) for s in syms[:3]) + (", ..." if len(syms) > 3 else "")
+    return f"{method}({args})"
+
+
+def _async_refusal(callback: object, what: str) -> str:
+    return (
+        f"{_name(callback)} is an async function, and there is no event loop to run it "
+        f"on here; subscribe it inside a running loop (or `async with client:`), bind "
+        f"one with client.bind_loop(loop), end the pipeline with ops.on_loop(loop), or "
+        f"iterate: async for item in rxalpaca.aiterate(client.{what}): ..."
+    )
 
 
 def _refuse_async_observer(observer: object, channel: Channel, syms: tuple[str, ...]) -> None:
-    """Refuse an ``async def`` observer before anything is subscribed.
+    """Refuse an ``async def`` observer that reached the socket thread's path.
 
-    Observers are called synchronously on the socket thread: calling an ``async def``
-    only makes a coroutine, which nobody awaits, so the function would never run.
+    :class:`Stream` hands ``async def`` callbacks to a loop; one that gets here came
+    another way (e.g. an operator applied without ``pipe``). Observers are called
+    synchronously on the socket thread: calling an ``async def`` only makes a
+    coroutine, which nobody awaits, so the function would never run.
     """
-    callbacks = _user_callbacks(observer)
-    bad = next((cb for cb in callbacks if cb is not None and _is_async(cb)), None)
+    callbacks = user_callbacks(observer)
+    bad = next((cb for cb in callbacks if cb is not None and is_async_callable(cb)), None)
     if bad is None:
         return
     # Stopped first, so Observable.subscribe raises this at the caller rather than
@@ -500,14 +760,7 @@ def _refuse_async_observer(observer: object, channel: Channel, syms: tuple[str, 
     dispose = getattr(observer, "dispose", None)
     if callable(dispose):
         dispose()
-    name = _name(bad)
-    method = _METHOD_OF.get(channel, channel.value)
-    args = ", ".join(repr(s) for s in syms[:3]) + (", ..." if len(syms) > 3 else "")
-    raise ConfigurationError(
-        f"{name} is an async function, and observers are called synchronously, so it "
-        f"would never run; iterate instead: "
-        f"async for item in rxalpaca.aiterate(client.{method}({args})): ..."
-    )
+    raise ConfigurationError(_async_refusal(bad, _call_text(channel, syms)))
 
 
 _METHOD_OF = {

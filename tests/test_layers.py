@@ -40,6 +40,8 @@ LAYER = {
     "testing": 1,  # beside the sans-I/O core; its own imports are checked apart
     "aio": 6,
     "cli": 7,  # every command, the bus's included
+    "compat": 6,  # alpaca-py's streaming classes over StreamClient
+    "notebook": 6,  # live views for Jupyter (IPython display handles)
     "contrib": 6,
     "bus": 6,  # the NATS gateway (drives a StreamClient) and BusClient (a Streams)
     "__main__": 8,

@@ -50,6 +50,7 @@ from ..router import Router
 from ._buffer import OverflowPolicy, bounded_buffer_
 from ._conflate import conflate_
 from ._decode import decode_
+from ._loop import on_loop
 from ._meter import meter_
 from ._pipeline import pipeline_
 from ._reassemble import reassemble_
@@ -336,6 +337,7 @@ __all__ = [  # noqa: PLE0604 - reactivex's names are strings too
     "conflate",
     "decode",
     "meter",
+    "on_loop",
     "pipeline",
     "reassemble",
     "record",

@@ -186,7 +186,7 @@ def test_the_refusal_names_the_method_that_was_called(
 ) -> None:
     client = make_client(alpaca_server)
     with pytest.raises(ConfigurationError, match=r"client\.daily_bars\('AAPL'\)"):
-        client.daily_bars("AAPL").subscribe(on_trade)  # type: ignore[arg-type]  # the mistake
+        client.daily_bars("AAPL").subscribe(on_trade)  # the mistake
 
 
 # ---------------------------------------------------------------- a raising observer (item 5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -11,7 +12,7 @@ import pytest
 from reactivex.abc import DisposableBase
 
 from rxalpaca import ConnectionState, StreamClient, errors
-from rxalpaca.client import UnknownMessage
+from rxalpaca.client import Lifecycle, UnknownMessage
 from rxalpaca.testing import DEFAULT_KEY, DEFAULT_SECRET, Account, AlpacaStreamServer, Fault
 from tests.relay import DarkRelay
 
@@ -352,20 +353,59 @@ def test_retryable_server_errors_reconnect(
 def test_connection_limit_backs_off_then_gets_in(
     alpaca_server: AlpacaStreamServer, make_client: Callable[..., StreamClient]
 ) -> None:
+    # Another process, or a plan with more slots: the second client keeps the first.
     holder = make_client(alpaca_server)
     holder.quotes("A").subscribe(lambda _: None)
     alpaca_server.wait_for_subscriptions({"quotes": {"A"}})
-    second = make_client(alpaca_server)
-    refused = threading.Event()
-    second.errors.subscribe(
-        lambda p: refused.set() if isinstance(p, errors.ConnectionLimitExceeded) else None
-    )
+    second = make_client(alpaca_server, replace_previous=False)
+    refused: list[errors.ConnectionLimitExceeded] = []
+    got_406 = threading.Event()
+
+    def on_error(p: Exception) -> None:
+        if isinstance(p, errors.ConnectionLimitExceeded):
+            refused.append(p)
+            got_406.set()
+
+    second.errors.subscribe(on_error)
     second.quotes("B").subscribe(lambda _: None)
-    assert refused.wait(5)  # 406 in reply to its auth: it backs off and retries
+    assert got_406.wait(5)  # 406 in reply to its auth: it backs off and retries
+    assert "a notebook cell run twice" in str(refused[0])  # the likely causes, named
+    assert holder.lifecycle is Lifecycle.OPENED
     assert second.current_state is not S.FAILED
     holder.close()  # the slot frees; a later retry gets in
     alpaca_server.wait_for_subscriptions({"quotes": {"B"}}, timeout=10)
     assert second.metrics.reconnects >= 1
+
+
+def test_a_second_client_with_the_same_key_and_url_closes_the_first(
+    alpaca_server: AlpacaStreamServer,
+    make_client: Callable[..., StreamClient],
+    collector: Callable[[], Collector],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A notebook cell run twice: the first client is unreachable, still connected.
+    first = make_client(alpaca_server)
+    old = collector()
+    first.quotes("AAPL").subscribe(old)
+    held = alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}})
+    second = make_client(alpaca_server)
+    new = collector()
+    with caplog.at_level(logging.WARNING, logger="rxalpaca"):
+        second.quotes("AAPL").subscribe(new)
+    assert first.lifecycle is Lifecycle.CLOSED and old.completed.is_set()
+    assert "closing the previous iex client" in caplog.text
+    alpaca_server.wait_for_closed(held)
+    # The second gets in (at most one 406 while the server frees the old slot).
+    conn = alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}}, timeout=10)
+    assert conn.id != held.id
+    quote = {"T": "q", "S": "AAPL", "bp": 1.0, "bs": 1, "ap": 1.01, "as": 1, "bx": "V"}
+    alpaca_server.publish([{**quote, "ax": "V", "t": 1, "c": ["R"], "z": "C"}], conn)
+    assert new.wait_for(1)[0].bid_price == 1.0
+    # A different URL (another feed, another server) is another slot: left alone.
+    other = make_client(alpaca_server, "test")
+    other.quotes("FAKEPACA").subscribe(lambda _: None)
+    alpaca_server.wait_for_subscriptions({"quotes": {"FAKEPACA"}})
+    assert second.lifecycle is Lifecycle.OPENED
 
 
 def test_header_auth(

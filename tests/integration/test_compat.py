@@ -1,0 +1,340 @@
+"""rxalpaca.compat: alpaca-py programs run unchanged but for the import.
+
+The programs are alpaca-py's documented streaming examples, each run as a real
+subprocess twice — under alpaca-py itself and under ``rxalpaca.compat`` — against the
+embedded server; the only edits are the import line and the constructor's
+``url_override`` and keys (to reach the server instead of Alpaca).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rxalpaca import models
+from rxalpaca.codec import Codec
+from rxalpaca.compat import (
+    CryptoDataStream,
+    DataStream,
+    NewsDataStream,
+    OptionDataStream,
+    StockDataStream,
+    raw_dict,
+)
+from rxalpaca.errors import AuthFailed
+from rxalpaca.testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer
+from tests.conftest import TIMING_FACTOR
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# alpaca-py's README ("Real-time data") — verbatim but for {import}, the keys and the URL.
+README_EXAMPLE = """\
+from {module} import StockDataStream
+
+wss_client = StockDataStream({key!r}, {secret!r}, url_override={url!r})
+
+# async handler
+async def quote_data_handler(data):
+    # quote data will arrive here
+    print(data)
+
+wss_client.subscribe_quotes(quote_data_handler, "SPY")
+
+wss_client.run()
+"""
+
+# A raw_data program as found in the wild: reads wire keys.
+RAW_EXAMPLE = """\
+from {module} import StockDataStream
+
+idx = 0
+async def quote_data_handler(data):
+    global idx
+    if idx == 0:
+        ticker, bid_price, ask_price = data['S'], data['bp'], data['ap']
+        print(ticker, bid_price, ask_price)
+    idx = (idx + 1) % 15
+
+wss_client = StockDataStream({key!r}, {secret!r}, raw_data=True, url_override={url!r})
+wss_client.subscribe_quotes(quote_data_handler, "AAPL")
+wss_client.run()
+"""
+
+# alpaca-py's docs ("Market Data" > "Real Time Data"), for crypto.
+CRYPTO_EXAMPLE = """\
+from {module} import CryptoDataStream
+
+wss_client = CryptoDataStream({key!r}, {secret!r}, url_override={crypto_url!r})
+
+# async handler
+async def quote_data_handler(data):
+    # quote data will arrive here
+    print(data)
+
+wss_client.subscribe_quotes(quote_data_handler, "BTC/USD")
+
+wss_client.run()
+"""
+
+ALPACA = "alpaca.data.live"
+OURS = "rxalpaca.compat"
+
+
+def run_until_sigint(
+    program: str, tmp_path: Path, name: str, lines: int = 2, *, strict: bool = True
+) -> tuple[int | None, list[str], str]:
+    """Run ``program``; once it printed ``lines`` lines, SIGINT it; (rc, stdout lines, stderr).
+
+    ``strict``: one SIGINT must end it. Otherwise (alpaca-py, whose run() can swallow
+    the first Ctrl-C) it gets more, as a user would press Ctrl-C again, then a kill.
+    """
+    script = tmp_path / f"{name}.py"
+    script.write_text(program)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        seen = [proc.stdout.readline() for _ in range(lines)]
+        proc.send_signal(signal.SIGINT)
+        if strict:
+            out, err = proc.communicate(timeout=30 * TIMING_FACTOR)
+        else:
+            for _ in range(3):
+                try:
+                    out, err = proc.communicate(timeout=3 * TIMING_FACTOR)
+                    break
+                except subprocess.TimeoutExpired:
+                    proc.send_signal(signal.SIGINT)
+            else:
+                proc.kill()
+                out, err = proc.communicate()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, [s for s in seen + out.splitlines() if s.strip()], err
+
+
+@pytest.mark.parametrize(
+    ("program", "symbol", "check"),
+    [
+        (README_EXAMPLE, "SPY", lambda line: "symbol='SPY'" in line and "bid_price=" in line),
+        (RAW_EXAMPLE, "AAPL", lambda line: line.startswith("AAPL ")),
+        (CRYPTO_EXAMPLE, "BTC/USD", lambda line: "symbol='BTC/USD'" in line and "size=" in line),
+    ],
+    ids=["readme", "raw_data", "crypto"],
+)
+@pytest.mark.parametrize("module", [ALPACA, OURS], ids=["alpaca-py", "compat"])
+def test_an_alpaca_py_program_runs_unchanged_but_for_the_import(  # noqa: PLR0917
+    alpaca_server: AlpacaStreamServer,
+    tmp_path: Path,
+    program: str,
+    symbol: str,
+    check: Callable[[str], bool],
+    module: str,
+) -> None:
+    alpaca_server.start_market(symbols=[symbol], rate=200)
+    code = program.format(
+        module=module,
+        key=DEFAULT_KEY,
+        secret=DEFAULT_SECRET,
+        url=alpaca_server.url("iex"),
+        crypto_url=alpaca_server.url("crypto/us"),
+    )
+    ours = module == OURS
+    rc, lines, err = run_until_sigint(code, tmp_path, "example", strict=ours)
+    data = [line for line in lines if "keyboard interrupt" not in line]
+    assert data and all(check(line) for line in data[:2]), lines
+    if ours:  # one Ctrl-C ends it cleanly
+        assert rc == 0, err
+        assert "Traceback" not in err, err
+
+
+# ---------------------------------------------------------------- in process
+
+
+def quote(i: int, symbol: str) -> dict[str, Any]:
+    return {
+        "T": "q",
+        "S": symbol,
+        "bp": float(i),
+        "bs": 1,
+        "ap": float(i) + 0.01,
+        "as": 1,
+        "bx": "V",
+        "ax": "V",
+        "t": 1_700_000_000_000_000_000 + i,
+        "c": ["R"],
+        "z": "C",
+    }
+
+
+@pytest.fixture
+def running() -> Iterator[Callable[[DataStream], threading.Thread]]:
+    """Start ``stream.run()`` in a thread; stop and join it at the end."""
+    started: list[tuple[DataStream, threading.Thread]] = []
+
+    def start(stream: DataStream) -> threading.Thread:
+        thread = threading.Thread(target=stream.run, name="compat-run", daemon=True)
+        thread.start()
+        started.append((stream, thread))
+        return thread
+
+    yield start
+    for stream, thread in started:
+        stream.stop()
+        thread.join(10)
+
+
+def test_a_symbols_own_handler_wins_over_star_and_unsubscribe_stops_it(
+    alpaca_server: AlpacaStreamServer, running: Callable[[DataStream], threading.Thread]
+) -> None:
+    stream = StockDataStream(DEFAULT_KEY, DEFAULT_SECRET, url_override=alpaca_server.url("iex"))
+    got: list[tuple[str, str, float]] = []
+    cond = threading.Condition()
+
+    def note(who: str, q: Any) -> None:
+        with cond:
+            got.append((who, q.symbol, q.bid_price))
+            cond.notify_all()
+
+    async def on_any(q: Any) -> None:
+        note("star", q)
+
+    async def on_aapl(q: Any) -> None:
+        note("aapl", q)
+        assert threading.current_thread().name == "compat-run"  # on run()'s loop
+
+    stream.subscribe_quotes(on_any, "*")
+    stream.subscribe_quotes(on_aapl, "AAPL")
+    running(stream)
+    alpaca_server.wait_for_subscriptions({"quotes": {"*", "AAPL"}})
+    alpaca_server.publish([quote(1, "AAPL"), quote(2, "MSFT")])
+    with cond:
+        assert cond.wait_for(lambda: len(got) >= 2, 10 * TIMING_FACTOR)
+    assert sorted(got) == [("aapl", "AAPL", 1.0), ("star", "MSFT", 2.0)]
+    stream.unsubscribe_quotes("AAPL")
+    alpaca_server.wait_for_subscriptions({"quotes": {"*"}})
+    alpaca_server.publish([quote(3, "AAPL")])
+    with cond:
+        assert cond.wait_for(lambda: len(got) >= 3, 10 * TIMING_FACTOR)
+    assert got[2] == ("star", "AAPL", 3.0)  # "*" takes AAPL again
+
+
+def test_run_raises_a_fatal_error_instead_of_retrying_for_ever(
+    alpaca_server: AlpacaStreamServer,
+) -> None:
+    stream = StockDataStream(DEFAULT_KEY, "wrong", url_override=alpaca_server.url("iex"))
+
+    async def on_quote(q: Any) -> None: ...
+
+    stream.subscribe_quotes(on_quote, "AAPL")
+    with pytest.raises(AuthFailed):
+        stream.run()
+
+
+def test_run_forever_on_the_programs_own_loop_and_stop_from_a_handler(
+    alpaca_server: AlpacaStreamServer,
+) -> None:
+    stream = CryptoDataStream(
+        DEFAULT_KEY, DEFAULT_SECRET, url_override=alpaca_server.url("crypto/us")
+    )
+    books: list[models.OrderBook] = []
+
+    async def on_book(book: models.OrderBook) -> None:
+        books.append(book)
+        stream.stop()  # from inside a handler, on the loop
+
+    async def main() -> None:
+        stream.subscribe_orderbooks(on_book, "BTC/USD")
+        task = asyncio.create_task(stream._run_forever())
+        await asyncio.to_thread(alpaca_server.wait_for_subscriptions, {"orderbooks": {"BTC/USD"}})
+        # The server opens with a snapshot of the book (reset=True).
+        await asyncio.wait_for(task, 10 * TIMING_FACTOR)
+
+    asyncio.run(main())
+    assert len(books) == 1 and books[0].reset and books[0].bids  # stopped after one
+
+
+def test_option_and_news_streams_take_alpaca_py_arguments(
+    alpaca_server: AlpacaStreamServer, running: Callable[[DataStream], threading.Thread]
+) -> None:
+    options = OptionDataStream(
+        DEFAULT_KEY, DEFAULT_SECRET, url_override=alpaca_server.url("indicative")
+    )
+    assert options.client.encoding == "msgpack" and options.client.endpoint.feed == "indicative"
+    news = NewsDataStream(DEFAULT_KEY, DEFAULT_SECRET, url_override=alpaca_server.url("news"))
+    got: list[Any] = []
+    done = threading.Event()
+
+    async def on_news(article: Any) -> None:
+        got.append(article)
+        done.set()
+
+    news.subscribe_news(on_news, "*")
+    running(news)
+    alpaca_server.wait_for_subscriptions({"news": {"*"}})
+    alpaca_server.publish(
+        [
+            {
+                "T": "n",
+                "id": 7,
+                "headline": "Hi",
+                "symbols": ["AAPL"],
+                "created_at": 1,
+                "updated_at": 1,
+            }
+        ],
+        feed="news",
+    )
+    assert done.wait(10 * TIMING_FACTOR)
+    assert got[0].headline == "Hi"
+    options.client.close()
+
+
+def test_raw_dict_gives_the_wire_names() -> None:
+    codec = Codec("iex", "json")
+    [record] = codec.decode(
+        b'[{"T":"q","S":"AAPL","bp":1.5,"bs":2,"ap":1.6,"as":3,"bx":"V","ax":"V",'
+        b'"t":"2024-01-02T03:04:05.123456789Z","c":["R"],"z":"C"}]'
+    )
+    assert isinstance(record, models.Quote)
+    raw = raw_dict(record)
+    assert raw["T"] == "q" and raw["S"] == "AAPL" and raw["bp"] == 1.5 and raw["c"] == ["R"]
+    assert raw["t"].year == 2024
+    assert "received_ns" not in raw
+
+
+def test_run_inside_a_running_loop_works_as_in_jupyter(alpaca_server: AlpacaStreamServer) -> None:
+    # A Jupyter cell runs inside the kernel's loop; alpaca-py's run() fails there.
+    stream = StockDataStream(DEFAULT_KEY, DEFAULT_SECRET, url_override=alpaca_server.url("iex"))
+    alpaca_server.start_market(symbols=["AAPL"], rate=200)
+    seen: list[str] = []
+
+    async def on_quote(q: Any) -> None:
+        seen.append(threading.current_thread().name)
+        if len(seen) == 3:
+            stream.stop()
+
+    async def cell() -> None:
+        stream.subscribe_quotes(on_quote, "AAPL")
+        stream.run()  # blocks the "cell" until stop()
+
+    asyncio.run(cell())
+    assert seen == ["rxalpaca-compat-loop"] * 3
+    assert stream.client.lifecycle.value == "closed"
