@@ -17,13 +17,17 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import ops
-from .client import StreamClient
 from .errors import ConfigurationError
 from .feeds import Family
 from .protocol import ConnectionState
+
+if TYPE_CHECKING:
+    from .client import StreamClient
+
+# The client and the operators (reactivex) are imported by the commands that run them, so
+# ``rxalpaca --help`` and a usage error start fast (docs/benchmarks.md, "Import time").
 
 __all__ = ["main"]
 
@@ -120,6 +124,8 @@ def _f(v: float | None) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from . import ops  # noqa: PLC0415 - see the imports
+    from .client import StreamClient  # noqa: PLC0415
     from .testing import (  # noqa: PLC0415 - needs the [testing] extra
         DEFAULT_KEY,
         DEFAULT_SECRET,
@@ -193,6 +199,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _stream(args: argparse.Namespace) -> int:
+    from .client import StreamClient  # noqa: PLC0415 - see the imports
+
     client = StreamClient(feed=args.feed, url=args.url, encoding=args.encoding)
     channel = getattr(client, args.channel)
     done = threading.Event()
