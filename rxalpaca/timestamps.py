@@ -223,7 +223,7 @@ def _read_ns(
     _get: Callable[[bytes], int | None] = _SECONDS.get,
     _scale: tuple[int, ...] = _FRACTION_SCALE,
     _parts: tuple[Callable[[Raw], tuple[bytes, bytes, bytes]] | None, ...] = _JSON_PARTS,
-    _raw_type: type = Raw,
+    _raw_type: type[Raw] = Raw,
 ) -> int:
     """``parse_time_ns(raw)`` for a record's raw time, fast for the forms servers send.
 
@@ -260,7 +260,7 @@ def _record_time_ns(
     _get: Callable[[bytes], int | None] = _SECONDS.get,
     _scale: tuple[int, ...] = _FRACTION_SCALE,
     _parts: tuple[Callable[[Raw], tuple[bytes, bytes, bytes]] | None, ...] = _JSON_PARTS,
-    _raw_type: type = Raw,
+    _raw_type: type[Raw] = Raw,
 ) -> int:
     """``record.timestamp_ns``: the commonest forms of ``_read_ns`` inlined; the rest (and
     the error, naming the field) through ``_field_ns``."""
