@@ -507,8 +507,8 @@ def _read_cases() -> dict[str, tuple[Callable[[], int], str]]:
     from rxalpaca.timestamps import _FRACTION_SCALE, _SECONDS, parse_time_ns
 
     w = workload(TIME_WORKLOADS[0])
-    json_records = [r for f in w.json_frames for r in JSON_CODEC.decode(f)]
-    msgpack_records = [r for f in w.msgpack_frames for r in MSGPACK_CODEC.decode(f)]
+    json_records: list[Any] = [r for f in w.json_frames for r in JSON_CODEC.decode(f)]
+    msgpack_records: list[Any] = [r for f in w.msgpack_frames for r in MSGPACK_CODEC.decode(f)]
     texts = [m["t"] for f in w.json_frames for m in orjson.loads(f)]
     stamps = [m["t"] for f in w.msgpack_frames for m in msgpack.unpackb(f)]  # Timestamp objects
 
@@ -614,13 +614,13 @@ def test_timestamp_reads_agree() -> None:
     from rxalpaca.timestamps import parse_time_ns
 
     w = workload(TIME_WORKLOADS[0])
-    records = [r for f in w.json_frames for r in JSON_CODEC.decode(f)]
+    records: list[Any] = [r for f in w.json_frames for r in JSON_CODEC.decode(f)]
     texts = [m["t"] for f in w.json_frames for m in orjson.loads(f)]
     full = [parse_time_ns(r.raw_time) for r in records]
-    assert [r.timestamp_ns for r in records] == full  # type: ignore[union-attr]
+    assert [r.timestamp_ns for r in records] == full
     assert [floor_time_ns(t) for t in texts] == full
-    packed = [r for f in w.msgpack_frames for r in MSGPACK_CODEC.decode(f)]
-    assert [r.timestamp_ns for r in packed] == full  # type: ignore[union-attr]
+    packed: list[Any] = [r for f in w.msgpack_frames for r in MSGPACK_CODEC.decode(f)]
+    assert [r.timestamp_ns for r in packed] == full
 
 
 # ---------------------------------------------------------------- encoding

@@ -79,7 +79,6 @@ from .timestamps import (
     raw_time_from_ns,
 )
 
-
 _TIMESTAMP_NS_DOC = """Exchange time in exact integer nanoseconds since the epoch (UTC).
 
 Raises:

@@ -208,11 +208,13 @@ _SECONDS_MASK = (1 << 34) - 1
 
 
 #: JSON times by their size with quotes, 24-32 bytes (1-9 fraction digits): split in one C call,
-#: straight from the record's buffer (no copy), into the cache key, the digits and the tail.
-_JSON_PARTS: tuple[Callable[[Raw], tuple[bytes, bytes, bytes]] | None, ...] = tuple(
-    _struct.Struct(f"21s{size - 23}s2s").unpack_from if 23 < size < 33 else None
+#: straight from the record's buffer (no copy), into the cache key, the digits and the last
+#: two bytes as an integer (``_TAIL`` is 'Z"').
+_JSON_PARTS: tuple[Callable[[Raw], tuple[bytes, bytes, int]] | None, ...] = tuple(
+    _struct.Struct(f">21s{size - 23}sH").unpack_from if 23 < size < 33 else None
     for size in range(33)
 )
+_TAIL = 0x5A22  # b'Z"' as a big-endian unsigned short
 _WHOLE_SECOND = _struct.Struct("21s1s").unpack_from  # '"YYYY-MM-DDTHH:MM:SSZ' + '"' (bars)
 _HEAD_U64 = _struct.Struct(">HQ").unpack_from  # MessagePack lead + type bytes, then payload
 _HEAD_U32 = _struct.Struct(">HI").unpack_from
@@ -222,7 +224,7 @@ def _read_ns(
     raw: Raw,
     _get: Callable[[bytes], int | None] = _SECONDS.get,
     _scale: tuple[int, ...] = _FRACTION_SCALE,
-    _parts: tuple[Callable[[Raw], tuple[bytes, bytes, bytes]] | None, ...] = _JSON_PARTS,
+    _parts: tuple[Callable[[Raw], tuple[bytes, bytes, int]] | None, ...] = _JSON_PARTS,
     _raw_type: type[Raw] = Raw,
 ) -> int:
     """``parse_time_ns(raw)`` for a record's raw time, fast for the forms servers send.
@@ -237,7 +239,7 @@ def _read_ns(
     if 23 < size < 33:  # '"' + 19 + '.' + 1-9 digits + 'Z"'
         prefix, fraction, tail = _parts[size](raw)  # type: ignore[misc]
         base = _get(prefix)
-        if base is not None and tail == b'Z"' and fraction.isdigit():  # ASCII 0-9 only
+        if base is not None and tail == _TAIL and fraction.isdigit():  # ASCII 0-9 only
             return base + int(fraction) * _scale[size - 23]
     elif size == 22:  # a whole second (bars)
         prefix, tail = _WHOLE_SECOND(raw)
@@ -259,7 +261,7 @@ def _record_time_ns(
     record: Any,
     _get: Callable[[bytes], int | None] = _SECONDS.get,
     _scale: tuple[int, ...] = _FRACTION_SCALE,
-    _parts: tuple[Callable[[Raw], tuple[bytes, bytes, bytes]] | None, ...] = _JSON_PARTS,
+    _parts: tuple[Callable[[Raw], tuple[bytes, bytes, int]] | None, ...] = _JSON_PARTS,
     _raw_type: type[Raw] = Raw,
 ) -> int:
     """``record.timestamp_ns``: the commonest forms of ``_read_ns`` inlined; the rest (and
@@ -270,7 +272,7 @@ def _record_time_ns(
         if 23 < size < 33:
             prefix, fraction, tail = _parts[size](raw)  # type: ignore[misc]
             base = _get(prefix)
-            if base is not None and tail == b'Z"' and fraction.isdigit():
+            if base is not None and tail == 0x5A22 and fraction.isdigit():  # 'Z"', 0-9 only
                 return base + int(fraction) * _scale[size - 23]
         elif size == 10:
             head, value = _HEAD_U64(raw)
