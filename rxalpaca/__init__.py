@@ -12,7 +12,10 @@ See ``docs/client.md`` for the client, the operators and the threading model.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+
+# Not ``from typing import TYPE_CHECKING``: ``typing`` alone is most of a bare import's cost.
+# Type checkers treat any ``TYPE_CHECKING`` as true (PEP 484).
+TYPE_CHECKING = False
 
 __version__ = "0.1.0"
 
@@ -226,7 +229,7 @@ if TYPE_CHECKING:
     from .aio import aiter as aiter  # type: ignore[deprecated]
 else:
 
-    def __getattr__(name: str) -> Any:
+    def __getattr__(name: str) -> object:
         module = _LAZY.get(name)
         if module is not None:
             value = getattr(importlib.import_module(module, __name__), name)
