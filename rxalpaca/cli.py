@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError
 from .feeds import Family
-from .protocol import ConnectionState
 
 if TYPE_CHECKING:
     from .client import StreamClient
+    from .protocol import ConnectionState
 
 # The client and the operators (reactivex) are imported by the commands that run them, so
 # ``rxalpaca --help`` and a usage error start fast (docs/benchmarks.md, "Import time").
@@ -75,7 +75,9 @@ class _Board:
         self.symbols = list(symbols)
         self.rows: dict[str, dict[str, Any]] = {s: {} for s in symbols}
         self.lock = threading.Lock()
-        self.state = ConnectionState.IDLE
+        from .protocol import ConnectionState  # noqa: PLC0415 - msgspec: not for --help
+
+        self.state: ConnectionState = ConnectionState.IDLE
         self.errors = 0
 
     def quote(self, q: Any) -> None:

@@ -122,7 +122,7 @@ def test_import_loads_only_what_is_used() -> None:
     models = _modules_after("from rxalpaca import Trade, ConfigurationError")
     assert "msgspec" in models and not {"reactivex", "websocket", "random"} & models
     cli = _modules_after("import rxalpaca.cli")
-    assert not {"reactivex", "websocket", "rxalpaca.client"} & cli
+    assert not {"reactivex", "websocket", "msgspec", "rxalpaca.client"} & cli
     client = _modules_after("from rxalpaca import StreamClient")
     assert "reactivex" in client and "random" not in client
 
