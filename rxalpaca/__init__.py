@@ -243,7 +243,10 @@ else:
             return _deprecated_aiter
         else:
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        globals()[name] = value  # bound: later uses are plain attribute reads
+        # Bound: later uses are plain attribute reads. Any thread may get here first; the
+        # import system's per-module lock serialises the import, and two threads binding
+        # the same object is harmless.
+        globals()[name] = value
         return value
 
     def __dir__() -> list[str]:
