@@ -598,6 +598,10 @@ def breakdown_markdown(data: dict[str, Any], summary: dict[str, Any]) -> list[st
         "|---|" + "---:|" * len(cols),
         line("**floor, end to end**", [e2e_us("floor", enc) for enc in cols]),
         line("**rxalpaca, end to end**", rx),
+        line(
+            "— of which reading every timestamp (rxalpaca - rxalpaca-noread)",
+            [r - e2e_us("rxalpaca-noread", enc) for r, enc in zip(rx, cols, strict=True)],
+        ),
         line("websocket-client `recv_frame` (framing, from memory)", [c["ws_framing"] for c in st]),
         line("reassemble (operator hop)", [c["reassemble"] for c in st]),
         line("validate (operator hop)", [c["validate"] for c in st]),
