@@ -3,14 +3,18 @@ its own core and its own peak RSS.
 
 Run as ``python benchmarks/_clients.py`` with a JSON config on stdin::
 
-    {"client": "floor" | "rxalpaca" | "alpaca-py" | "bare", "url": "ws://127.0.0.1:PORT/...",
+    {"client": "floor" | "rxalpaca" | "rxalpaca+dt" | "rxalpaca-noread" | "alpaca-py" | "bare",
+     "url": "ws://127.0.0.1:PORT/...",
      "encoding": "json" | "msgpack", "symbols": [...], "expected": {"t": n, "q": n, "b": n},
      "timeout": seconds}
 
 It prints one line, ``RESULT {json}`` (or writes it to ``"result_file"`` if the config
 names one), and exits 0 — or non-zero if the counts do not
-match. Every client does the same work per message: count it, and for a trade append
-``time_ns() - trade.id`` (the pusher writes its send time into the id when pacing).
+match. Every client does what a strategy does with each record: count it and read its
+exchange time as exact integer nanoseconds; for a trade it appends ``time_ns()`` minus that
+timestamp (the pusher stamps a paced trade's ``t`` with its send time). ``rxalpaca+dt``
+also reads the ``datetime`` view and one field of every record; ``rxalpaca-noread`` is the
+diagnostic that reads no timestamp (latency from the id, which the pusher stamps too).
 
 Module-level imports are a few small standard-library modules; the ``bare`` baseline is a
 ``python -c`` that imports nothing.
@@ -111,21 +115,61 @@ def _total(cfg: dict[str, Any]) -> int:
 
 # ---------------------------------------------------------------- the floor
 
+#: ``"YYYY-MM-DDTHH:MM:SS"`` -> that second in ns since the epoch (cleared when large).
+_FLOOR_SECONDS: dict[str, int] = {}
+#: ns per unit of a fraction of k digits.
+_FLOOR_SCALE = tuple(10 ** (9 - k) for k in range(10))
+
+
+def _civil_seconds(prefix: str) -> int:
+    """``YYYY-MM-DDTHH:MM:SS`` (UTC) to seconds since the epoch (days from civil, H. Hinnant)."""
+    y, m, d = int(prefix[0:4]), int(prefix[5:7]), int(prefix[8:10])
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+    return days * 86400 + int(prefix[11:13]) * 3600 + int(prefix[14:16]) * 60 + int(prefix[17:19])
+
+
+def floor_time_ns(
+    text: str, _get: Callable[[str], int | None] = _FLOOR_SECONDS.get, _scale: Any = _FLOOR_SCALE
+) -> int:
+    """The floor's RFC 3339 (UTC, ``Z``) to exact ns, the fastest plain Python found: the whole
+    second from a cache keyed by its 19-character prefix, the 1-9 fraction digits by ``int``.
+    No validation: the floor trusts the server (``bench_codec.py`` measures it against
+    ``timestamp_ns``)."""
+    base = _get(text[:19])
+    if base is None:
+        if len(_FLOOR_SECONDS) > 4096:
+            _FLOOR_SECONDS.clear()
+        base = _FLOOR_SECONDS[text[:19]] = _civil_seconds(text) * 1_000_000_000
+    fraction = text[20:-1]
+    return base + int(fraction) * _scale[len(fraction)] if fraction else base
+
 
 def run_floor(cfg: dict[str, Any]) -> Result:
-    """websocket-client + orjson (or msgpack) into plain dicts, a plain callback, no Rx."""
+    """websocket-client + orjson (or msgpack) into plain dicts, a plain callback, no Rx; every
+    timestamp converted to exact ns (JSON: ``floor_time_ns``; MessagePack: by msgpack's C
+    unpacker itself, ``timestamp=2``)."""
+    import functools
+
     import websocket
 
+    to_ns: Callable[[Any], int]
     if cfg["encoding"] == "json":
         import orjson
 
         loads: Callable[[Any], Any] = orjson.loads
         dumps: Callable[[Any], Any] = orjson.dumps
         opcode = websocket.ABNF.OPCODE_TEXT
+        to_ns = floor_time_ns
     else:
         import msgpack
 
-        loads, dumps, opcode = msgpack.unpackb, msgpack.packb, websocket.ABNF.OPCODE_BINARY
+        loads = functools.partial(msgpack.unpackb, timestamp=2)  # ext -1 -> int ns, in C
+        dumps, opcode = msgpack.packb, websocket.ABNF.OPCODE_BINARY
+        to_ns = int
     sink = Sink(_total(cfg))
     lat = sink.lat
     clock = time.time_ns
@@ -134,10 +178,12 @@ def run_floor(cfg: dict[str, Any]) -> Result:
     def on_message(m: dict[str, Any]) -> None:
         kind = m["T"]
         if kind == "t":
-            lat.append(clock() - m["i"])
+            lat.append(clock() - to_ns(m["t"]))
         elif kind == "q":
+            to_ns(m["t"])
             sink.quotes += 1
         elif kind == "b":
+            to_ns(m["t"])
             sink.bars += 1
         else:
             return  # control messages
@@ -168,8 +214,12 @@ def run_floor(cfg: dict[str, Any]) -> Result:
 
 
 def run_rxalpaca(cfg: dict[str, Any]) -> Result:
-    """``StreamClient`` with one subscription per channel over every symbol."""
+    """``StreamClient`` with one subscription per channel over every symbol; the observers
+    read ``timestamp_ns`` (``rxalpaca+dt``: and ``timestamp`` and a field; ``rxalpaca-noread``:
+    nothing)."""
     from rxalpaca import StreamClient
+
+    variant = cfg["client"]
 
     sink = Sink(_total(cfg))
     lat = sink.lat
@@ -184,16 +234,54 @@ def run_rxalpaca(cfg: dict[str, Any]) -> Result:
             sink.finish()
 
     def on_trade(t: Any) -> None:
-        lat.append(clock() - t.id)
+        lat.append(clock() - t.timestamp_ns)
         counted()
 
     def on_quote(q: Any) -> None:
+        q.timestamp_ns  # noqa: B018 - the read is the point
         sink.quotes += 1
         counted()
 
     def on_bar(b: Any) -> None:
+        b.timestamp_ns  # noqa: B018
         sink.bars += 1
         counted()
+
+    if variant == "rxalpaca+dt":
+
+        def on_trade(t: Any) -> None:
+            lat.append(clock() - t.timestamp_ns)
+            t.timestamp  # noqa: B018
+            t.price  # noqa: B018
+            counted()
+
+        def on_quote(q: Any) -> None:
+            q.timestamp_ns  # noqa: B018
+            q.timestamp  # noqa: B018
+            q.bid_price  # noqa: B018
+            sink.quotes += 1
+            counted()
+
+        def on_bar(b: Any) -> None:
+            b.timestamp_ns  # noqa: B018
+            b.timestamp  # noqa: B018
+            b.close  # noqa: B018
+            sink.bars += 1
+            counted()
+
+    elif variant == "rxalpaca-noread":  # the diagnostic: no timestamp read at all
+
+        def on_trade(t: Any) -> None:
+            lat.append(clock() - t.id)
+            counted()
+
+        def on_quote(q: Any) -> None:
+            sink.quotes += 1
+            counted()
+
+        def on_bar(b: Any) -> None:
+            sink.bars += 1
+            counted()
 
     syms = cfg["symbols"]
     client = StreamClient(
@@ -207,7 +295,7 @@ def run_rxalpaca(cfg: dict[str, Any]) -> Result:
     client.quotes(*syms).subscribe(on_quote)
     client.bars(*syms).subscribe(on_bar)
     sink.done.wait(cfg["timeout"])
-    out = sink.result("rxalpaca", cfg)
+    out = sink.result(variant, cfg)
     out["errors"] = errors[:5]
     out["metrics"] = {k: v for k, v in client.metrics.snapshot().items() if not isinstance(v, dict)}
     client.close()
@@ -235,15 +323,18 @@ def run_alpaca_py(cfg: dict[str, Any]) -> Result:
             sink.finish()
             await stream.stop_ws()
 
+    # alpaca-py's records hold the time as a datetime already (microseconds).
     async def on_trade(t: Any) -> None:
-        lat.append(clock() - t.id)
+        lat.append(clock() - round(t.timestamp.timestamp() * 1e6) * 1000)
         await counted()
 
     async def on_quote(q: Any) -> None:
+        q.timestamp  # noqa: B018
         sink.quotes += 1
         await counted()
 
     async def on_bar(b: Any) -> None:
+        b.timestamp  # noqa: B018
         sink.bars += 1
         await counted()
 
@@ -276,6 +367,8 @@ def run_bare(cfg: dict[str, Any]) -> Result:
 RUNNERS: dict[str, Callable[[dict[str, Any]], Result]] = {
     "floor": run_floor,
     "rxalpaca": run_rxalpaca,
+    "rxalpaca+dt": run_rxalpaca,
+    "rxalpaca-noread": run_rxalpaca,
     "alpaca-py": run_alpaca_py,
     "bare": run_bare,
 }

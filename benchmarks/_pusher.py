@@ -14,8 +14,11 @@ client appends, is ignored):
 * ``/flood/<json|msgpack>/<symbols>/<cycles>`` — the workload ``cycles`` times, as fast as
   the socket takes it;
 * ``/paced/<json|msgpack>/<symbols>/<cycles>/<rate>`` — the same at ``rate`` messages/s.
-  Every trade's ``i`` (its id) carries ``time.time_ns()`` taken just before its frame is
-  written, so the client computes latency as ``time_ns() - trade.id`` on one clock.
+  Every trade's timestamp ``t`` carries ``time.time_ns()`` taken just before its frame is
+  written (RFC 3339 with nine fraction digits in JSON, a MessagePack timestamp 64), so the
+  client computes latency from the record as users read it, ``time_ns() - timestamp_ns``,
+  on one clock; its id ``i`` carries the same stamp as an integer (for the no-read
+  diagnostic client).
 
 Started as ``python benchmarks/_pusher.py --frames 2000 --symbols 100,1000``, it prints one
 JSON line — ``{"port": ..., "workloads": {"json/100": {"frames", "messages", "t", "q",
@@ -48,6 +51,11 @@ from frames import Workload, rfc3339, symbols
 PLACEHOLDER = 1_111_111_111_111_111_111
 _JSON_MARK = b'"i":' + str(PLACEHOLDER).encode()
 _MSGPACK_MARK = b"\xa1i\xcf" + struct.pack(">Q", PLACEHOLDER)
+#: Placeholder for a paced trade's ``t``: fixed width (nine fraction digits; MessagePack
+#: timestamp 64, ``d7 ff`` + 8 bytes), so a stamp fits in place.
+T_PLACEHOLDER_NS = 4_102_444_799_999_999_999  # 2099-12-31T23:59:59.999999999Z
+_JSON_T_MARK = b'"t":"2099-12-31T23:59:59.999999999Z"'
+_MSGPACK_T_MARK = b"\xa1t" + msgpack.packb(msgpack.Timestamp.from_unix_nano(T_PLACEHOLDER_NS))
 CHANNELS = ("trades", "quotes", "bars")
 TEXT, BINARY = 0x1, 0x2
 
@@ -68,29 +76,29 @@ class Prepared:
 
     encoding: str
     symbols: list[str]
-    frames: list[tuple[bytes, bytes, tuple[int, ...], int]]  # header, payload, stamp offsets, n
+    #: Paced: header, payload, id stamp offsets, n, time stamp offsets (trades' ``t`` stamped).
+    frames: list[tuple[bytes, bytes, tuple[int, ...], int, tuple[int, ...]]]
     flood: bytes  # every frame, framed, back to back: one cycle
     counts: dict[str, int]
 
     @classmethod
     def build(cls, workload: Workload, names: list[str], encoding: str) -> Prepared:
         frames = []
+        flood_parts = []
         for batch in workload.batches:
-            wire = [_wire(m, encoding) for m in batch]
+            opcode = TEXT if encoding == "json" else BINARY
+            real = _encode([_wire(m, encoding, stamped=False) for m in batch], encoding)
+            flood_parts += [ws_header(opcode, len(real)), real]  # flood: the workload's times
+            payload = _encode([_wire(m, encoding, stamped=True) for m in batch], encoding)
+            trades = sum(m["T"] == "t" for m in batch)
             if encoding == "json":
-                payload, mark, skip, opcode = orjson.dumps(wire), _JSON_MARK, 4, TEXT
+                ids = _offsets(payload, _JSON_MARK, 4, trades)
+                times = _offsets(payload, _JSON_T_MARK, 5, trades)
             else:
-                payload = msgpack.packb(wire, use_bin_type=True)
-                mark, skip, opcode = _MSGPACK_MARK, 3, BINARY
-            offsets = []
-            start = payload.find(mark)
-            while start >= 0:
-                offsets.append(start + skip)
-                start = payload.find(mark, start + 1)
-            if len(offsets) != sum(m["T"] == "t" for m in batch):
-                raise AssertionError("a trade's id placeholder was not found")
-            frames.append((ws_header(opcode, len(payload)), payload, tuple(offsets), len(batch)))
-        flood = b"".join(h + p for h, p, _, _ in frames)
+                ids = _offsets(payload, _MSGPACK_MARK, 3, trades)
+                times = _offsets(payload, _MSGPACK_T_MARK, 4, trades)
+            frames.append((ws_header(opcode, len(payload)), payload, ids, len(batch), times))
+        flood = b"".join(flood_parts)
         counts = {"frames": workload.frames, "messages": workload.messages, "t": 0, "q": 0, "b": 0}
         for batch in workload.batches:
             for m in batch:
@@ -98,14 +106,41 @@ class Prepared:
         return cls(encoding, names, frames, flood, counts)
 
 
-def _wire(message: dict[str, Any], encoding: str) -> dict[str, Any]:
-    """The message as the server writes it; every trade's id is the stamp placeholder."""
+def _encode(messages: list[dict[str, Any]], encoding: str) -> bytes:
+    if encoding == "json":
+        return orjson.dumps(messages)
+    return msgpack.packb(messages, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _offsets(payload: bytes, mark: bytes, skip: int, expected: int) -> tuple[int, ...]:
+    """Where each placeholder's value starts (``skip`` bytes into its mark)."""
+    out = []
+    start = payload.find(mark)
+    while start >= 0:
+        out.append(start + skip)
+        start = payload.find(mark, start + 1)
+    if len(out) != expected:
+        raise AssertionError(f"{len(out)} placeholders {mark!r} found, {expected} trades")
+    return tuple(out)
+
+
+def _wire(message: dict[str, Any], encoding: str, *, stamped: bool) -> dict[str, Any]:
+    """The message as the server writes it; when ``stamped``, a trade's id and time are
+    the stamp placeholders."""
     ns = message["t"]
+    if stamped and message["T"] == "t":
+        ns = T_PLACEHOLDER_NS
     t = rfc3339(ns) if encoding == "json" else msgpack.Timestamp.from_unix_nano(ns)
     out = {**message, "t": t}
-    if message["T"] == "t":
+    if stamped and message["T"] == "t":
         out["i"] = PLACEHOLDER
     return out
+
+
+def _rfc3339_ns(ns: int) -> bytes:
+    """Nine fraction digits, always (the placeholder's width)."""
+    seconds, frac = divmod(ns, 1_000_000_000)
+    return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{frac:09d}Z").encode()
 
 
 class Pusher:
@@ -181,7 +216,7 @@ class Pusher:
         start = clock() + 0.005
         sent = 0
         for _ in range(cycles):
-            for header, payload, offsets, n in p.frames:
+            for header, payload, offsets, n, times in p.frames:
                 delay = start + sent / rate - clock()
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -192,9 +227,15 @@ class Pusher:
                     digits = str(ns).encode()
                     for off in offsets:
                         buf[base + off : base + off + 19] = digits
+                    text = _rfc3339_ns(ns)
+                    for off in times:
+                        buf[base + off : base + off + 30] = text
                 else:
                     for off in offsets:
                         pack_into(buf, base + off, ns)
+                    stamp = ((ns % 1_000_000_000) << 34) | (ns // 1_000_000_000)
+                    for off in times:
+                        pack_into(buf, base + off, stamp)
                 write(buf)
                 sent += n
                 if transport.get_write_buffer_size() > 1 << 20:

@@ -21,9 +21,11 @@ e. our ``Codec.decode`` in MessagePack mode (msgspec typed MessagePack decode)
 
 plus, for reference, the standard library's ``json.loads`` and (c) without the stamping.
 
-``test_timestamp_check`` measures eager timestamp checks against (c)/(e), the default, which
-parses timestamps only when read: ``strict_timestamps=True`` and prototypes of cheaper checks
-(``docs/benchmarks.md``, "Eager timestamp checks").
+``test_timestamp_read`` measures reading a decoded record's time against the e2e floor's own
+conversion (``_clients.floor_time_ns`` on orjson's ``str``; ``docs/benchmarks.md``, "Reading
+timestamps"). ``test_timestamp_check`` measures eager timestamp checks against (c)/(e), the
+default, which parses timestamps only when read: ``strict_timestamps=True`` and prototypes of
+cheaper checks (``docs/benchmarks.md``, "Eager timestamp checks").
 """
 
 from __future__ import annotations
@@ -491,6 +493,134 @@ def test_time_check_prototypes_catch_what_they_claim() -> None:
             codec._decode_frame(bad)
     assert _LENGTH_CODEC._decode_frame(bad)[0].raw_time == "2021-02-22T15:51:4a.5Z"  # missed
     assert not any(isinstance(x, Record) for x in JSON_STRICT.decode(bad))
+
+
+# ---------------------------------------------------------------- reading timestamps
+#
+# One read per record of already decoded frames: what a strategy pays on top of decoding.
+# Each group's baseline is the e2e floor's conversion of the same times.
+
+
+def _read_cases() -> dict[str, tuple[Callable[[], int], str]]:
+    from _clients import floor_time_ns
+
+    from rxalpaca.timestamps import _FRACTION_SCALE, _SECONDS, parse_time_ns
+
+    w = workload(TIME_WORKLOADS[0])
+    json_records: list[Any] = [r for f in w.json_frames for r in JSON_CODEC.decode(f)]
+    msgpack_records: list[Any] = [r for f in w.msgpack_frames for r in MSGPACK_CODEC.decode(f)]
+    texts = [m["t"] for f in w.json_frames for m in orjson.loads(f)]
+    stamps = [m["t"] for f in w.msgpack_frames for m in msgpack.unpackb(f)]  # Timestamp objects
+
+    def floor_json() -> int:
+        for text in texts:
+            floor_time_ns(text)
+        return len(texts)
+
+    def reads(records: list[Any], attribute: str) -> Callable[[], int]:
+        get = operator.attrgetter(attribute)
+
+        def run() -> int:
+            for record in records:
+                get(record)
+            return len(records)
+
+        return run
+
+    def timestamp_ns_json() -> int:  # the property read as users write it
+        for record in json_records:
+            record.timestamp_ns  # noqa: B018
+        return len(json_records)
+
+    def full_parser() -> int:  # the previous read path: parse_time_ns on every read
+        for record in json_records:
+            parse_time_ns(record.raw_time)
+        return len(json_records)
+
+    def uncached_split() -> int:  # the split without the seconds cache: a date per read
+        for record in json_records:
+            data = bytes(record.raw_time)
+            base = _dt_seconds(data[1:20])
+            fraction = data[21:-2]
+            if fraction:
+                base += int(fraction) * _FRACTION_SCALE[len(fraction)]
+        return len(json_records)
+
+    def floor_msgpack() -> int:
+        for stamp in stamps:
+            stamp.to_unix_nano()
+        return len(stamps)
+
+    def timestamp_ns_msgpack() -> int:
+        for record in msgpack_records:
+            record.timestamp_ns  # noqa: B018
+        return len(msgpack_records)
+
+    assert _SECONDS is not None  # the cache the property uses (filled by the first read)
+    return {
+        "floor: orjson str -> floor_time_ns": (floor_json, "json"),
+        "timestamp_ns (cached seconds, struct split)": (timestamp_ns_json, "json"),
+        "timestamp (datetime view)": (reads(json_records, "timestamp"), "json"),
+        "parse_time_ns per read (the old path)": (full_parser, "json"),
+        "split without the seconds cache": (uncached_split, "json"),
+        "MessagePack floor: Timestamp.to_unix_nano()": (floor_msgpack, "msgpack"),
+        "MessagePack timestamp_ns (in place)": (timestamp_ns_msgpack, "msgpack"),
+        "MessagePack timestamp (datetime view)": (reads(msgpack_records, "timestamp"), "msgpack"),
+    }
+
+
+def _dt_seconds(prefix: bytes) -> int:
+    t = dt.datetime.fromisoformat(prefix.decode()).replace(tzinfo=dt.UTC)
+    return int(t.timestamp()) * 1_000_000_000
+
+
+JSON_CODEC = Codec("stocks", "json")
+MSGPACK_CODEC = Codec("stocks", "msgpack")
+READ_CASES = [
+    "floor: orjson str -> floor_time_ns",
+    "timestamp_ns (cached seconds, struct split)",
+    "timestamp (datetime view)",
+    "parse_time_ns per read (the old path)",
+    "split without the seconds cache",
+    "MessagePack floor: Timestamp.to_unix_nano()",
+    "MessagePack timestamp_ns (in place)",
+    "MessagePack timestamp (datetime view)",
+]
+
+
+@pytest.mark.parametrize("case", READ_CASES)
+def test_timestamp_read(benchmark: Any, case: str) -> None:
+    cases = _read_cases()
+    fn, encoding = cases[case]
+    w = workload(TIME_WORKLOADS[0])
+    kind = "JSON" if encoding == "json" else "MessagePack"
+    benchmark.group = f"timestamp reads, {kind}: {TIME_WORKLOADS[0]}"
+    benchmark.name = case
+    fn()  # warm: the seconds caches
+    benchmark.extra_info.update(
+        workload=TIME_WORKLOADS[0],
+        candidate=case,
+        frames=w.frames,
+        messages=w.messages,
+        baseline=case.startswith(("floor", "MessagePack floor")),
+    )
+    assert benchmark(fn) == w.messages
+
+
+def test_timestamp_reads_agree() -> None:
+    """Every candidate's ns are the full parser's, and the floor's are too."""
+    from _clients import floor_time_ns
+
+    from rxalpaca.timestamps import parse_time_ns
+
+    w = workload(TIME_WORKLOADS[0])
+    records: list[Any] = [r for f in w.json_frames for r in JSON_CODEC.decode(f)]
+    texts = [m["t"] for f in w.json_frames for m in orjson.loads(f)]
+    full = [parse_time_ns(r.raw_time) for r in records]
+    assert [r.timestamp_ns for r in records] == full
+    assert [floor_time_ns(t) for t in texts] == full
+    packed: list[Any] = [r for f in w.msgpack_frames for r in MSGPACK_CODEC.decode(f)]
+    assert [r.timestamp_ns for r in packed] == full
 
 
 # ---------------------------------------------------------------- encoding

@@ -11,80 +11,166 @@ See ``docs/client.md`` for the client, the operators and the threading model.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import importlib
 
-from . import operators
-from . import operators as ops
-from .aio import aiterate, iterate
-from .client import StreamClient
-from .codec import Codec
-from .errors import (
-    AlreadyAuthenticated,
-    AuthFailed,
-    AuthTimeout,
-    BufferOverflow,
-    BusDisconnected,
-    BusMessageError,
-    ClientClosedError,
-    ConfigurationError,
-    ConnectionLimitExceeded,
-    ConnectionLostError,
-    FrameError,
-    HandlerError,
-    InsufficientScope,
-    InsufficientSubscription,
-    InternalServerError,
-    InvalidSubscribeAction,
-    InvalidSyntax,
-    KeepaliveTimeout,
-    MsgpackRequired,
-    NotAuthenticated,
-    ProtocolViolation,
-    RecordingError,
-    RecordingTruncated,
-    RemoteProtocolError,
-    ReplyTimeout,
-    RxAlpacaError,
-    SlowClient,
-    StarNotAllowed,
-    StreamError,
-    SubscriptionMismatch,
-    SubscriptionRejected,
-    SymbolLimitExceeded,
-    UnknownMessage,
-    V2NotEnabled,
-)
-from .feeds import Channel, Family
-from .frames import Frame, Opcode
-from .metrics import Metrics
-from .models import (
-    Bar,
-    CancelError,
-    Correction,
-    CryptoBar,
-    CryptoDailyBar,
-    CryptoQuote,
-    CryptoTrade,
-    CryptoUpdatedBar,
-    DailyBar,
-    Gap,
-    Imbalance,
-    Luld,
-    News,
-    OptionQuote,
-    OptionTrade,
-    OrderBook,
-    OrderBookLevel,
-    Quote,
-    Trade,
-    TradingStatus,
-    UpdatedBar,
-)
-from .operators import RetryPolicy
-from .protocol import ConnectionState
-from .replay import Replay, replay
+# Not ``from typing import TYPE_CHECKING``: ``typing`` alone is most of a bare import's cost.
+# Type checkers treat any ``TYPE_CHECKING`` as true (PEP 484).
+TYPE_CHECKING = False
 
 __version__ = "0.1.0"
+
+# Names are imported when first used (PEP 562), so ``import rxalpaca`` costs next to nothing
+# and a program pays only for what it touches: ``from rxalpaca import Trade`` loads the
+# models, not reactivex or the client (docs/benchmarks.md, "Import time").
+#: Exported name -> the submodule defining it. Exporting one more name is one entry here
+#: (and one in ``__all__``, and one in the ``TYPE_CHECKING`` block for type checkers).
+_LAZY: dict[str, str] = {
+    "aiterate": ".aio",
+    "iterate": ".aio",
+    "StreamClient": ".client",
+    "Codec": ".codec",
+    "AlreadyAuthenticated": ".errors",
+    "AuthFailed": ".errors",
+    "AuthTimeout": ".errors",
+    "BufferOverflow": ".errors",
+    "BusDisconnected": ".errors",
+    "BusMessageError": ".errors",
+    "ClientClosedError": ".errors",
+    "ConfigurationError": ".errors",
+    "ConnectionLimitExceeded": ".errors",
+    "ConnectionLostError": ".errors",
+    "FrameError": ".errors",
+    "HandlerError": ".errors",
+    "InsufficientScope": ".errors",
+    "InsufficientSubscription": ".errors",
+    "InternalServerError": ".errors",
+    "InvalidSubscribeAction": ".errors",
+    "InvalidSyntax": ".errors",
+    "KeepaliveTimeout": ".errors",
+    "MsgpackRequired": ".errors",
+    "NotAuthenticated": ".errors",
+    "ProtocolViolation": ".errors",
+    "RecordingError": ".errors",
+    "RecordingTruncated": ".errors",
+    "RemoteProtocolError": ".errors",
+    "ReplyTimeout": ".errors",
+    "RxAlpacaError": ".errors",
+    "SlowClient": ".errors",
+    "StarNotAllowed": ".errors",
+    "StreamError": ".errors",
+    "SubscriptionMismatch": ".errors",
+    "SubscriptionRejected": ".errors",
+    "SymbolLimitExceeded": ".errors",
+    "UnknownMessage": ".errors",
+    "V2NotEnabled": ".errors",
+    "Channel": ".feeds",
+    "Family": ".feeds",
+    "Frame": ".frames",
+    "Opcode": ".frames",
+    "Metrics": ".metrics",
+    "Bar": ".models",
+    "CancelError": ".models",
+    "Correction": ".models",
+    "CryptoBar": ".models",
+    "CryptoDailyBar": ".models",
+    "CryptoQuote": ".models",
+    "CryptoTrade": ".models",
+    "CryptoUpdatedBar": ".models",
+    "DailyBar": ".models",
+    "Gap": ".models",
+    "Imbalance": ".models",
+    "Luld": ".models",
+    "News": ".models",
+    "OptionQuote": ".models",
+    "OptionTrade": ".models",
+    "OrderBook": ".models",
+    "OrderBookLevel": ".models",
+    "Quote": ".models",
+    "Trade": ".models",
+    "TradingStatus": ".models",
+    "UpdatedBar": ".models",
+    "RetryPolicy": ".operators",
+    "ConnectionState": ".protocol",
+    "Replay": ".replaying",
+    "replay": ".replaying",
+    "BusClient": ".bus",
+    "Gateway": ".bus",
+}
+#: Exported submodules.
+_SUBMODULES: dict[str, str] = {"operators": ".operators", "ops": ".operators"}
+
+if TYPE_CHECKING:
+    from . import operators as operators
+    from . import operators as ops
+    from .aio import aiterate, iterate
+    from .bus import BusClient, Gateway
+    from .client import StreamClient
+    from .codec import Codec
+    from .errors import (
+        AlreadyAuthenticated,
+        AuthFailed,
+        AuthTimeout,
+        BufferOverflow,
+        BusDisconnected,
+        BusMessageError,
+        ClientClosedError,
+        ConfigurationError,
+        ConnectionLimitExceeded,
+        ConnectionLostError,
+        FrameError,
+        HandlerError,
+        InsufficientScope,
+        InsufficientSubscription,
+        InternalServerError,
+        InvalidSubscribeAction,
+        InvalidSyntax,
+        KeepaliveTimeout,
+        MsgpackRequired,
+        NotAuthenticated,
+        ProtocolViolation,
+        RecordingError,
+        RecordingTruncated,
+        RemoteProtocolError,
+        ReplyTimeout,
+        RxAlpacaError,
+        SlowClient,
+        StarNotAllowed,
+        StreamError,
+        SubscriptionMismatch,
+        SubscriptionRejected,
+        SymbolLimitExceeded,
+        UnknownMessage,
+        V2NotEnabled,
+    )
+    from .feeds import Channel, Family
+    from .frames import Frame, Opcode
+    from .metrics import Metrics
+    from .models import (
+        Bar,
+        CancelError,
+        Correction,
+        CryptoBar,
+        CryptoDailyBar,
+        CryptoQuote,
+        CryptoTrade,
+        CryptoUpdatedBar,
+        DailyBar,
+        Gap,
+        Imbalance,
+        Luld,
+        News,
+        OptionQuote,
+        OptionTrade,
+        OrderBook,
+        OrderBookLevel,
+        Quote,
+        Trade,
+        TradingStatus,
+        UpdatedBar,
+    )
+    from .operators import RetryPolicy
+    from .protocol import ConnectionState
+    from .replaying import Replay, replay
 
 __all__ = [
     "AlreadyAuthenticated",
@@ -92,6 +178,7 @@ __all__ = [
     "AuthTimeout",
     "Bar",
     "BufferOverflow",
+    "BusClient",
     "BusDisconnected",
     "BusMessageError",
     "CancelError",
@@ -113,6 +200,7 @@ __all__ = [
     "Frame",
     "FrameError",
     "Gap",
+    "Gateway",
     "HandlerError",
     "Imbalance",
     "InsufficientScope",
@@ -165,11 +253,26 @@ if TYPE_CHECKING:
     # Deprecated (PEP 702): type checkers flag its uses, not this re-export.
     from .aio import aiter as aiter  # type: ignore[deprecated]
 else:
-    from .aio import _deprecated_aiter
 
-    def __getattr__(name: str) -> Any:
-        # ``aiter`` (deprecated, it shadowed the builtin) is served here rather than
-        # bound, so ``from rxalpaca import *`` cannot hide the builtin (PEP 562).
-        if name == "aiter":
+    def __getattr__(name: str) -> object:
+        module = _LAZY.get(name)
+        if module is not None:
+            value = getattr(importlib.import_module(module, __name__), name)
+        elif name in _SUBMODULES:
+            value = importlib.import_module(_SUBMODULES[name], __name__)
+        elif name == "aiter":
+            # Deprecated (it shadowed the builtin); served, never bound, so that
+            # ``from rxalpaca import *`` cannot hide the builtin.
+            from .aio import _deprecated_aiter  # noqa: PLC0415 - lazy by design
+
             return _deprecated_aiter
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        else:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        # Bound: later uses are plain attribute reads. Any thread may get here first; the
+        # import system's per-module lock serialises the import, and two threads binding
+        # the same object is harmless.
+        globals()[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(globals()) | set(__all__))

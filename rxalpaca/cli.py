@@ -23,13 +23,17 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import ops
-from .client import StreamClient
 from .errors import ConfigurationError
 from .feeds import Family
-from .protocol import ConnectionState
+
+if TYPE_CHECKING:
+    from .client import StreamClient
+    from .protocol import ConnectionState
+
+# The client and the operators (reactivex) are imported by the commands that run them, so
+# ``rxalpaca --help`` and a usage error start fast (docs/benchmarks.md, "Import time").
 
 __all__ = ["main"]
 
@@ -77,7 +81,9 @@ class _Board:
         self.symbols = list(symbols)
         self.rows: dict[str, dict[str, Any]] = {s: {} for s in symbols}
         self.lock = threading.Lock()
-        self.state = ConnectionState.IDLE
+        from .protocol import ConnectionState  # noqa: PLC0415 - msgspec: not for --help
+
+        self.state: ConnectionState = ConnectionState.IDLE
         self.errors = 0
 
     def quote(self, q: Any) -> None:
@@ -126,6 +132,8 @@ def _f(v: float | None) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from . import ops  # noqa: PLC0415 - see the imports
+    from .client import StreamClient  # noqa: PLC0415
     from .testing import (  # noqa: PLC0415 - needs the [testing] extra
         DEFAULT_KEY,
         DEFAULT_SECRET,
@@ -205,6 +213,8 @@ def _stream(args: argparse.Namespace) -> int:
 
         client = BusClient(args.nats.split(","), args.feed, prefix=args.prefix)
     else:
+        from .client import StreamClient  # noqa: PLC0415 - see the imports
+
         client = StreamClient(feed=args.feed, url=args.url, encoding=args.encoding)
     channel = getattr(client, args.channel)
     done = threading.Event()
@@ -216,6 +226,8 @@ def _stream(args: argparse.Namespace) -> int:
 
         records = channel(*args.symbols.split(","))
         if args.throttle:
+            from . import ops  # noqa: PLC0415 - see the imports
+
             records = records.pipe(ops.throttle(args.throttle, key=lambda r: r.symbol))
         records.subscribe(lambda r: print(r, flush=True), on_error=failed)
         client.state.subscribe(lambda s: print(f"# {s.value}", file=sys.stderr))
@@ -329,6 +341,8 @@ def _add_record(sub: Any) -> None:
         wrong = [c for c in channels if c not in allowed]
         if wrong or not channels:
             raise _UsageError(f"--channels {args.channels!r}: choose from {sorted(allowed)}")
+        from .client import StreamClient  # noqa: PLC0415 - see the imports
+
         client = StreamClient(feed=args.feed, url=args.url, encoding=args.encoding)
         done = threading.Event()
         seen = [0]
@@ -375,7 +389,7 @@ def _add_replay(sub: Any) -> None:
     def run(args: argparse.Namespace) -> int:
         from .errors import RecordingError  # noqa: PLC0415
         from .recording import header_dict  # noqa: PLC0415
-        from .replay import replay  # noqa: PLC0415
+        from .replaying import replay  # noqa: PLC0415
 
         try:
             if args.serve:

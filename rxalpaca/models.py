@@ -33,7 +33,7 @@ Example::
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 from msgspec import Raw, field
@@ -74,10 +74,20 @@ __all__ = [
 from .timestamps import (
     _datetime_from_ns,
     _field_ns,
+    _record_time_ns,
     format_rfc3339_ns,
     parse_time_ns,
     raw_time_from_ns,
 )
+
+_TIMESTAMP_NS_DOC = """Exchange time in exact integer nanoseconds since the epoch (UTC).
+
+Raises:
+    ValueError: the wire timestamp ``t`` is malformed (the error names the field). Parsed
+        on demand, so this is where a bad ``t`` shows, unless the codec was built with
+        ``strict_timestamps=True`` (then the message is a ``FrameError`` instead and never
+        delivered).
+"""
 
 
 class Record(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag_field="T"):
@@ -106,17 +116,17 @@ class MarketRecord(Record, frozen=True, kw_only=True, gc=False):
     #: ``time.time_ns()`` when the frame carrying this record arrived (0 if never received).
     received_ns: int = 0
 
-    @property
-    def timestamp_ns(self) -> int:
-        """Exchange time in exact integer nanoseconds since the epoch (UTC).
+    if TYPE_CHECKING:
 
-        Raises:
-            ValueError: the wire timestamp ``t`` is malformed (the error names the field).
-                Parsed on demand, so this is where a bad ``t`` shows, unless the codec was
-                built with ``strict_timestamps=True`` (then the message is a ``FrameError``
-                instead and never delivered).
-        """
-        return _field_ns(self, "raw_time", "t", self.raw_time)
+        @property
+        def timestamp_ns(self) -> int:
+            """Exchange time in exact integer nanoseconds since the epoch (UTC)."""
+            ...
+
+    else:
+        # A plain function as the getter: one Python call per read, the hot path
+        # (docs/benchmarks.md, "Reading timestamps").
+        timestamp_ns = property(_record_time_ns, doc=_TIMESTAMP_NS_DOC)
 
     @property
     def timestamp(self) -> _dt.datetime:

@@ -3,7 +3,7 @@
 A recording keeps every raw WebSocket frame a client received, with its receive time
 in ns, the frames it sent (the auth message redacted), and markers for connection
 states, gaps and recording overflows — so a replay can run the very pipeline the live
-client ran (:mod:`rxalpaca.replay`). Needs ``zstandard`` (``pip install
+client ran (:func:`rxalpaca.replay`). Needs ``zstandard`` (``pip install
 'rxalpaca[record]'``).
 
 File layout (all integers little-endian)::
@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import importlib.metadata
 import json
 import os
 import re
@@ -90,6 +89,10 @@ _FLAG_BYTES: Final = [bytes((i,)) for i in range(256)]
 
 def library_version() -> str:
     """rxalpaca's version, for headers."""
+    # Imported here: importlib.metadata pulls in email, zipfile and random, which every
+    # client would otherwise load at start-up for a header few of them write.
+    import importlib.metadata  # noqa: PLC0415
+
     try:
         return importlib.metadata.version("rxalpaca")
     except importlib.metadata.PackageNotFoundError:

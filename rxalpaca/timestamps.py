@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import struct as _struct
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 from msgspec import Raw
@@ -183,10 +185,123 @@ def parse_time_ns(raw: Raw | bytes | str | int | _dt.datetime) -> int:
     raise ValueError(f"unrecognised timestamp encoding {data[:16]!r}")
 
 
+# ---------------------------------------------------------------- the read path
+#
+# ``timestamp_ns`` runs once per record a user reads, so it is the hot path: a JSON time is
+# split into its whole-seconds prefix ``"YYYY-MM-DDTHH:MM:SS.`` (looked up in a bounded
+# cache of prefixes already proved by the full parser) and its fraction digits (checked and
+# converted by ``int``); a MessagePack ``fixext 8`` timestamp is unpacked inline. Anything
+# else — a zone offset, no fraction, escapes, other widths, a malformed time — takes the full
+# parser, which raises. Benchmarks: docs/benchmarks.md, "Reading timestamps".
+
+#: ``'"YYYY-MM-DDTHH:MM:SS.'`` (the 21 leading bytes of a JSON UTC time with a fraction) ->
+#: that second in ns. Filled only by ``_read_ns_slow`` after the full parser accepted the
+#: time, so a prefix here is a proved date and time of day. Bounded: cleared when full
+#: (exchange times move forward, so the working set is the last few seconds). Shared by
+#: every thread; dict get/set/clear are atomic under the GIL and a race only costs a re-parse.
+_SECONDS: dict[bytes, int] = {}
+_SECONDS_MAX = 4096
+#: Nanoseconds per unit of a fraction with k digits (k = 1..9); 10+ digits are not here
+#: (IndexError) and take the full parser, which drops the digits below a nanosecond.
+_FRACTION_SCALE = tuple(10 ** (9 - k) for k in range(10))
+_SECONDS_MASK = (1 << 34) - 1
+
+
+#: JSON times by their size with quotes, 24-32 bytes (1-9 fraction digits): split in one C call,
+#: straight from the record's buffer (no copy), into the cache key, the digits and the last
+#: two bytes as an integer (``_TAIL`` is 'Z"').
+_JSON_PARTS: tuple[Callable[[Raw], tuple[bytes, bytes, int]] | None, ...] = tuple(
+    _struct.Struct(f">21s{size - 23}sH").unpack_from if 23 < size < 33 else None
+    for size in range(33)
+)
+_TAIL = 0x5A22  # b'Z"' as a big-endian unsigned short
+_WHOLE_SECOND = _struct.Struct("21s1s").unpack_from  # '"YYYY-MM-DDTHH:MM:SSZ' + '"' (bars)
+_HEAD_U64 = _struct.Struct(">HQ").unpack_from  # MessagePack lead + type bytes, then payload
+_HEAD_U32 = _struct.Struct(">HI").unpack_from
+
+
+def _read_ns(
+    raw: Raw,
+    _get: Callable[[bytes], int | None] = _SECONDS.get,
+    _scale: tuple[int, ...] = _FRACTION_SCALE,
+    _parts: tuple[Callable[[Raw], tuple[bytes, bytes, int]] | None, ...] = _JSON_PARTS,
+    _raw_type: type[Raw] = Raw,
+) -> int:
+    """``parse_time_ns(raw)`` for a record's raw time, fast for the forms servers send.
+
+    Exactly ``parse_time_ns``'s result or its ``ValueError`` (tests/test_models.py checks the
+    two agree on valid and malformed times alike). ``MarketRecord.timestamp_ns`` is the same
+    code inlined (``_record_time_ns``), one Python call less per read.
+    """
+    if type(raw) is not _raw_type:  # a record built by hand with some other value
+        return parse_time_ns(raw)
+    size = len(raw)
+    if 23 < size < 33:  # '"' + 19 + '.' + 1-9 digits + 'Z"'
+        prefix, fraction, tail = _parts[size](raw)  # type: ignore[misc]
+        base = _get(prefix)
+        if base is not None and tail == _TAIL and fraction.isdigit():  # ASCII 0-9 only
+            return base + int(fraction) * _scale[size - 23]
+    elif size == 22:  # a whole second (bars)
+        prefix, tail = _WHOLE_SECOND(raw)
+        base = _get(prefix)
+        if base is not None and tail == b'"':
+            return base
+    elif size == 10:  # MessagePack timestamp 64
+        head, value = _HEAD_U64(raw)
+        if head == 0xD7FF and value >> 34 < _NS:
+            return (value & _SECONDS_MASK) * _NS + (value >> 34)  # type: ignore[no-any-return]
+    elif size == 6:  # MessagePack timestamp 32 (whole seconds: bars)
+        head, seconds = _HEAD_U32(raw)
+        if head == 0xD6FF:
+            return seconds * _NS  # type: ignore[no-any-return]
+    return _read_ns_slow(raw)
+
+
+def _record_time_ns(
+    record: Any,
+    _get: Callable[[bytes], int | None] = _SECONDS.get,
+    _scale: tuple[int, ...] = _FRACTION_SCALE,
+    _parts: tuple[Callable[[Raw], tuple[bytes, bytes, int]] | None, ...] = _JSON_PARTS,
+    _raw_type: type[Raw] = Raw,
+) -> int:
+    """``record.timestamp_ns``: the commonest forms of ``_read_ns`` inlined; the rest (and
+    the error, naming the field) through ``_field_ns``."""
+    raw = record.raw_time
+    if type(raw) is _raw_type:
+        size = len(raw)
+        if 23 < size < 33:
+            prefix, fraction, tail = _parts[size](raw)  # type: ignore[misc]
+            base = _get(prefix)
+            if base is not None and tail == 0x5A22 and fraction.isdigit():  # 'Z"', 0-9 only
+                return base + int(fraction) * _scale[size - 23]
+        elif size == 10:
+            head, value = _HEAD_U64(raw)
+            if head == 0xD7FF and value >> 34 < _NS:
+                return (value & _SECONDS_MASK) * _NS + (value >> 34)  # type: ignore[no-any-return]
+    return _field_ns(record, "raw_time", "t", raw)
+
+
+def _read_ns_slow(raw: Raw) -> int:
+    """The full parser; and a JSON UTC time teaches ``_SECONDS`` its second."""
+    ns = parse_time_ns(raw)  # raises ValueError on a malformed time
+    data = bytes(raw)
+    if (
+        data[:1] == b'"'
+        and data[-2:] == b'Z"'
+        and ((len(data) > 23 and data[20] == 0x2E) or len(data) == 22)  # ".f…Z" or "Z"
+        and data.isascii()
+        and b"\\" not in data
+    ):
+        if len(_SECONDS) >= _SECONDS_MAX:
+            _SECONDS.clear()
+        _SECONDS[data[:21]] = _parse_rfc3339_ns(data[1:20].decode("ascii") + "Z")
+    return ns
+
+
 def _field_ns(record: object, attribute: str, wire: str, raw: Raw) -> int:
     """``parse_time_ns(raw)``, its error naming the record's field."""
     try:
-        return parse_time_ns(raw)
+        return _read_ns(raw)
     except ValueError as exc:
         raise ValueError(
             f"{type(record).__name__}.{attribute} (wire field {wire!r}) is not a valid "
@@ -220,6 +335,10 @@ def raw_time_from_ns(ns: int) -> Raw:
     return Raw(b'"' + format_rfc3339_ns(ns).encode() + b'"')
 
 
+_TIMEDELTA = _dt.timedelta
+
+
 def _datetime_from_ns(ns: int) -> _dt.datetime:
-    seconds, frac = divmod(ns, _NS)
-    return _dt.datetime.fromtimestamp(seconds, _dt.UTC).replace(microsecond=frac // 1000)
+    # Floor to the microsecond; one timedelta added to the epoch is the cheapest exact way
+    # (docs/benchmarks.md, "Reading timestamps").
+    return _EPOCH + _TIMEDELTA(0, 0, ns // 1000)

@@ -99,3 +99,37 @@ def test_unknown_attributes_still_raise() -> None:
         _ = rxalpaca.no_such_name  # type: ignore[attr-defined]
     with pytest.raises(AttributeError, match="no_such_name"):
         _ = rxalpaca.aio.no_such_name  # type: ignore[attr-defined]
+
+
+def _modules_after(code: str) -> set[str]:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys; print(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return set(out.stdout.split())
+
+
+def test_import_loads_only_what_is_used() -> None:
+    """PEP 562 exports: ``import rxalpaca`` loads none of its dependencies, a record class
+    loads no Rx, and the CLI's ``--help`` path neither (docs/benchmarks.md, "Import time")."""
+    bare = _modules_after("import rxalpaca")
+    assert not {"reactivex", "msgspec", "websocket", "rxalpaca.client"} & bare
+    models = _modules_after("from rxalpaca import Trade, ConfigurationError")
+    assert "msgspec" in models and not {"reactivex", "websocket", "random"} & models
+    cli = _modules_after("import rxalpaca.cli")
+    assert not {"reactivex", "websocket", "msgspec", "rxalpaca.client"} & cli
+    client = _modules_after("from rxalpaca import StreamClient")
+    assert "reactivex" in client and "random" not in client
+
+
+def test_lazy_names_are_bound_once_and_listed() -> None:
+    assert rxalpaca.StreamClient is rxalpaca.client.StreamClient
+    assert "StreamClient" in vars(rxalpaca)  # bound after the first use
+    assert set(rxalpaca.__all__) <= set(dir(rxalpaca))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        getattr(rxalpaca, "nope")  # noqa: B009 - an unknown name, on purpose

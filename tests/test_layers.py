@@ -36,7 +36,7 @@ LAYER = {
     "options": 3,  # a client's options, checked
     "upstream": 4,  # the Alpaca socket the facade drives
     "client": 5,
-    "replay": 5,  # a recording through the client's pipeline, beside the client
+    "replaying": 5,  # a recording through the client's pipeline, beside the client
     "testing": 1,  # beside the sans-I/O core; its own imports are checked apart
     "aio": 6,
     "cli": 7,  # every command, the bus's included

@@ -377,3 +377,71 @@ def test_news_decodes_without_updated_at_and_with_null() -> None:
     assert dec.decode(base + b',"updated_at":null}').updated_at is None
     later = dec.decode(base + b',"updated_at":"2022-01-05T22:00:38Z"}')
     assert later.updated_at == dt.datetime(2022, 1, 5, 22, 0, 38, tzinfo=dt.UTC)
+
+
+# ---------------------------------------------------------------- the fast read path
+
+_GOOD_SECOND = b'"2021-02-22T15:51:44'
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _GOOD_SECOND + b'.208123456Z"',
+        _GOOD_SECOND + b'.2Z"',
+        _GOOD_SECOND + b'Z"',
+        _GOOD_SECOND + b'.2081234567891Z"',  # past the ns: dropped
+        _GOOD_SECOND + b'.208+01:00"',
+        b'"2021-02-22t15:51:44.5z"',
+        _GOOD_SECOND + b'.5\\u005a"',  # an escaped Z
+        b"\xd7\xff" + struct.pack(">Q", (123 << 34) | BASE_S),
+        b"\xd6\xff" + struct.pack(">I", BASE_S),
+        b"\xc7\x0c\xff" + struct.pack(">Iq", 5, BASE_S),
+        # malformed, each right after a good read of the same second was cached:
+        _GOOD_SECOND + b'.20812345xZ"',
+        _GOOD_SECOND + b'.Z"',
+        _GOOD_SECOND + b'. 20812345Z"',
+        _GOOD_SECOND + b'.2_08Z"',
+        _GOOD_SECOND + b".208123456Z",  # unterminated
+        _GOOD_SECOND + b'.208123456"',  # no zone
+        _GOOD_SECOND + b'.208123456Zx"',
+        _GOOD_SECOND + b"Zx",
+        b'"2021-02-30T15:51:44.5Z"',
+        b'"2021-02-22T24:00:00.5Z"',
+        b"\xd7\xff" + struct.pack(">Q", (1_000_000_000 << 34) | BASE_S),
+        b"\xd7\xfe" + struct.pack(">Q", BASE_S),
+        b"\xd6\xfe" + struct.pack(">I", BASE_S),
+    ],
+)
+def test_timestamp_ns_agrees_with_the_full_parser(raw: bytes) -> None:
+    """The cached-seconds read gives parse_time_ns's ns, or raises where it raises."""
+    warm = Trade(symbol="X", raw_time=Raw(_GOOD_SECOND + b'.1Z"'), price=1.0, size=1)
+    assert warm.timestamp_ns == BASE_NS + 100_000_000  # the second is now cached
+    Trade(symbol="X", raw_time=Raw(_GOOD_SECOND + b'Z"'), price=1.0, size=1).timestamp_ns  # noqa: B018
+    trade = Trade(symbol="X", raw_time=Raw(raw), price=1.0, size=1)
+    try:
+        expected = parse_time_ns(Raw(raw))
+    except ValueError:
+        with pytest.raises(ValueError, match=r"^Trade\.raw_time \(wire field 't'\)"):
+            _ = trade.timestamp_ns
+        return
+    assert trade.timestamp_ns == expected
+    assert trade.timestamp == dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(
+        microseconds=expected // 1000
+    )
+
+
+def test_timestamp_ns_of_a_record_built_with_another_type() -> None:
+    """A record built by hand with an int (ns) or a str still reads (as parse_time_ns does)."""
+    assert Trade(symbol="X", raw_time=BASE_NS, price=1.0, size=1).timestamp_ns == BASE_NS  # type: ignore[arg-type]
+    text = "2021-02-22T15:51:44.5Z"
+    assert Trade(symbol="X", raw_time=text, price=1.0, size=1).timestamp_ns == BASE_NS + 5 * 10**8  # type: ignore[arg-type]
+
+
+def test_the_seconds_cache_stays_bounded() -> None:
+    from rxalpaca import timestamps
+
+    for s in range(timestamps._SECONDS_MAX + 10):
+        raw = raw_time_from_ns((BASE_S + s) * 1_000_000_000 + 1)
+        assert Trade(symbol="X", raw_time=raw, price=1.0, size=1).timestamp_ns % 10**9 == 1
+    assert 0 < len(timestamps._SECONDS) <= timestamps._SECONDS_MAX

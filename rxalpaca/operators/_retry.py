@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,15 +51,23 @@ class RetryPolicy:
         return rand() * cap if self.jitter else cap
 
 
+def _random() -> float:
+    """``random.random()``; ``random`` is imported at the first retry, not at start-up."""
+    import random  # noqa: PLC0415 - docs/benchmarks.md, "Import time"
+
+    return random.random()
+
+
 def retry_with_backoff_(
     policy: RetryPolicy | None = None,
     scheduler: abc.SchedulerBase | None = None,
     *,
     reset_on: Callable[[Any], bool] | None = None,
     on_retry: Callable[[BaseException, int, float], None] | None = None,
-    rand: Callable[[], float] = random.random,
+    rand: Callable[[], float] | None = None,
 ) -> Callable[[Observable[_T]], Observable[_T]]:
     pol = policy if policy is not None else RetryPolicy()
+    draw = rand if rand is not None else _random
 
     def retry_with_backoff(source: Observable[_T]) -> Observable[_T]:
         def subscribe(
@@ -95,7 +102,7 @@ def retry_with_backoff_(
                     exhausted = pol.max_attempts is not None and attempt >= pol.max_attempts
                     retry = pol.should_retry(error) and not exhausted
                     if retry:
-                        wait = pol.delay(attempt, error, rand)
+                        wait = pol.delay(attempt, error, draw)
                         attempt += 1
                         if on_retry is not None:
                             on_retry(error, attempt, wait)
