@@ -35,11 +35,12 @@ LAYER = {
     "options": 3,  # a client's options, checked
     "upstream": 4,  # the Alpaca socket the facade drives
     "client": 5,
+    "doctor": 5,  # a one-shot connection probe beside the client (cli's doctor)
     "testing": 1,  # beside the sans-I/O core; its own imports are checked apart
     "aio": 6,
-    "cli": 6,
     "contrib": 6,
-    "__main__": 7,
+    "cli": 7,  # above contrib: --metrics-port serves contrib.prometheus
+    "__main__": 8,
 }
 TESTING_MAY_IMPORT = {"frames", "models", "errors", "feeds", "metrics", "protocol"}
 NO_RX = {
