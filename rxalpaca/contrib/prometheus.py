@@ -50,7 +50,6 @@ from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     InfoMetricFamily,
-    SummaryMetricFamily,
 )
 from prometheus_client.registry import Collector
 
@@ -110,9 +109,10 @@ class RxAlpacaCollector(Collector):
     ``unrouted``, ``observer_failed``), one ``_total`` counter per entry of
     ``_COUNTERS`` (frames, bytes, decode failures, handler errors, reconnects …),
     gauges ``rxalpaca_connection_up``, ``rxalpaca_subscribed_symbols``,
-    ``rxalpaca_last_data_age_seconds``, ``rxalpaca_last_frame_age_seconds``, the summary
-    ``rxalpaca_observer_seconds`` (time observers held the socket thread per batch;
-    quantiles over the last 4,096 batches) and ``rxalpaca_build_info``.
+    ``rxalpaca_last_data_age_seconds``, ``rxalpaca_last_frame_age_seconds``, the
+    counter ``rxalpaca_observer_seconds_total`` (time observers held the socket thread),
+    gauges ``rxalpaca_observer_batch_p50_seconds`` / ``_p99_seconds`` (per frame, over
+    the client's sampled timing window) and ``rxalpaca_build_info``.
     """
 
     def __init__(self, *sources: MetricsSource, namespace: str = "rxalpaca") -> None:
@@ -141,8 +141,8 @@ class RxAlpacaCollector(Collector):
             sources = list(self._sources)
         counters: dict[str, dict[tuple[str, ...], float]] = defaultdict(lambda: defaultdict(float))
         gauges: dict[str, dict[tuple[str, ...], float]] = defaultdict(lambda: defaultdict(float))
-        # Per feed: batches, seconds in observers, p50, p99 (the largest over sources).
-        observer: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0, 0.0])
+        # Per feed: seconds in observers, p50, p99 (the largest over sources).
+        observer: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
         for src in sources:
             feed = src.endpoint.feed
             m = src.metrics
@@ -167,10 +167,9 @@ class RxAlpacaCollector(Collector):
                     prev = gauges[f"{name}_seconds"].get((feed,))
                     gauges[f"{name}_seconds"][(feed,)] = age if prev is None else min(prev, age)
             o = observer[feed]
-            o[0] += m.observer_time.count
-            o[1] += m.observer_time_total_ns / 1e9
-            o[2] = max(o[2], m.observer_time.percentile(0.5) / 1e9)
-            o[3] = max(o[3], m.observer_time.percentile(0.99) / 1e9)
+            o[0] += m.observer_time_total_ns / 1e9
+            o[1] = max(o[1], m.observer_time.percentile(0.5) / 1e9)
+            o[2] = max(o[2], m.observer_time.percentile(0.99) / 1e9)
 
         helps = {name: text for name, _attr, text in _COUNTERS}
         helps["messages"] = "Data messages decoded, per channel."
@@ -194,16 +193,26 @@ class RxAlpacaCollector(Collector):
             for values, value in sorted(gauges.get(name, {}).items()):
                 g.add_metric(list(values), value)
             yield g
-        summary = SummaryMetricFamily(
+        spent = CounterMetricFamily(
             f"{ns}_observer_seconds",
-            "Time observers held the socket thread per batch (quantiles of recent batches).",
+            "Time observers held the socket thread.",
             labels=["feed"],
         )
-        for feed, (count, total, p50, p99) in sorted(observer.items()):
-            summary.add_metric([feed], count_value=int(count), sum_value=total)
-            for q, v in (("0.5", p50), ("0.99", p99)):
-                summary.add_sample(f"{ns}_observer_seconds", {"feed": feed, "quantile": q}, v)
-        yield summary
+        p50 = GaugeMetricFamily(
+            f"{ns}_observer_batch_p50_seconds",
+            "Median time observers took per frame (sampled recent frames).",
+            labels=["feed"],
+        )
+        p99 = GaugeMetricFamily(
+            f"{ns}_observer_batch_p99_seconds",
+            "99th percentile of the time observers took per frame (sampled recent frames).",
+            labels=["feed"],
+        )
+        for feed, (total, q50, q99) in sorted(observer.items()):
+            spent.add_metric([feed], total)
+            p50.add_metric([feed], q50)
+            p99.add_metric([feed], q99)
+        yield from (spent, p50, p99)
         info = InfoMetricFamily(f"{ns}_build", "rxalpaca and Python versions.")
         info.add_metric([], {"version": _version(), "python": sys.version.split()[0]})
         yield info
