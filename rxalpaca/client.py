@@ -181,6 +181,9 @@ class StreamClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
             silence_timeout=o["silence_timeout"],
             slow_threshold=o["slow_observer_threshold"],
         )
+        # Every rate-limited line (handler errors, bad frames, lost connections) carries
+        # the feed, endpoint, connection number and state as structured fields.
+        outlet.log.context = self._upstream.log_fields
 
     def __repr__(self) -> str:
         return (
@@ -312,7 +315,7 @@ class StreamClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
             if self._life is Lifecycle.CLOSED:
                 return
             self._life, self._ended_by = Lifecycle.FAILED, error
-        logger.error("stream failed for good: %r", error)
+        logger.error("stream failed for good: %r", error, extra=self._upstream.log_fields(error))
         self._upstream.fail()
         self._outlet.publish(error)
         self._end_observers(error)
@@ -320,7 +323,9 @@ class StreamClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
 
     def _emit_state(self, state: ConnectionState) -> None:
         # Called with the upstream's state lock held, so transitions arrive in order.
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("state %s", state.value, extra=self._upstream.log_fields())
         try:
             self._state.on_next(state)
         except Exception:
-            logger.exception("a state observer raised")
+            logger.exception("a state observer raised", extra=self._upstream.log_fields())

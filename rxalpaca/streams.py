@@ -40,7 +40,7 @@ from reactivex.subject import Subject
 from typing_extensions import TypeVar
 
 from . import models
-from ._logging import RateLimitedLog
+from ._logging import RateLimitedLog, error_fields
 from .book import SubscriptionBook
 from .errors import ConfigurationError, HandlerError, StreamError, SubscriptionRejected
 from .feeds import IMPLICIT_CHANNELS, Channel, Endpoint
@@ -90,6 +90,7 @@ class ErrorOutlet:
             type(exc).__name__,
             type(record).__name__,
             exc_info=True,
+            extra=error_fields(exc),
         )
         err = HandlerError(type(record).__name__, record)
         err.__cause__ = exc

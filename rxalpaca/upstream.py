@@ -38,6 +38,7 @@ from reactivex import operators as rx_ops
 from reactivex.disposable import Disposable
 
 from . import models
+from ._logging import error_fields
 from .codec import Codec, Decoded
 from .errors import (
     ConnectionLostError,
@@ -128,6 +129,20 @@ class AlpacaUpstream:
         self._slow_warned = 0.0
         for check in (self._check_flush, self._check_deadlines, self._check_activity):
             supervisor.add(check)
+
+    def log_fields(self, error: BaseException | None = None) -> dict[str, object]:
+        """The structured fields of this upstream's log lines (any thread; see ``_logging``).
+
+        Plain reads of values other threads write (the state, the connection count):
+        a log line may show them a moment stale.
+        """
+        return {
+            "feed": self.streams.endpoint.feed,
+            "endpoint": self.transport.url,
+            "conn_id": self.metrics.connects,
+            "state": self.session.state.value,
+            **error_fields(error),
+        }
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -224,7 +239,12 @@ class AlpacaUpstream:
         feed = self.streams.endpoint.feed
         if isinstance(item, FrameError):
             self.outlet.log.log(
-                ("frame", item.reason[:60]), _W, "bad frame from %s: %s", feed, item
+                ("frame", item.reason[:60]),
+                _W,
+                "bad frame from %s: %s",
+                feed,
+                item,
+                extra=error_fields(item),
             )
             self.outlet.publish(item)
             return self.session.state
@@ -258,7 +278,7 @@ class AlpacaUpstream:
                 check = book.on_ack(effect.ack)
                 if not check.ok:
                     err = SubscriptionMismatch(check.missing, check.unexpected)
-                    logger.warning("%s", err)
+                    logger.warning("%s", err, extra=self.log_fields(err))
                     self.outlet.publish(err)
                 self.pump()
             elif isinstance(effect, SubscriptionFailed):
@@ -266,7 +286,9 @@ class AlpacaUpstream:
                 self.pump()
             elif isinstance(effect, PublishError):
                 said = effect.error
-                self.outlet.log.log(("server", type(said)), _W, "server reported %s", said)
+                self.outlet.log.log(
+                    ("server", type(said)), _W, "server reported %s", said, extra=error_fields(said)
+                )
                 self.outlet.publish(said)
             elif isinstance(effect, Reconnect | Fail):
                 raise effect.error  # ends this connection; retry_with_backoff decides
@@ -276,10 +298,16 @@ class AlpacaUpstream:
         rejection = self.streams._book.on_error(split=error.per_symbol)
         if rejection.split:
             # Some symbols of a combined request may be fine: try each half alone, now.
-            logger.info("server refused a combined subscribe (%s); retrying it in halves", error)
+            logger.info(
+                "server refused a combined subscribe (%s); retrying it in halves",
+                error,
+                extra=self.log_fields(error),
+            )
             self._flush()
             return
-        logger.warning("subscription refused by the server: %s", error)
+        logger.warning(
+            "subscription refused by the server: %s", error, extra=self.log_fields(error)
+        )
         self.outlet.publish(error)
         self.streams._refuse_pairs(rejection.pairs, error)
 
@@ -293,11 +321,23 @@ class AlpacaUpstream:
                 self.session.lost()
                 self._emit_state(self.session.state)
         self.metrics.reconnects += 1
-        self.outlet.log.log(("lost", type(error)), _W, "connection lost (%s); reconnecting", error)
+        self.outlet.log.log(
+            ("lost", type(error)),
+            _W,
+            "connection lost (%s); reconnecting",
+            error,
+            extra=error_fields(error),
+        )
         self.outlet.publish(error)
 
     def _on_retry(self, error: BaseException, attempt: int, delay: float) -> None:
-        logger.info("reconnect attempt %d in %.3f s after %s", attempt, delay, error)
+        logger.info(
+            "reconnect attempt %d in %.3f s after %s",
+            attempt,
+            delay,
+            error,
+            extra={**self.log_fields(error), "attempt": attempt, "delay_s": delay},
+        )
 
     # ------------------------------------------------------------------ requests
 
@@ -330,7 +370,9 @@ class AlpacaUpstream:
                 self.transport.send(self.codec.encode(req.message()), self.codec.opcode)
             except ConnectionLostError:
                 # The socket is going away; the reconnect replays every subscription.
-                logger.debug("subscription request not sent: connection lost")
+                logger.debug(
+                    "subscription request not sent: connection lost", extra=self.log_fields()
+                )
         self._supervisor.wake()
 
     # ------------------------------------------------------------------ supervisor checks
@@ -352,7 +394,9 @@ class AlpacaUpstream:
         for effect in effects:
             if isinstance(effect, Reconnect) and isinstance(effect.error, ConnectionLostError):
                 self.metrics.reply_timeouts += 1
-                logger.warning("%s; reconnecting", effect.error)
+                logger.warning(
+                    "%s; reconnecting", effect.error, extra=self.log_fields(effect.error)
+                )
                 self.transport.abort(effect.error)
         return due
 
@@ -379,6 +423,7 @@ class AlpacaUpstream:
                     "clients that fall behind (407). Move slow work off it with "
                     "ops.conflate(...) or ops.observe_on(...)",
                     min(busy, 1.0) * 100,
+                    extra=self.log_fields(),
                 )
         if self._silence_timeout:
             self._check_silence(self._silence_timeout)
@@ -400,6 +445,7 @@ class AlpacaUpstream:
             logger.warning(
                 "no market data for %.1f s while subscribed; reconnecting",
                 (now_ns - quiet_since) / 1e9,
+                extra=self.log_fields(),
             )
             self._authenticated_ns = now_ns  # act once; the reconnect resets it anyway
             self.transport.abort(ConnectionLostError("silent connection: no market data"))
