@@ -47,7 +47,7 @@ from .protocol import ConnectionState, Session
 from .streams import BarT, DailyBarT, ErrorOutlet, QuoteT, Streams, TradeT, UpdatedBarT
 from .supervisor import Supervisor
 from .transport import WebSocketTransport
-from .upstream import AlpacaUpstream
+from .upstream import AlpacaUpstream, RequestListener
 
 __all__ = ["ClientOptions", "Lifecycle", "StreamClient", "SubscriptionMismatch", "UnknownMessage"]
 
@@ -263,6 +263,12 @@ class StreamClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
             "fatal_error": repr(self._ended_by) if self._ended_by else None,
             "metrics": metrics.snapshot(),
         }
+
+    def add_request_listener(self, listener: RequestListener) -> None:
+        """Tell ``listener`` about each subscription request and its answer (for tracing:
+        ``rxalpaca.contrib.otel`` makes them spans). Not called per message."""
+        up = self._upstream
+        up.listeners = (*up.listeners, listener)
 
     def connect(self) -> Self:
         """Open the connection now instead of at the first subscription."""

@@ -29,8 +29,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import reactivex
 from reactivex import Observable, abc
@@ -62,10 +62,24 @@ from .streams import ErrorOutlet, Streams
 from .supervisor import Supervisor
 from .transport import WebSocketTransport
 
-__all__ = ["AlpacaUpstream"]
+__all__ = ["AlpacaUpstream", "RequestListener"]
 
 logger = logging.getLogger("rxalpaca")
 _W = logging.WARNING
+
+
+class RequestListener(Protocol):
+    """Told about subscription requests and their answers (tracing; see ``contrib.otel``).
+
+    Called on the thread that sent the request (``request_sent``, any thread) and on the
+    socket thread (``request_answered``); a listener that raises is logged and ignored.
+    """
+
+    def request_sent(self, action: str, channels: Mapping[str, tuple[str, ...]]) -> None:
+        """A subscribe or unsubscribe request was written to the socket."""
+
+    def request_answered(self, error: Exception | None) -> None:
+        """The server acked the request in flight (``None``) or refused it."""
 
 
 class AlpacaUpstream:
@@ -127,6 +141,8 @@ class AlpacaUpstream:
         self._unsubscribed_ns = time.time_ns()
         self._slow_window = (self.metrics.observer_time_total_ns, time.perf_counter_ns())
         self._slow_warned = 0.0
+        #: Request listeners; replaced whole (copy-on-write), read without a lock.
+        self.listeners: tuple[RequestListener, ...] = ()
         for check in (self._check_flush, self._check_deadlines, self._check_activity):
             supervisor.add(check)
 
@@ -275,6 +291,7 @@ class AlpacaUpstream:
             if isinstance(effect, Send):
                 self.transport.send(self.codec.encode(effect.message), self.codec.opcode)
             elif isinstance(effect, SubscriptionAck):
+                self._tell_answered(None)
                 check = book.on_ack(effect.ack)
                 if not check.ok:
                     err = SubscriptionMismatch(check.missing, check.unexpected)
@@ -282,6 +299,7 @@ class AlpacaUpstream:
                     self.outlet.publish(err)
                 self.pump()
             elif isinstance(effect, SubscriptionFailed):
+                self._tell_answered(effect.error)
                 self._refused(effect.error)
                 self.pump()
             elif isinstance(effect, PublishError):
@@ -368,12 +386,24 @@ class AlpacaUpstream:
                 self.session.request_sent(time.monotonic(), req.action)  # ack due from now
             try:
                 self.transport.send(self.codec.encode(req.message()), self.codec.opcode)
+                for listener in self.listeners:
+                    try:
+                        listener.request_sent(req.action, req.channels)
+                    except Exception:
+                        logger.exception("a request listener raised", extra=self.log_fields())
             except ConnectionLostError:
                 # The socket is going away; the reconnect replays every subscription.
                 logger.debug(
                     "subscription request not sent: connection lost", extra=self.log_fields()
                 )
         self._supervisor.wake()
+
+    def _tell_answered(self, error: Exception | None) -> None:
+        for listener in self.listeners:
+            try:
+                listener.request_answered(error)
+            except Exception:
+                logger.exception("a request listener raised", extra=self.log_fields())
 
     # ------------------------------------------------------------------ supervisor checks
 

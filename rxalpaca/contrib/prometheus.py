@@ -40,10 +40,9 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
-from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from importlib import metadata
-from typing import Any, Protocol
+from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import (
@@ -53,47 +52,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from ..metrics import Metrics
+from ._readings import COUNTERS, GAUGES, MetricsSource, read
 
 __all__ = ["MetricsSource", "RxAlpacaCollector", "serve_metrics"]
-
-
-class _Endpoint(Protocol):
-    @property
-    def feed(self) -> str: ...
-
-
-class MetricsSource(Protocol):
-    """What the collector reads: a ``StreamClient``, or anything with the same three parts."""
-
-    @property
-    def metrics(self) -> Metrics: ...
-
-    @property
-    def endpoint(self) -> _Endpoint: ...
-
-    def health(self) -> Mapping[str, Any]: ...
-
-
-#: (name without prefix or ``_total``, Metrics attribute, help): one counter per feed.
-_COUNTERS = (
-    ("frames_received", "frames_received", "WebSocket data frames received."),
-    ("received_bytes", "bytes_received", "Bytes of data frames received."),
-    ("frames_failed", "frames_failed", "Frames that could not be decoded at all."),
-    ("decode_failures", "decode_failures", "Messages or frames that failed to decode."),
-    ("messages_delivered", "messages_delivered", "Data messages delivered to observers."),
-    ("control_messages", "control_messages", "Control messages (success, error, ack)."),
-    ("unknown_messages", "unknown_messages", "Messages of a type this version does not know."),
-    ("handler_errors", "handler_errors", "Exceptions raised by observers."),
-    ("errors_published", "errors_published", "Values published on client.errors."),
-    ("connects", "connects", "Connections opened (the first and every reconnect)."),
-    ("reconnects", "reconnects", "Reconnects after a lost or dropped connection."),
-    ("reply_timeouts", "reply_timeouts", "Sockets dropped for an overdue auth reply or ack."),
-    ("slow_observer_warnings", "slow_consumer_warnings", "Slow-observer warnings."),
-)
-
-#: Messages decoded but not delivered, by reason (``messages_decoded`` balances them).
-_DROPPED = (("unrouted", "messages_unrouted"), ("observer_failed", "messages_failed"))
 
 
 class RxAlpacaCollector(Collector):
@@ -107,7 +68,7 @@ class RxAlpacaCollector(Collector):
     ``rxalpaca_messages_total{channel}`` (data messages decoded per channel),
     ``rxalpaca_messages_dropped_total{reason}`` (decoded but not delivered:
     ``unrouted``, ``observer_failed``), one ``_total`` counter per entry of
-    ``_COUNTERS`` (frames, bytes, decode failures, handler errors, reconnects …),
+    ``COUNTERS`` in ``_readings`` (frames, bytes, decode failures, handler errors, reconnects …),
     gauges ``rxalpaca_connection_up``, ``rxalpaca_subscribed_symbols``,
     ``rxalpaca_last_data_age_seconds``, ``rxalpaca_last_frame_age_seconds``, the
     counter ``rxalpaca_observer_seconds_total`` (time observers held the socket thread),
@@ -139,80 +100,22 @@ class RxAlpacaCollector(Collector):
         ns = self.namespace
         with self._lock:
             sources = list(self._sources)
-        counters: dict[str, dict[tuple[str, ...], float]] = defaultdict(lambda: defaultdict(float))
-        gauges: dict[str, dict[tuple[str, ...], float]] = defaultdict(lambda: defaultdict(float))
-        # Per feed: seconds in observers, p50, p99 (the largest over sources).
-        observer: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
-        for src in sources:
-            feed = src.endpoint.feed
-            m = src.metrics
-            health = src.health()
-            for name, attr, _help in _COUNTERS:
-                counters[name][(feed,)] += getattr(m, attr)
-            for cls, n in list(m.messages_by_class.items()):
-                channel = getattr(cls, "CHANNEL", "")
-                if channel:
-                    counters["messages"][(feed, channel)] += n
-            for reason, attr in _DROPPED:
-                counters["messages_dropped"][(feed, reason)] += getattr(m, attr)
-            gauges["connection_up"][(feed,)] += 1.0 if health.get("connected") else 0.0
-            gauges["subscribed_symbols"][(feed,)] += float(health.get("live_subscriptions", 0))
-            for key, name in (
-                ("last_data_age_s", "last_data_age"),
-                ("last_frame_age_s", "last_frame_age"),
-            ):
-                age = health.get(key)
-                if age is not None:
-                    # Several sources on one feed: the freshest answers for the feed.
-                    prev = gauges[f"{name}_seconds"].get((feed,))
-                    gauges[f"{name}_seconds"][(feed,)] = age if prev is None else min(prev, age)
-            o = observer[feed]
-            o[0] += m.observer_time_total_ns / 1e9
-            o[1] = max(o[1], m.observer_time.percentile(0.5) / 1e9)
-            o[2] = max(o[2], m.observer_time.percentile(0.99) / 1e9)
-
-        helps = {name: text for name, _attr, text in _COUNTERS}
+        readings = read(sources)
+        helps = {name: text for name, _attr, _unit, text in COUNTERS}
         helps["messages"] = "Data messages decoded, per channel."
         helps["messages_dropped"] = "Data messages decoded but not delivered, per reason."
+        helps["observer_seconds"] = "Time observers held the socket thread."
         labels = {"messages": ["feed", "channel"], "messages_dropped": ["feed", "reason"]}
-        for name, series in counters.items():
-            family = CounterMetricFamily(
-                f"{ns}_{name}", helps[name], labels=labels.get(name, ["feed"])
-            )
-            for values, total in sorted(series.items()):
+        for name, text in helps.items():
+            family = CounterMetricFamily(f"{ns}_{name}", text, labels=labels.get(name, ["feed"]))
+            for values, total in sorted(readings.counters.get(name, {}).items()):
                 family.add_metric(list(values), total)
             yield family
-        gauge_help = {
-            "connection_up": "1 while the connection is authenticated (summed over clients).",
-            "subscribed_symbols": "(channel, symbol) pairs subscribed.",
-            "last_data_age_seconds": "Seconds since the last market-data frame.",
-            "last_frame_age_seconds": "Seconds since the last frame of any kind.",
-        }
-        for name, text in gauge_help.items():
+        for name, _unit, text in GAUGES:
             g = GaugeMetricFamily(f"{ns}_{name}", text, labels=["feed"])
-            for values, value in sorted(gauges.get(name, {}).items()):
+            for values, value in sorted(readings.gauges.get(name, {}).items()):
                 g.add_metric(list(values), value)
             yield g
-        spent = CounterMetricFamily(
-            f"{ns}_observer_seconds",
-            "Time observers held the socket thread.",
-            labels=["feed"],
-        )
-        p50 = GaugeMetricFamily(
-            f"{ns}_observer_batch_p50_seconds",
-            "Median time observers took per frame (sampled recent frames).",
-            labels=["feed"],
-        )
-        p99 = GaugeMetricFamily(
-            f"{ns}_observer_batch_p99_seconds",
-            "99th percentile of the time observers took per frame (sampled recent frames).",
-            labels=["feed"],
-        )
-        for feed, (total, q50, q99) in sorted(observer.items()):
-            spent.add_metric([feed], total)
-            p50.add_metric([feed], q50)
-            p99.add_metric([feed], q99)
-        yield from (spent, p50, p99)
         info = InfoMetricFamily(f"{ns}_build", "rxalpaca and Python versions.")
         info.add_metric([], {"version": _version(), "python": sys.version.split()[0]})
         yield info
