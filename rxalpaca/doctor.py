@@ -285,7 +285,8 @@ def diagnose(
     Args:
         feed: the feed, as for :class:`~rxalpaca.StreamClient`.
         url: another server (``ws://127.0.0.1:8765``); default Alpaca's.
-        key, secret: credentials; default ``$APCA_API_KEY_ID`` / ``$APCA_API_SECRET_KEY``.
+        key: API key id; default ``$APCA_API_KEY_ID``.
+        secret: API secret; default ``$APCA_API_SECRET_KEY``. Sent to the server only.
         symbol: what to subscribe to; default ``AAPL``, ``BTC/USD``, ``*`` (news) by family.
         channel: which channel; default ``trades`` (``news`` on the news feed).
         encoding: ``"msgpack"`` or ``"json"``.
