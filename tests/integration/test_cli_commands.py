@@ -92,7 +92,7 @@ def test_help_is_clean(command: list[str]) -> None:
         for sub in ("demo", "serve", "stream", "doctor"):
             assert re.search(rf"^\s+{sub}\s+\S", done.stdout, re.M), done.stdout
     if command in (["stream"], ["doctor"], []):
-        assert ("exit codes:" in done.stdout and "--secret" in done.stdout) or not command
+        assert "exit codes:" in done.stdout and "--secret" in done.stdout
 
 
 def test_no_subcommand_is_a_usage_error() -> None:
@@ -325,3 +325,12 @@ def test_doctor_untrusted_certificate_then_trusted_with_ca_file(
         code, report, _ = doctor("--url", url, *who, "--ca-file", str(certs.ca))
         assert code == 0, report
         assert steps(report)["tls"] is True and report["verdict"] == "ok"
+
+
+def test_debug_logs_state_transitions_without_the_secret(
+    market_server: AlpacaStreamServer,
+) -> None:
+    done = run("--debug", "stream", "quotes", "AAPL", *creds(market_server), "--duration", "1")
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"DEBUG rxalpaca: state authenticated$", done.stderr, re.M), done.stderr
+    assert DEFAULT_SECRET not in done.stderr + done.stdout
