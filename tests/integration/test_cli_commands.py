@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import coverage
 import pytest
 
 from rxalpaca import StreamClient
@@ -37,10 +38,20 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+def rxalpaca_command() -> list[str]:
+    """``python -m rxalpaca``, under coverage when this run measures it (``pytest --cov``),
+    so the CLI's lines count although they run in another process. Only these
+    processes: the servers other suites start in a child stay unmeasured (and fast)."""
+    if coverage.Coverage.current() is None:
+        return [sys.executable, "-m", "rxalpaca"]
+    rc = f"--rcfile={ROOT / 'pyproject.toml'}"
+    return [sys.executable, "-m", "coverage", "run", "--parallel-mode", rc, "-m", "rxalpaca"]
+
+
 def run(*argv: str, timeout: float = 30.0, **env: str) -> subprocess.CompletedProcess[str]:
     """``python -m rxalpaca argv...`` to completion."""
     return subprocess.run(
-        [sys.executable, "-m", "rxalpaca", *argv],
+        [*rxalpaca_command(), *argv],
         capture_output=True,
         text=True,
         timeout=timeout * TIMING_FACTOR,
@@ -52,7 +63,7 @@ def run(*argv: str, timeout: float = 30.0, **env: str) -> subprocess.CompletedPr
 
 def start(*argv: str, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "rxalpaca", *argv],
+        [*rxalpaca_command(), *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
