@@ -16,6 +16,14 @@ Example::
     ...
     log.flush()  # now and then (a supervisor tick) and at close: summaries still owed
 
+Structured fields: every line the library writes carries fields in ``extra=`` (so
+they become attributes of the ``LogRecord``), named by :data:`FIELDS` — ``feed``,
+``endpoint``, ``conn_id``, ``state``, ``error``, ``code`` and, on a summary line,
+``repeats``. A plain formatter ignores them; a JSON formatter
+(:class:`rxalpaca.contrib.logs.JsonFormatter`) or structlog's ``ExtraAdder`` renders
+them (docs/operations.md). A :class:`RateLimitedLog` adds its ``context()`` fields to
+every line it writes, computed only when a line is written.
+
 Stdlib only: a layer-0 module (design.md).
 """
 
@@ -25,10 +33,34 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from typing import NamedTuple
 
-__all__ = ["RateLimitedLog", "RepeatLimiter", "Verdict"]
+__all__ = ["FIELDS", "RateLimitedLog", "RepeatLimiter", "Verdict", "error_fields"]
+
+#: The structured fields rxalpaca's log records may carry (``record.<name>``).
+FIELDS = (
+    "feed",  # the feed name ("iex", "crypto/us" ...)
+    "endpoint",  # the URL connected to
+    "conn_id",  # which connection of the client: 1 for the first, +1 per reconnect
+    "state",  # the ConnectionState value when the line was written
+    "error",  # the exception's class name
+    "code",  # Alpaca's error code (402, 406 ...) when the error has one
+    "attempt",  # reconnect attempt number
+    "delay_s",  # back-off before that attempt
+    "repeats",  # on a rate-limited summary line: how many events it stands for
+)
+
+
+def error_fields(error: BaseException | None) -> dict[str, object]:
+    """``error`` (class name) and ``code`` (when it has one) for ``extra=``."""
+    if error is None:
+        return {}
+    out: dict[str, object] = {"error": type(error).__name__}
+    code = getattr(error, "code", None)
+    if isinstance(code, int):
+        out["code"] = code
+    return out
 
 
 class Verdict(NamedTuple):
@@ -180,9 +212,13 @@ class RateLimitedLog:
         *,
         max_keys: int = 256,
         clock: Callable[[], float] = time.monotonic,
+        context: Callable[[], Mapping[str, object]] | None = None,
     ) -> None:
         self.logger = logger
         self.limiter = RepeatLimiter(interval, max_keys=max_keys, clock=clock)
+        #: Fields added to every line written (``extra=``), e.g. the feed and state;
+        #: called only when a line is written. May be set after construction.
+        self.context = context
 
     @property
     def interval(self) -> float:
@@ -196,21 +232,47 @@ class RateLimitedLog:
         msg: str,
         *args: object,
         exc_info: bool | BaseException | None = None,
+        extra: Mapping[str, object] | None = None,
     ) -> bool:
-        """Log one event of ``key`` (``msg % args``); True if a line was written."""
+        """Log one event of ``key`` (``msg % args``); True if a line was written.
+
+        ``extra``: fields of this event, besides :attr:`context`'s; a summary line
+        carries the first event's fields and ``repeats``.
+        """
         # Counted even when the level is off, so turning it on later replays no flood.
-        verdict = self.limiter.hit(key, lambda: (level, msg % args if args else msg))
+        verdict = self.limiter.hit(
+            key, lambda: (level, msg % args if args else msg, dict(extra or {}))
+        )
         if verdict is None or not self.logger.isEnabledFor(level):
             return False
         # stacklevel=2: the record names the caller's line, as a plain logger call would.
         if verdict.first:
-            self.logger.log(level, "%s", _text(verdict.note), exc_info=exc_info, stacklevel=2)
+            self.logger.log(
+                level,
+                "%s",
+                _text(verdict.note),
+                exc_info=exc_info,
+                stacklevel=2,
+                extra=self._fields(verdict.note),
+            )
         else:
             text = msg % args if args else msg
             self.logger.log(
-                level, self.SUMMARY, text, verdict.repeats, verdict.seconds, stacklevel=2
+                level,
+                self.SUMMARY,
+                text,
+                verdict.repeats,
+                verdict.seconds,
+                stacklevel=2,
+                extra={**self._fields(verdict.note), "repeats": verdict.repeats},
             )
         return True
+
+    def _fields(self, note: object) -> dict[str, object]:
+        fields = dict(self.context()) if self.context is not None else {}
+        if isinstance(note, tuple) and len(note) > 2 and isinstance(note[2], dict):
+            fields.update(note[2])
+        return fields
 
     def flush(self) -> int:
         """Write the summaries owed by keys that went quiet; how many lines were written."""
@@ -218,11 +280,18 @@ class RateLimitedLog:
         for _key, verdict in self.limiter.due():
             note = verdict.note
             level = note[0] if isinstance(note, tuple) else logging.WARNING
-            self.logger.log(level, self.SUMMARY, _text(note), verdict.repeats, verdict.seconds)
+            self.logger.log(
+                level,
+                self.SUMMARY,
+                _text(note),
+                verdict.repeats,
+                verdict.seconds,
+                extra={**self._fields(note), "repeats": verdict.repeats},
+            )
             written += 1
         return written
 
 
 def _text(note: object) -> str:
-    """The message kept in a RateLimitedLog note: ``(level, text)``."""
+    """The message kept in a RateLimitedLog note: ``(level, text, fields)``."""
     return str(note[1]) if isinstance(note, tuple) else str(note)

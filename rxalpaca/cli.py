@@ -1,16 +1,24 @@
-"""Command line: ``python -m rxalpaca demo | serve | stream | record | replay``.
+"""The ``rxalpaca`` command (also ``python -m rxalpaca``).
 
-* ``demo``   — the embedded Alpaca-protocol server with a synthetic market, and the
-  client showing a live, throttled terminal view of quotes, trades and bars.
-  No API keys. Ctrl-C or ``--duration`` stops it.
-* ``serve``  — just the local server (for notebooks or another process).
-* ``stream`` — print a live stream from Alpaca itself (needs ``APCA_API_KEY_ID`` /
-  ``APCA_API_SECRET_KEY``) or from ``--url``; with ``--nats``, from a gateway.
+Subcommands, one function each (``_demo``, ``_serve``, ``_stream``, ``_doctor``) with
+its parser beside it in ``_add_<name>``, so a new subcommand is two new functions and
+one line in :data:`SUBCOMMANDS`:
+
+* ``demo``   — the embedded server's synthetic market on a live terminal board (no keys).
+* ``serve``  — only the embedded server, for notebooks or another process.
+* ``stream`` — print a live stream (Alpaca's, or ``--url``'s) as text or JSON lines.
+  With ``--nats``, from a gateway on a NATS bus.
+* ``doctor`` — diagnose a connection step by step (:mod:`rxalpaca.doctor`).
 * ``gateway`` — serve one Alpaca feed to every consumer on a NATS bus.
 * ``bus-demo`` — the whole scale-out on one machine: the embedded server, a local
   nats-server, a gateway and two consumer processes. No API keys.
 * ``record`` — record a live session to a file; ``replay`` — play one back (a summary,
   ``--print``) or ``--serve`` it through the embedded server to any Alpaca client.
+
+argparse, not click or typer: the standard library suffices for four subcommands,
+keeps the command free of dependencies, and its parsers are plain data a test can
+walk. Exit codes are in :data:`EPILOG`. User mistakes are one line on stderr (exit 2),
+never a traceback; the secret is never printed.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError
@@ -32,8 +40,9 @@ if TYPE_CHECKING:
     from .client import StreamClient
     from .protocol import ConnectionState
 
-# The client and the operators (reactivex) are imported by the commands that run them, so
-# ``rxalpaca --help`` and a usage error start fast (docs/benchmarks.md, "Import time").
+# The client, the operators (reactivex), msgspec and the doctor are imported by the
+# commands that run them, so ``rxalpaca --help`` and a usage error start fast
+# (docs/benchmarks.md, "Import time").
 
 __all__ = ["main"]
 
@@ -206,34 +215,143 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_line(record: Any) -> str:
+    """One record as a JSON object: its class as ``type``, timestamps as integer ns."""
+    import msgspec  # noqa: PLC0415 - see the imports
+
+    fields = msgspec.structs.asdict(record) if isinstance(record, msgspec.Struct) else {}
+    out: dict[str, Any] = {"type": type(record).__name__}
+    for name, value in fields.items():
+        if isinstance(value, msgspec.Raw):  # the wire timestamp (raw_time), kept undecoded
+            out["timestamp_ns"] = record.timestamp_ns
+        else:
+            out[name] = value
+    return msgspec.json.encode(out).decode()
+
+
+def _failure(error: BaseException, feed: str) -> str:
+    """Why a stream ended, in one sentence (with the fix when we know it)."""
+    from .doctor import explain_code  # noqa: PLC0415 - see the imports
+    from .errors import StreamError  # noqa: PLC0415
+
+    if isinstance(error, StreamError) and error.code is not None:
+        what, fix = explain_code(error.code, feed)
+        return f"{what}; {fix}"
+    return f"the stream ended: {error}"
+
+
 def _stream(args: argparse.Namespace) -> int:
+    from .protocol import ConnectionState  # noqa: PLC0415 - see the imports
+
     client: Any
     if args.nats:
         from .bus import BusClient  # noqa: PLC0415 - needs the [nats] extra
 
         client = BusClient(args.nats.split(","), args.feed, prefix=args.prefix)
     else:
-        from .client import StreamClient  # noqa: PLC0415 - see the imports
+        from .client import StreamClient  # noqa: PLC0415
 
-        client = StreamClient(feed=args.feed, url=args.url, encoding=args.encoding)
+        client = StreamClient(
+            feed=args.feed,
+            url=args.url,
+            key=args.key,
+            secret=args.secret,
+            encoding=args.encoding,
+            ca_file=args.ca_file,
+        )
+    where = args.nats or client.url
     channel = getattr(client, args.channel)
-    done = threading.Event()
-    with client:
+    symbols = [s for s in args.symbols.split(",") if s.strip()] or ["*"]
+    done = threading.Event()  # the stream ended (set on the socket thread)
+    up = threading.Event()  # authenticated at least once
+    settled = threading.Event()  # either of the two
+    failure: list[str] = []
+    last_error: list[Exception] = []
+    show: Callable[[Any], str] = _json_line if args.json else str
+    exporter = _metrics_server(client, args.metrics_port, args.metrics_addr)
 
-        def failed(error: Exception) -> None:
-            print(f"stream ended: {error!r}", file=sys.stderr)
-            done.set()
+    def emit(record: Any) -> None:
+        print(show(record), flush=True)
 
-        records = channel(*args.symbols.split(","))
+    def failed(error: Exception) -> None:
+        failure.append(_failure(error, client.endpoint.feed))
+        done.set()
+        settled.set()
+
+    def on_state(state: ConnectionState) -> None:
+        if not args.json:
+            print(f"# {state.value}", file=sys.stderr, flush=True)
+        if state is ConnectionState.AUTHENTICATED:
+            up.set()
+            settled.set()
+
+    with client, exporter:
+        # The stream first: a bad symbol is refused here, before anything is printed.
+        records = channel(*symbols)
         if args.throttle:
             from . import ops  # noqa: PLC0415 - see the imports
 
             records = records.pipe(ops.throttle(args.throttle, key=lambda r: r.symbol))
-        records.subscribe(lambda r: print(r, flush=True), on_error=failed)
-        client.state.subscribe(lambda s: print(f"# {s.value}", file=sys.stderr))
-        with contextlib.suppress(KeyboardInterrupt):
-            done.wait(args.duration or None)
+        records.subscribe(emit, on_error=failed)
+        client.errors.subscribe(last_error.append)
+        client.state.subscribe(on_state)
+        try:
+            # Not authenticated in time (nothing listens, wrong URL, …): the client would
+            # retry for ever; the command says why and stops.
+            if not settled.wait(args.connect_timeout):
+                why = f" (last error: {last_error[-1]})" if last_error else ""
+                failure.append(f"not connected to {where} within {args.connect_timeout:g} s{why}")
+            else:
+                done.wait(args.duration or None)
+        except KeyboardInterrupt:
+            pass
+    if failure:
+        print(f"rxalpaca stream: {failure[0]}", file=sys.stderr)
+        return 1
     return 0
+
+
+@contextlib.contextmanager
+def _metrics_server(client: Any, port: int | None, addr: str) -> Iterator[None]:
+    """A Prometheus endpoint for ``client`` on ``addr:port`` while the stream runs."""
+    if port is None:
+        yield
+        return
+    try:
+        from .contrib.prometheus import serve_metrics  # noqa: PLC0415 - the [prometheus] extra
+    except ImportError as e:
+        raise _UsageError(
+            "--metrics-port needs the prometheus extra: pip install 'rxalpaca[prometheus]'"
+        ) from e
+    try:
+        server = serve_metrics(client, port=port, addr=addr)
+        bound = server.__enter__()
+    except OSError as e:
+        raise _UsageError(f"cannot serve metrics on {addr}:{port}: {e.strerror or e}") from e
+    try:
+        print(f"# metrics on http://{addr}:{bound}/metrics", file=sys.stderr, flush=True)
+        yield
+    finally:
+        server.__exit__(None, None, None)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from .doctor import diagnose  # noqa: PLC0415 - see the imports
+
+    report = diagnose(
+        args.feed,
+        url=args.url,
+        key=args.key,
+        secret=args.secret,
+        symbol=args.symbol,
+        channel=args.channel,
+        encoding=args.encoding,
+        ca_file=args.ca_file,
+        timeout=args.timeout,
+        data_timeout=args.data_timeout,
+    )
+    print(json.dumps(report.to_dict()) if args.json else report.render())
+    return report.exit_code
 
 
 def _gateway(args: argparse.Namespace) -> int:
@@ -496,81 +614,216 @@ def _plain_decoder(encoding: str) -> Any:
     return loads
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``rxalpaca`` and ``python -m rxalpaca``."""
+# ---------------------------------------------------------------------- the parsers
+
+EPILOG = """\
+exit codes:
+  0  done (the duration ran out, Ctrl-C, or doctor found the connection healthy)
+  1  failed: authentication refused, the stream ended with an error, not connected
+     in time, or doctor found a step failing
+  2  a mistake on the command line (one line on stderr says which)
+  3  doctor: connected and subscribed, but no market data arrived
+
+credentials: --key/--secret, or APCA_API_KEY_ID and APCA_API_SECRET_KEY (preferred:
+a secret on the command line is visible to other users of this machine); the
+secret is never printed.
+"""
+
+CHANNELS = (
+    "trades",
+    "quotes",
+    "bars",
+    "daily_bars",
+    "updated_bars",
+    "statuses",
+    "lulds",
+    "news",
+    "orderbooks",
+)
+
+
+def _add_connection_options(p: argparse.ArgumentParser) -> None:
+    """Where to connect and as whom: shared by stream and doctor."""
+    p.add_argument("--feed", default="iex", help="iex, sip, crypto, news, opra … (default iex)")
+    p.add_argument("--url", default=None, help="another server, e.g. ws://127.0.0.1:8765")
+    p.add_argument("--key", default=None, help="API key id (default $APCA_API_KEY_ID)")
+    p.add_argument(
+        "--secret",
+        default=None,
+        help="API secret (default $APCA_API_SECRET_KEY; never printed)",
+    )
+    p.add_argument("--encoding", choices=("json", "msgpack"), default="msgpack")
+    p.add_argument("--ca-file", default=None, help="a CA bundle to trust for wss://")
+
+
+def _add_demo(sub: Any) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="live view of the embedded server's synthetic market (no keys)",
+        description="The embedded Alpaca-protocol server with a synthetic market, and a "
+        "client showing a live, throttled board of quotes, trades and bars. "
+        "Ctrl-C or --duration stops it.",
+    )
+    p.add_argument("--duration", type=float, default=0, help="seconds (0: until Ctrl-C)")
+    p.add_argument("--rate", type=int, default=2000, help="messages per second (default 2000)")
+    p.add_argument("--symbols", default="", help="comma-separated stocks or crypto pairs")
+    p.add_argument("--throttle", type=float, default=0.25, help="seconds per symbol and row")
+    p.add_argument("--encoding", choices=("json", "msgpack"), default="msgpack")
+    p.set_defaults(func=_demo)
+
+
+def _add_serve(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the embedded Alpaca-protocol server",
+        description="Run the embedded Alpaca-protocol server with a synthetic market on "
+        "127.0.0.1 until Ctrl-C. The first line printed names its URL and credentials.",
+    )
+    p.add_argument("--port", type=int, default=8765, help="0 picks a free port (default 8765)")
+    p.add_argument("--rate", type=int, default=1000, help="messages per second (default 1000)")
+    p.add_argument("--symbols", default="", help="comma-separated")
+    p.add_argument("--duration", type=float, default=0, help="seconds (0: until Ctrl-C)")
+    p.set_defaults(func=_serve)
+
+
+def _add_stream(sub: Any) -> None:
+    p = sub.add_parser(
+        "stream",
+        help="print a live stream (Alpaca's, or --url's)",
+        description="Print one channel of a live stream, one record a line (or JSON lines "
+        "with --json), until --duration or Ctrl-C.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("channel", choices=CHANNELS)
+    p.add_argument("symbols", help="comma-separated, or * for every symbol")
+    _add_connection_options(p)
+    p.add_argument("--json", action="store_true", help="JSON lines instead of text")
+    p.add_argument("--duration", type=float, default=0, help="seconds (0: until Ctrl-C)")
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=15.0,
+        help="give up unless authenticated within this many seconds (default 15)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on this port, 0 for any (needs rxalpaca[prometheus])",
+    )
+    p.add_argument(
+        "--metrics-addr",
+        default="127.0.0.1",
+        help="interface for --metrics-port (default 127.0.0.1)",
+    )
+    p.add_argument("--nats", default=None, help="read from a gateway on this NATS URL")
+    p.add_argument("--prefix", default="rxalpaca", help="the gateway's subject prefix")
+    p.add_argument(
+        "--throttle", type=float, default=0, help="at most one record per symbol per N s"
+    )
+    p.set_defaults(func=_stream)
+
+
+def _add_doctor(sub: Any) -> None:
+    p = sub.add_parser(
+        "doctor",
+        help="diagnose a connection: DNS, TCP, TLS, upgrade, auth, subscribe, data",
+        description="Try each step of connecting once, timed, and say what fails and how "
+        "to fix it (wrong keys, a plan without the feed, another connection open, a "
+        "certificate not trusted, a mute server …).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_connection_options(p)
+    p.add_argument("--symbol", default=None, help="default AAPL, BTC/USD or * (news)")
+    p.add_argument("--channel", default=None, help="default trades (news on the news feed)")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds per step (default 5)")
+    p.add_argument(
+        "--data-timeout",
+        type=float,
+        default=5.0,
+        help="seconds to wait for the first market data (default 5)",
+    )
+    p.add_argument("--json", action="store_true", help="the report as one JSON object")
+    p.set_defaults(func=_doctor)
+
+
+def _add_gateway(sub: Any) -> None:
+    p = sub.add_parser(
+        "gateway",
+        help="serve Alpaca feeds to every consumer on a NATS bus",
+        description="Hold one Alpaca connection per feed and publish it on NATS for any "
+        "number of BusClient processes (docs/scale-out.md). Needs rxalpaca[nats].",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--feed", default="iex", help="comma-separated: one connection each")
+    p.add_argument("--nats", default="nats://127.0.0.1:4222", help="comma-separated URLs")
+    p.add_argument("--prefix", default="rxalpaca", help="the first subject token")
+    p.add_argument("--url", default=None, help="another Alpaca-protocol server")
+    p.add_argument("--encoding", choices=("json", "msgpack"), default="msgpack")
+    p.add_argument("--retention", type=float, default=0, help="seconds kept for catch-up")
+    p.add_argument("--retention-bytes", type=int, default=1 << 30, help="the stream's cap")
+    p.add_argument("--duration", type=float, default=0, help="seconds (0: until Ctrl-C)")
+    p.set_defaults(func=_gateway)
+
+
+def _add_bus_demo(sub: Any) -> None:
+    p = sub.add_parser(
+        "bus-demo",
+        help="a gateway and two consumer processes on one machine (no keys)",
+        description="The embedded server, a local nats-server, a gateway and two consumer "
+        "processes with overlapping symbols, printing their quotes.",
+    )
+    p.add_argument("--duration", type=float, default=10, help="seconds (default 10)")
+    p.add_argument("--rate", type=int, default=2000, help="messages per second")
+    p.set_defaults(func=_bus_demo)
+
+
+#: One parser-adding function per subcommand, in the order ``--help`` lists them.
+SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
+    _add_demo,
+    _add_serve,
+    _add_stream,
+    _add_doctor,
+    _add_gateway,
+    _add_bus_demo,
+    _add_record,
+    _add_replay,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``rxalpaca`` argument parser."""
     parser = argparse.ArgumentParser(
-        prog="rxalpaca", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="rxalpaca",
+        description="Alpaca real-time market data as reactive streams: try the embedded "
+        "server, stream live data, diagnose a connection.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    demo = sub.add_parser("demo", help="live view of the embedded server's synthetic market")
-    demo.add_argument("--duration", type=float, default=0, help="seconds (0: until Ctrl-C)")
-    demo.add_argument("--rate", type=int, default=2000, help="messages per second")
-    demo.add_argument("--symbols", default="", help="comma-separated")
-    demo.add_argument("--throttle", type=float, default=0.25, help="seconds per symbol")
-    demo.add_argument("--encoding", choices=("json", "msgpack"), default="msgpack")
-    demo.set_defaults(func=_demo)
-
-    serve = sub.add_parser("serve", help="run the local Alpaca-protocol server")
-    serve.add_argument("--port", type=int, default=8765)
-    serve.add_argument("--rate", type=int, default=1000)
-    serve.add_argument("--symbols", default="")
-    serve.add_argument("--duration", type=float, default=0)
-    serve.set_defaults(func=_serve)
-
-    stream = sub.add_parser("stream", help="print a live stream (Alpaca or --url)")
-    stream.add_argument(
-        "channel",
-        choices=(
-            "trades",
-            "quotes",
-            "bars",
-            "daily_bars",
-            "updated_bars",
-            "statuses",
-            "lulds",
-            "news",
-            "orderbooks",
-        ),
+    parser.add_argument(
+        "--debug", action="store_true", help="log at DEBUG: state transitions, requests"
     )
-    stream.add_argument("symbols", help="comma-separated, or *")
-    stream.add_argument("--feed", default="iex")
-    stream.add_argument("--url", default=None)
-    stream.add_argument("--encoding", choices=("json", "msgpack"), default="msgpack")
-    stream.add_argument("--duration", type=float, default=0)
-    stream.add_argument("--nats", default=None, help="read from a gateway on this NATS URL")
-    stream.add_argument("--prefix", default="rxalpaca", help="the gateway's subject prefix")
-    stream.add_argument("--throttle", type=float, default=0, help="seconds per symbol")
-    stream.set_defaults(func=_stream)
-    _add_record(sub)
-    _add_replay(sub)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
 
-    gateway = sub.add_parser("gateway", help="serve one Alpaca feed to a NATS bus")
-    gateway.add_argument("--feed", default="iex", help="comma-separated: one connection each")
-    gateway.add_argument("--nats", default="nats://127.0.0.1:4222", help="comma-separated")
-    gateway.add_argument("--prefix", default="rxalpaca")
-    gateway.add_argument("--url", default=None, help="another Alpaca-protocol server")
-    gateway.add_argument("--encoding", choices=("json", "msgpack"), default="msgpack")
-    gateway.add_argument("--retention", type=float, default=0, help="seconds kept (JetStream)")
-    gateway.add_argument("--retention-bytes", type=int, default=1 << 30)
-    gateway.add_argument("--duration", type=float, default=0)
-    gateway.set_defaults(func=_gateway)
 
-    bus_demo = sub.add_parser("bus-demo", help="gateway + two consumer processes, locally")
-    bus_demo.add_argument("--duration", type=float, default=10, help="seconds")
-    bus_demo.add_argument("--rate", type=int, default=2000, help="messages per second")
-    bus_demo.set_defaults(func=_bus_demo)
-
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``rxalpaca`` and ``python -m rxalpaca``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         result: int = args.func(args)
     except (_UsageError, ConfigurationError) as e:
-        # A user mistake (a bad --feed, a malformed symbol): one sentence, no traceback.
+        # A user mistake (a bad --feed, a malformed symbol, no keys): one sentence.
         print(f"rxalpaca {args.command}: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 0
     return result

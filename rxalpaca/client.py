@@ -53,7 +53,7 @@ from .streams import (
 )
 from .supervisor import Supervisor
 from .transport import WebSocketTransport
-from .upstream import AlpacaUpstream
+from .upstream import AlpacaUpstream, RequestListener
 
 __all__ = ["ClientOptions", "Lifecycle", "StreamClient", "SubscriptionMismatch", "UnknownMessage"]
 
@@ -182,6 +182,9 @@ class StreamClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
             silence_timeout=o["silence_timeout"],
             slow_threshold=o["slow_observer_threshold"],
         )
+        # Every rate-limited line (handler errors, bad frames, lost connections) carries
+        # the feed, endpoint, connection number and state as structured fields.
+        outlet.log.context = self._upstream.log_fields
 
     def __repr__(self) -> str:
         return (
@@ -240,6 +243,12 @@ class StreamClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
             "fatal_error": repr(self._ended_by) if self._ended_by else None,
             "metrics": metrics.snapshot(),
         }
+
+    def add_request_listener(self, listener: RequestListener) -> None:
+        """Tell ``listener`` about each subscription request and its answer (for tracing:
+        ``rxalpaca.contrib.otel`` makes them spans). Not called per message."""
+        up = self._upstream
+        up.listeners = (*up.listeners, listener)
 
     def record(self, path: str | os.PathLike[str], **options: Any) -> Recorder:
         """Record this session to ``path`` from now on: every raw frame received (with
@@ -332,3 +341,12 @@ class StreamClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
             ref = _OPEN.get(self._identity)
             if ref is not None and ref() in (self, None):
                 del _OPEN[self._identity]
+
+    def _log_fields(self, error: BaseException | None = None) -> dict[str, object]:
+        return dict(self._upstream.log_fields(error))
+
+    def _emit_state(self, state: ConnectionState) -> None:
+        # Called with the upstream's state lock held, so transitions arrive in order.
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("state %s", state.value, extra=self._upstream.log_fields())
+        super()._emit_state(state)

@@ -53,7 +53,7 @@ from reactivex.subject import BehaviorSubject, Subject
 from typing_extensions import TypeVar
 
 from . import models
-from ._logging import RateLimitedLog
+from ._logging import RateLimitedLog, error_fields
 from .book import SubscriptionBook
 from .errors import (
     ClientClosedError,
@@ -124,6 +124,7 @@ class ErrorOutlet:
             type(exc).__name__,
             type(record).__name__,
             exc_info=True,
+            extra=error_fields(exc),
         )
         err = HandlerError(type(record).__name__, record)
         err.__cause__ = exc
@@ -350,6 +351,10 @@ class Streams(Generic[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
     def _failed(self) -> None:
         """A fatal error ended the client: stop the upstream for good (no lock held)."""
 
+    def _log_fields(self, error: BaseException | None = None) -> dict[str, object]:
+        """Structured fields for a log record about this client (``extra=``)."""
+        return {"feed": self.endpoint.feed}
+
     # ---- the life of a client, the same over every upstream
 
     def __enter__(self) -> Self:
@@ -553,7 +558,7 @@ class Streams(Generic[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
             if self._life is Lifecycle.CLOSED:
                 return
             self._life, self._ended_by = Lifecycle.FAILED, error
-        logger.error("stream failed for good: %r", error)
+        logger.error("stream failed for good: %r", error, extra=self._log_fields(error))
         self._failed()
         self._outlet.publish(error)
         self._end_observers(error)

@@ -53,6 +53,7 @@ import websocket
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
+from ._logging import error_fields
 from .errors import ConfigurationError, ConnectionLostError, FrameError, KeepaliveTimeout
 from .frames import Frame, Opcode
 from .framing import (
@@ -229,7 +230,12 @@ class _Connection:
             # A certificate we do not trust will not become trusted by retrying.
             err = ConfigurationError(f"TLS certificate verification failed: {exc}")
             err.__cause__ = exc
-        logger.info("connection to %s lost: %s", self.transport.url, err)
+        logger.info(
+            "connection to %s lost: %s",
+            self.transport.url,
+            err,
+            extra={"endpoint": self.transport.url, **error_fields(err)},
+        )
         self.closing.set()
         with self.transport._lock:
             observers, self.observers = self.observers, ()
@@ -536,7 +542,12 @@ class WebSocketTransport:
         with self._lock:
             conn = self._current
         if conn is not None:
-            logger.info("aborting connection to %s: %s", self.url, reason)
+            logger.info(
+                "aborting connection to %s: %s",
+                self.url,
+                reason,
+                extra={"endpoint": self.url, **error_fields(reason)},
+            )
             conn.abort(reason)
 
     def link(self) -> tuple[float | None, float | None]:

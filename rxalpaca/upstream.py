@@ -29,8 +29,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import reactivex
 from reactivex import Observable, abc
@@ -38,6 +38,7 @@ from reactivex import operators as rx_ops
 from reactivex.disposable import Disposable
 
 from . import models
+from ._logging import error_fields
 from .codec import Codec, Decoded
 from .errors import (
     ConnectionLostError,
@@ -61,10 +62,24 @@ from .streams import ErrorOutlet, Streams
 from .supervisor import Supervisor
 from .transport import WebSocketTransport
 
-__all__ = ["AlpacaUpstream"]
+__all__ = ["AlpacaUpstream", "RequestListener"]
 
 logger = logging.getLogger("rxalpaca")
 _W = logging.WARNING
+
+
+class RequestListener(Protocol):
+    """Told about subscription requests and their answers (tracing; see ``contrib.otel``).
+
+    Called on the thread that sent the request (``request_sent``, any thread) and on the
+    socket thread (``request_answered``); a listener that raises is logged and ignored.
+    """
+
+    def request_sent(self, action: str, channels: Mapping[str, tuple[str, ...]]) -> None:
+        """A subscribe or unsubscribe request was written to the socket."""
+
+    def request_answered(self, error: Exception | None) -> None:
+        """The server acked the request in flight (``None``) or refused it."""
 
 
 class AlpacaUpstream:
@@ -133,8 +148,24 @@ class AlpacaUpstream:
         #: Called with every message about to be sent (a recorder's); replaced whole
         #: (copy-on-write), so senders read it without a lock.
         self.send_taps: tuple[Callable[[dict[str, Any]], None], ...] = ()
+        #: Request listeners; replaced whole (copy-on-write), read without a lock.
+        self.listeners: tuple[RequestListener, ...] = ()
         for check in (self._check_flush, self._check_deadlines, self._check_activity):
             supervisor.add(check)
+
+    def log_fields(self, error: BaseException | None = None) -> dict[str, object]:
+        """The structured fields of this upstream's log lines (any thread; see ``_logging``).
+
+        Plain reads of values other threads write (the state, the connection count):
+        a log line may show them a moment stale.
+        """
+        return {
+            "feed": self.streams.endpoint.feed,
+            "endpoint": self.transport.url,
+            "conn_id": self.metrics.connects,
+            "state": self.session.state.value,
+            **error_fields(error),
+        }
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -231,7 +262,12 @@ class AlpacaUpstream:
         feed = self.streams.endpoint.feed
         if isinstance(item, FrameError):
             self.outlet.log.log(
-                ("frame", item.reason[:60]), _W, "bad frame from %s: %s", feed, item
+                ("frame", item.reason[:60]),
+                _W,
+                "bad frame from %s: %s",
+                feed,
+                item,
+                extra=error_fields(item),
             )
             self.outlet.publish(item)
             return self.session.state
@@ -263,18 +299,22 @@ class AlpacaUpstream:
             if isinstance(effect, Send):
                 self._send(effect.message)
             elif isinstance(effect, SubscriptionAck):
+                self._tell_answered(None)
                 check = book.on_ack(effect.ack)
                 if not check.ok:
                     err = SubscriptionMismatch(check.missing, check.unexpected)
-                    logger.warning("%s", err)
+                    logger.warning("%s", err, extra=self.log_fields(err))
                     self.outlet.publish(err)
                 self.pump()
             elif isinstance(effect, SubscriptionFailed):
+                self._tell_answered(effect.error)
                 self._refused(effect.error)
                 self.pump()
             elif isinstance(effect, PublishError):
                 said = effect.error
-                self.outlet.log.log(("server", type(said)), _W, "server reported %s", said)
+                self.outlet.log.log(
+                    ("server", type(said)), _W, "server reported %s", said, extra=error_fields(said)
+                )
                 self.outlet.publish(said)
             elif isinstance(effect, Reconnect | Fail):
                 raise effect.error  # ends this connection; retry_with_backoff decides
@@ -284,10 +324,16 @@ class AlpacaUpstream:
         rejection = self.streams._book.on_error(split=error.per_symbol)
         if rejection.split:
             # Some symbols of a combined request may be fine: try each half alone, now.
-            logger.info("server refused a combined subscribe (%s); retrying it in halves", error)
+            logger.info(
+                "server refused a combined subscribe (%s); retrying it in halves",
+                error,
+                extra=self.log_fields(error),
+            )
             self._flush()
             return
-        logger.warning("subscription refused by the server: %s", error)
+        logger.warning(
+            "subscription refused by the server: %s", error, extra=self.log_fields(error)
+        )
         self.outlet.publish(error)
         self.streams._refuse_pairs(rejection.pairs, error)
 
@@ -304,7 +350,13 @@ class AlpacaUpstream:
                 self.session.lost()
                 self._emit_state(self.session.state)
         self.metrics.reconnects += 1
-        self.outlet.log.log(("lost", type(error)), _W, "connection lost (%s); reconnecting", error)
+        self.outlet.log.log(
+            ("lost", type(error)),
+            _W,
+            "connection lost (%s); reconnecting",
+            error,
+            extra=error_fields(error),
+        )
         self.outlet.publish(error)
 
     def _close_hole(self, now_ns: int) -> None:
@@ -339,7 +391,13 @@ class AlpacaUpstream:
         self.transport.send(self.codec.encode(message), self.codec.opcode)
 
     def _on_retry(self, error: BaseException, attempt: int, delay: float) -> None:
-        logger.info("reconnect attempt %d in %.3f s after %s", attempt, delay, error)
+        logger.info(
+            "reconnect attempt %d in %.3f s after %s",
+            attempt,
+            delay,
+            error,
+            extra={**self.log_fields(error), "attempt": attempt, "delay_s": delay},
+        )
 
     # ------------------------------------------------------------------ requests
 
@@ -370,10 +428,24 @@ class AlpacaUpstream:
                 self.session.request_sent(time.monotonic(), req.action)  # ack due from now
             try:
                 self._send(req.message())
+                for listener in self.listeners:
+                    try:
+                        listener.request_sent(req.action, req.channels)
+                    except Exception:
+                        logger.exception("a request listener raised", extra=self.log_fields())
             except ConnectionLostError:
                 # The socket is going away; the reconnect replays every subscription.
-                logger.debug("subscription request not sent: connection lost")
+                logger.debug(
+                    "subscription request not sent: connection lost", extra=self.log_fields()
+                )
         self._supervisor.wake()
+
+    def _tell_answered(self, error: Exception | None) -> None:
+        for listener in self.listeners:
+            try:
+                listener.request_answered(error)
+            except Exception:
+                logger.exception("a request listener raised", extra=self.log_fields())
 
     # ------------------------------------------------------------------ supervisor checks
 
@@ -394,7 +466,9 @@ class AlpacaUpstream:
         for effect in effects:
             if isinstance(effect, Reconnect) and isinstance(effect.error, ConnectionLostError):
                 self.metrics.reply_timeouts += 1
-                logger.warning("%s; reconnecting", effect.error)
+                logger.warning(
+                    "%s; reconnecting", effect.error, extra=self.log_fields(effect.error)
+                )
                 self.transport.abort(effect.error)
         return due
 
@@ -421,6 +495,7 @@ class AlpacaUpstream:
                     "clients that fall behind (407). Move slow work off it with "
                     "ops.conflate(...) or ops.observe_on(...)",
                     min(busy, 1.0) * 100,
+                    extra=self.log_fields(),
                 )
         if self._silence_timeout:
             self._check_silence(self._silence_timeout)
@@ -442,6 +517,7 @@ class AlpacaUpstream:
             logger.warning(
                 "no market data for %.1f s while subscribed; reconnecting",
                 (now_ns - quiet_since) / 1e9,
+                extra=self.log_fields(),
             )
             self._authenticated_ns = now_ns  # act once; the reconnect resets it anyway
             self.transport.abort(ConnectionLostError("silent connection: no market data"))

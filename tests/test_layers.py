@@ -44,6 +44,7 @@ LAYER = {
     "notebook": 6,  # live views for Jupyter (IPython display handles)
     "contrib": 6,
     "bus": 6,  # the NATS gateway (drives a StreamClient) and BusClient (a Streams)
+    "doctor": 5,  # a one-shot connection probe beside the client (cli's doctor)
     "__main__": 8,
 }
 TESTING_MAY_IMPORT = {"frames", "models", "errors", "feeds", "metrics", "protocol"}

@@ -1,0 +1,121 @@
+"""What the exporters read from clients, summed per feed, at collection time.
+
+Shared by :mod:`.prometheus` and :mod:`.otel` so both export the same numbers under
+their own naming conventions. Reading costs nothing on the hot path: counters are
+plain ints the socket thread writes; a reader on another thread sees whole values,
+a moment stale (see :mod:`rxalpaca.metrics`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..metrics import Metrics
+
+__all__ = ["COUNTERS", "GAUGES", "MetricsSource", "Readings", "read"]
+
+
+class _Endpoint(Protocol):
+    @property
+    def feed(self) -> str: ...
+
+
+class MetricsSource(Protocol):
+    """What the exporters read: a ``StreamClient``, or anything with the same three parts."""
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def endpoint(self) -> _Endpoint: ...
+
+    def health(self) -> Mapping[str, Any]: ...
+
+
+#: (name, Metrics attribute, unit, description): one counter per feed. Names are
+#: base names: Prometheus adds ``rxalpaca_`` and ``_total``, OTel ``rxalpaca.``.
+COUNTERS: tuple[tuple[str, str, str, str], ...] = (
+    ("frames_received", "frames_received", "{frame}", "WebSocket data frames received."),
+    ("received_bytes", "bytes_received", "By", "Bytes of data frames received."),
+    ("frames_failed", "frames_failed", "{frame}", "Frames that could not be decoded at all."),
+    ("decode_failures", "decode_failures", "{message}", "Messages that failed to decode."),
+    ("messages_delivered", "messages_delivered", "{message}", "Data messages delivered."),
+    ("control_messages", "control_messages", "{message}", "Control messages (success, ack)."),
+    ("unknown_messages", "unknown_messages", "{message}", "Messages of an unknown type."),
+    ("handler_errors", "handler_errors", "{error}", "Exceptions raised by observers."),
+    ("errors_published", "errors_published", "{error}", "Values published on client.errors."),
+    ("connects", "connects", "{connection}", "Connections opened (first and reconnects)."),
+    ("reconnects", "reconnects", "{connection}", "Reconnects after a lost connection."),
+    ("reply_timeouts", "reply_timeouts", "{timeout}", "Sockets dropped for an overdue reply."),
+    ("slow_observer_warnings", "slow_consumer_warnings", "{warning}", "Slow-observer warnings."),
+)
+
+#: (name, unit, description) of the per-feed gauges.
+GAUGES: tuple[tuple[str, str, str], ...] = (
+    ("connection_up", "1", "1 while the connection is authenticated (summed over clients)."),
+    ("subscribed_symbols", "{pair}", "(channel, symbol) pairs subscribed."),
+    ("last_data_age_seconds", "s", "Seconds since the last market-data frame."),
+    ("last_frame_age_seconds", "s", "Seconds since the last frame of any kind."),
+    ("observer_batch_p50_seconds", "s", "Median time observers took per frame (sampled)."),
+    ("observer_batch_p99_seconds", "s", "99th percentile of observer time per frame (sampled)."),
+)
+
+#: Messages decoded but not delivered, by reason (``messages_decoded`` balances them).
+DROPPED = (("unrouted", "messages_unrouted"), ("observer_failed", "messages_failed"))
+
+_AGES = (
+    ("last_data_age_s", "last_data_age_seconds"),
+    ("last_frame_age_s", "last_frame_age_seconds"),
+)
+
+
+def _series() -> dict[tuple[str, ...], float]:
+    return defaultdict(float)
+
+
+@dataclass
+class Readings:
+    """One reading of every source. Keys of each series are label values: ``(feed,)``,
+    ``(feed, channel)`` for ``messages``, ``(feed, reason)`` for ``messages_dropped``."""
+
+    counters: dict[str, dict[tuple[str, ...], float]] = field(
+        default_factory=lambda: defaultdict(_series)
+    )
+    gauges: dict[str, dict[tuple[str, ...], float]] = field(
+        default_factory=lambda: defaultdict(_series)
+    )
+
+
+def read(sources: Iterable[MetricsSource]) -> Readings:
+    """Sum every source's metrics per feed (several clients on one feed: one series)."""
+    out = Readings()
+    counters, gauges = out.counters, out.gauges
+    for src in sources:
+        feed = src.endpoint.feed
+        m = src.metrics
+        health = src.health()
+        key = (feed,)
+        for name, attr, _unit, _help in COUNTERS:
+            counters[name][key] += getattr(m, attr)
+        for cls, n in list(m.messages_by_class.items()):
+            channel = getattr(cls, "CHANNEL", "")
+            if channel:  # data records only; control, Unknown and FrameError have none
+                counters["messages"][(feed, channel)] += n
+        for reason, attr in DROPPED:
+            counters["messages_dropped"][(feed, reason)] += getattr(m, attr)
+        counters["observer_seconds"][key] += m.observer_time_total_ns / 1e9
+        gauges["connection_up"][key] += 1.0 if health.get("connected") else 0.0
+        gauges["subscribed_symbols"][key] += float(health.get("live_subscriptions", 0))
+        for health_key, name in _AGES:
+            age = health.get(health_key)
+            if age is not None:
+                # Several sources on one feed: the freshest answers for the feed.
+                series = gauges[name]
+                series[key] = min(series[key], age) if key in series else float(age)
+        for q, name in ((0.5, "observer_batch_p50_seconds"), (0.99, "observer_batch_p99_seconds")):
+            series = gauges[name]
+            series[key] = max(series.get(key, 0.0), m.observer_time.percentile(q) / 1e9)
+    return out
