@@ -253,8 +253,8 @@ def test_the_api_is_the_stream_clients(bus: Bus) -> None:
     def public(cls: type) -> set[str]:
         return {n for n in dir(cls) if not n.startswith("_")}
 
-    # The raw socket, its address, and recording its frames.
-    socket_only = {"frames", "url", "encoding", "record"}
+    # The raw socket, its address, recording its frames, and hearing its subscribe requests.
+    socket_only = {"frames", "url", "encoding", "record", "add_request_listener"}
     assert public(StreamClient) - socket_only <= public(BusClient)
     with pytest.raises(errors.ConfigurationError, match="unknown BusClient option 'leese'"):
         BusClient(bus.nats.url, "iex", leese=3)  # type: ignore[call-overload]
