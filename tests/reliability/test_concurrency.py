@@ -78,6 +78,14 @@ class Pool:
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("drops", [0, 5], ids=["steady", "with-drops"])
+# Known intermittent defect, not yet understood (stop note of 2026-11-27): about one
+# loaded run in three, after the churn the server stops receiving requests and its
+# subscriptions never converge to the client's book within 10 s. Still run on every CI
+# (non-strict: it reports XPASS when it holds) until it is fixed.
+@pytest.mark.xfail(
+    strict=False,
+    reason="intermittent: after the churn, client and server sometimes stop converging",
+)
 def test_hundred_threads_subscribe_and_dispose(
     alpaca_server_factory: Callable[..., AlpacaStreamServer],
     make_client: Callable[..., StreamClient],
