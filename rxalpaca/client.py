@@ -216,33 +216,12 @@ class StreamClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         monitor = self._upstream.transport.monitor()
         return self._outlet.guarded(monitor, lambda: self._life is Lifecycle.CLOSED)
 
-    def health(self) -> dict[str, Any]:
-        """A plain dict for dashboards and liveness probes.
-
-        Two clocks tell a quiet market from a dead link: ``last_data_age_s`` (market
-        data only; ``last_message_age_s`` is the same figure under its old name) and
-        ``last_frame_age_s`` (any bytes from the server: data, acks, pongs).
-        ``link_stale`` is true while a ping has gone unanswered for more than half the
-        ``ping_timeout`` (the link will be dropped at the full timeout); ``None`` when
-        pings are off.
-        """
-        metrics = self.metrics
-        state = self.current_state
-        return {
-            "feed": self.endpoint.feed,
-            "state": state.value,
-            "connected": state is ConnectionState.AUTHENTICATED,
-            **self._upstream.liveness(),
-            "live_subscriptions": self._book.live,
-            "server_subscriptions": len(self._book.acked()),
-            "reconnects": metrics.reconnects,
-            "frames_received": metrics.frames_received,
-            "messages_delivered": metrics.messages_delivered,
-            "decode_failures": metrics.decode_failures,
-            "handler_errors": metrics.handler_errors,
-            "fatal_error": repr(self._ended_by) if self._ended_by else None,
-            "metrics": metrics.snapshot(),
-        }
+    def _liveness(self) -> dict[str, Any]:
+        """The socket's clocks for ``health()``: ``last_data_age_s`` (market data only;
+        ``last_message_age_s`` is its old name), ``last_frame_age_s`` (any bytes: data,
+        acks, pongs) and ``link_stale`` (a ping unanswered for more than half the
+        ``ping_timeout``; ``None`` when pings are off)."""
+        return self._upstream.liveness()
 
     def add_request_listener(self, listener: RequestListener) -> None:
         """Tell ``listener`` about each subscription request and its answer (for tracing:

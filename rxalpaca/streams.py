@@ -512,6 +512,32 @@ class Streams(Generic[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
             except Exception:
                 logger.exception("a gaps observer raised")
 
+    def health(self) -> dict[str, Any]:
+        """A plain dict for dashboards and liveness probes: state, subscriptions, counters,
+        the fatal error, and the upstream's own clocks (a socket client's tell a quiet
+        market from a dead link; a bus client's say how NATS and the gateway are)."""
+        metrics = self.metrics
+        state = self.current_state
+        return {
+            "feed": self.endpoint.feed,
+            "state": state.value,
+            "connected": state is ConnectionState.AUTHENTICATED,
+            **self._liveness(),
+            "live_subscriptions": self._book.live,
+            "server_subscriptions": len(self._book.acked()),
+            "reconnects": metrics.reconnects,
+            "frames_received": metrics.frames_received,
+            "messages_delivered": metrics.messages_delivered,
+            "decode_failures": metrics.decode_failures,
+            "handler_errors": metrics.handler_errors,
+            "fatal_error": repr(self._ended_by) if self._ended_by else None,
+            "metrics": metrics.snapshot(),
+        }
+
+    def _liveness(self) -> dict[str, Any]:
+        """The upstream's keys for ``health()`` (its clocks, its links)."""
+        return {}
+
     def connect(self) -> Self:
         """Open the connection now instead of at the first subscription."""
         self._open()

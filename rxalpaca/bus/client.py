@@ -222,30 +222,16 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         """The state right now (NATS and the gateway's upstream together)."""
         return self._current
 
-    def health(self) -> dict[str, Any]:
-        """A plain dict for dashboards and probes (the StreamClient's keys, plus the bus)."""
-        metrics = self.metrics
-        state = self._current
-        last = metrics.last_message_ns
+    def _liveness(self) -> dict[str, Any]:
+        """The bus's part of ``health()``: NATS, the gateway, the data clock."""
+        last = self.metrics.last_message_ns
         gw = self._gateway
         return {
-            "feed": self.endpoint.feed,
-            "state": state.value,
-            "connected": state is S.AUTHENTICATED,
             "nats_connected": self._nats_up,
             "gateway": gw.gateway if gw else None,
             "gateway_state": gw.state if gw else None,
             "gateway_age_s": time.monotonic() - self._gateway_seen if gw else None,
             "last_data_age_s": (time.time_ns() - last) / 1e9 if last else None,
-            "live_subscriptions": self._book.live,
-            "server_subscriptions": len(self._book.acked()),
-            "reconnects": metrics.reconnects,
-            "frames_received": metrics.frames_received,
-            "messages_delivered": metrics.messages_delivered,
-            "decode_failures": metrics.decode_failures,
-            "handler_errors": metrics.handler_errors,
-            "fatal_error": repr(self._ended_by) if self._ended_by else None,
-            "metrics": metrics.snapshot(),
         }
 
     # ------------------------------------------------------------------ the facade's hooks
