@@ -18,8 +18,9 @@ Threading — who owns what:
 
 Locks: ``_state_lock`` (re-entrant) guards the Session and orders its transitions
 with their emission on ``state``; ``_send_lock`` makes taking the next request from
-the book, recording its deadline and writing it one step, so a request can never
-reach a socket of a later session (order: ``_send_lock`` before ``_state_lock``);
+the book, recording its deadline and writing it one step, and the book forgets a lost
+session under it too, so a request can never reach a socket of a later session
+(order: ``_send_lock`` before ``_state_lock``);
 ``_flush_lock`` guards the linger's due time; ``_conn_lock`` the connection's
 disposable. No lock is held while observers run.
 """
@@ -339,8 +340,14 @@ class AlpacaUpstream:
 
     def _on_lost(self, error: Exception) -> None:
         """Socket thread (or the subscriber's): this connection ended."""
-        pairs = self.streams._book.acked()
-        self.streams._book.disconnected()
+        book = self.streams._book
+        # Under the send lock: a request another thread took from the book while this
+        # session was up is written (to the dead socket) before the book forgets the
+        # session — never to the next socket, where its ack would be taken for the
+        # replay's.
+        with self._send_lock:
+            pairs = book.acked()
+            book.disconnected()
         if self._shut or not self._retry.should_retry(error):
             return
         if pairs and self._hole is None:  # a hole stays open across failed attempts
