@@ -63,9 +63,7 @@ class PreparedMarket:
         self.bar_positions: list[int] = []
         if cfg.total is not None:
             self.records = self.market.records(cfg.total)
-            self.bar_positions = [
-                i for i, r in enumerate(self.records) if r.get("T") in BAR_TYPES
-            ]
+            self.bar_positions = [i for i, r in enumerate(self.records) if r.get("T") in BAR_TYPES]
             wanted = [Encoding(e) for e in cfg.encodings] if cfg.encodings else list(Encoding)
             for enc in wanted:
                 self.items[enc] = [encode_item(r, enc, width) for r in self.records]
@@ -165,7 +163,9 @@ class FeedScripts(ServerCore):
         ``StockHistoricalDataClient(key, secret, url_override=server.rest_url)``."""
         return f"http://{self.host}:{self._port}"
 
-    def bar_history(self, symbol: str, family: Family | str = Family.STOCKS) -> list[dict[str, Any]]:
+    def bar_history(
+        self, symbol: str, family: Family | str = Family.STOCKS
+    ) -> list[dict[str, Any]]:
         """The minute bars REST serves for ``symbol``: every bar a market made or a test
         published, the correction (``u``) over the first version, in time order
         (``t`` in ns; other fields as on the wire, without ``T``/``S``)."""

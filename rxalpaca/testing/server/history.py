@@ -237,13 +237,14 @@ def parse_rfc3339(value: str) -> int | None:
     m = _RFC3339.fullmatch(value)
     if m is None:
         try:
-            d = date.fromisoformat(value)
+            day = date.fromisoformat(value)
         except ValueError:
             return None
-        return calendar.timegm(d.timetuple()) * _NS
+        return calendar.timegm(day.timetuple()) * _NS
     y, mo, d, h, mi, s, frac, _z, sign, oh, om = m.groups()
     try:
-        secs = calendar.timegm(datetime(int(y), int(mo), int(d), int(h), int(mi), int(s)).timetuple())
+        when = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s))
+        secs = calendar.timegm(when.timetuple())
     except ValueError:
         return None
     if sign:
