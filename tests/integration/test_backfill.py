@@ -108,7 +108,9 @@ def test_a_drop_in_a_paced_stream_is_filled_with_exactly_the_missing_bars(
     before = [b for b in live.items if b.received_ns <= gap.last_before_ns]
     after = [b for b in live.items if b.received_ns >= gap.first_after_ns]
     assert before and after and len(before) + len(after) == len(live.items)
-    key = lambda b: (b.timestamp_ns, b.open, b.high, b.low, b.close)  # noqa: E731
+
+    def key(b: Bar) -> tuple[Any, ...]:
+        return (b.timestamp_ns, b.open, b.high, b.low, b.close)
 
     def sent(conn: int) -> list[tuple[Any, ...]]:
         info = alpaca_server.connection(conn)

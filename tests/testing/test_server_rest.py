@@ -134,7 +134,7 @@ def test_a_bad_parameter_is_a_422_saying_which(
 
 
 def test_keys_are_checked_as_alpaca_checks_them(published: AlpacaStreamServer) -> None:
-    q = {"symbols": "AAPL", "timeframe": "1Min"}
+    q: dict[str, Any] = {"symbols": "AAPL", "timeframe": "1Min"}
     assert get(published, "/v2/stocks/bars", {}, **q) == (401, {"message": "unauthorized."})
     wrong = {**AUTH, "APCA-API-SECRET-KEY": "not-it"}
     assert get(published, "/v2/stocks/bars", wrong, **q) == (403, {"message": "forbidden"})
@@ -201,7 +201,10 @@ def test_alpaca_py_s_historical_client_runs_against_it_unchanged(
 
 def test_history_parts() -> None:
     h = BarHistory(per_symbol=2)
-    junk = [{"T": "q", "S": "AAPL", "t": T0}, {"T": "b", "S": "AAPL", "t": "x"}]
+    junk: list[dict[str, Any]] = [
+        {"T": "q", "S": "AAPL", "t": T0},
+        {"T": "b", "S": "AAPL", "t": "x"},
+    ]
     h.add(Family.STOCKS, [bar("AAPL", i) for i in range(3)] + junk)
     assert [b["t"] for b in h.bars(Family.STOCKS, "AAPL")] == [
         T0 + MIN,
