@@ -247,9 +247,8 @@ class _Hold:
 
     after_t: int  # the missing bars are later than this (the last bar delivered)
     held: list[Bar | CryptoBar] = field(default_factory=list)
-    fetching: bool = False
+    end_t: int | None = None  # set when its fetch is asked for: the window's end
     again: bool = False  # another gap came while fetching: hold again after it
-    timer: threading.Timer | None = None
 
 
 class Backfill:
@@ -266,11 +265,14 @@ class Backfill:
             because a bar of the same or a later minute was already delivered;
             ``failures``: fetches that failed (each one also on ``errors``).
 
-    Threads: live bars and gaps arrive on the client's socket thread, fetches run on
-    a daemon thread each (REST blocks; the socket thread never waits for it), the
-    ``wait`` timers on their own. ``_lock`` (one per subscription) guards a
-    subscription's holds and last bar times and is held while it emits, so its
-    observer sees one bar at a time, in order, whichever thread delivers it.
+    Threads: live bars and gaps arrive on the client's socket thread; REST blocks, so
+    each subscription fetches on a daemon thread of its own, started when there is
+    something to fetch and gone when there is not, which takes every symbol waiting
+    at that moment into one multi-symbol request (a reconnect of 500 symbols is a few
+    requests, not 500); the ``wait`` timer (one per gap) runs on its own. ``_lock``
+    (one per subscription) guards its holds, pending fetches and last bar times and
+    is held while it emits, so its observer sees one bar at a time, in order,
+    whichever thread delivers it.
     """
 
     def __init__(
@@ -323,6 +325,9 @@ class _Filler:
         self._lock = threading.RLock()
         self._last: dict[str, int] = {}
         self._holds: dict[str, _Hold] = {}
+        self._pending: list[str] = []  # held symbols whose window is known, to fetch
+        self._fetcher: threading.Thread | None = None
+        self._timers: list[threading.Timer] = []
         self._done = False
 
     # -- socket thread
@@ -334,19 +339,21 @@ class _Filler:
         with self._lock:
             if self._done:
                 return
+            held: list[tuple[str, _Hold]] = []
             for sym in sorted(self.symbols):
                 if not (wild or sym in gap.symbols):
                     continue
                 hold = self._holds.get(sym)
                 if hold is not None:
-                    hold.again = hold.again or hold.fetching
+                    hold.again = hold.again or hold.end_t is not None
                     continue
                 after = self._last.get(sym)
                 if after is None:
                     if gap.last_before_ns is None:
                         continue  # nothing came before: nothing known to be missing
                     after = _minute(gap.last_before_ns) - 2 * _MINUTE
-                self._hold(sym, after)
+                held.append((sym, self._hold(sym, after)))
+            self._start_timer(held)
 
     def on_bar(self, bar: Bar | CryptoBar) -> None:
         with self._lock:
@@ -357,7 +364,7 @@ class _Filler:
                 self._emit_live(bar)
                 return
             hold.held.append(bar)
-            if not hold.fetching:
+            if hold.end_t is None:
                 self._fetch(bar.symbol, hold, bar.timestamp_ns)
 
     def on_error(self, error: Exception) -> None:
@@ -375,71 +382,95 @@ class _Filler:
     def dispose(self) -> None:
         with self._lock:
             self._done = True
-            for hold in self._holds.values():
-                if hold.timer is not None:
-                    hold.timer.cancel()
+            self._cancel_timers()
             self._holds.clear()
+            self._pending.clear()
 
     # -- any thread, under _lock
 
-    def _hold(self, sym: str, after: int) -> None:
+    def _hold(self, sym: str, after: int) -> _Hold:
         hold = _Hold(after)
         self._holds[sym] = hold
-        if self.owner.wait >= 0:
-            timer = threading.Timer(self.owner.wait, self._timed_out, (sym, hold))
-            timer.daemon = True
-            timer.name = "rxalpaca-backfill-wait"
-            hold.timer = timer
-            timer.start()
+        return hold
 
-    def _timed_out(self, sym: str, hold: _Hold) -> None:
-        """Timer thread: no live bar came; fetch up to the last whole minute."""
+    def _start_timer(self, held: list[tuple[str, _Hold]]) -> None:
+        if not held:
+            return
+        timer = threading.Timer(self.owner.wait, self._timed_out, (held,))
+        timer.daemon = True
+        timer.name = "rxalpaca-backfill-wait"
+        self._timers.append(timer)
+        timer.start()
+
+    def _cancel_timers(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+
+    def _timed_out(self, held: list[tuple[str, _Hold]]) -> None:
+        """Timer thread: no live bar came for these; fetch up to the last whole minute."""
         with self._lock:
-            if self._holds.get(sym) is hold and not hold.fetching and not self._done:
-                self._fetch(sym, hold, _minute(time.time_ns()))
+            self._timers = [t for t in self._timers if t is not threading.current_thread()]
+            end = _minute(time.time_ns())
+            for sym, hold in held:
+                if self._holds.get(sym) is hold and hold.end_t is None and not self._done:
+                    self._fetch(sym, hold, end)
 
     def _fetch(self, sym: str, hold: _Hold, end_ns: int) -> None:
-        hold.fetching = True
-        if hold.timer is not None:
-            hold.timer.cancel()
-        start_ns = hold.after_t + 1
-        thread = threading.Thread(
-            target=self._run_fetch,
-            args=(sym, hold, start_ns, end_ns),
-            name="rxalpaca-backfill",
-            daemon=True,
-        )
-        thread.start()
+        hold.end_t = end_ns
+        self._pending.append(sym)
+        if self._fetcher is None:
+            self._fetcher = threading.Thread(
+                target=self._run_fetches, name="rxalpaca-backfill", daemon=True
+            )
+            self._fetcher.start()
 
-    def _run_fetch(self, sym: str, hold: _Hold, start_ns: int, end_ns: int) -> None:
-        """Fetch thread: REST, then deliver the missing bars and the held ones."""
-        bars: list[Bar | CryptoBar] = []
-        error: BackfillError | None = None
-        try:
-            bars = self.owner.source.fetch_bars(self.feed, [sym], start_ns, end_ns)
-        except BackfillError as exc:
-            error = exc
-        except Exception as exc:  # a BarSource of the user's own
-            error = BackfillError(_describe_failure(exc))
-        if error is not None:
-            what = f"{sym} bars from {_text(start_ns)} to {_text(end_ns)}"
-            error = BackfillError(f"backfill of {what} failed: {error}")
-            self.owner._count(failures=1)
-            self.owner.client._outlet.publish(error)
-        with self._lock:
-            if self._done or self._holds.get(sym) is not hold:
-                return
-            del self._holds[sym]
-            filled = 0
-            for bar in bars:
-                if bar.symbol == sym and bar.timestamp_ns > self._last.get(sym, hold.after_t):
-                    self._emit(bar)
-                    filled += 1
-            self.owner._count(filled=filled)
-            for bar in hold.held:
-                self._emit_live(bar)
-            if hold.again:
-                self._hold(sym, self._last.get(sym, hold.after_t))
+    # -- the fetch thread
+
+    def _run_fetches(self) -> None:
+        """Fetch every pending symbol in one request, deliver, and again until none."""
+        while True:
+            with self._lock:
+                syms, self._pending = self._pending, []
+                batch = [(s, h) for s in syms if (h := self._holds.get(s)) and h.end_t]
+                if not batch or self._done:
+                    self._fetcher = None
+                    return
+            start = min(h.after_t for _, h in batch) + 1
+            end = max(h.end_t or 0 for _, h in batch)
+            bars: list[Bar | CryptoBar] = []
+            try:
+                bars = self.owner.source.fetch_bars(self.feed, [s for s, _ in batch], start, end)
+            except Exception as exc:  # BackfillError, or from a BarSource of the user's own
+                self._failed([s for s, _ in batch], start, end, exc)
+            with self._lock:
+                for sym, hold in batch:
+                    self._deliver(sym, hold, bars)
+
+    def _failed(self, syms: list[str], start: int, end: int, exc: Exception) -> None:
+        cause = str(exc) if isinstance(exc, BackfillError) else _describe_failure(exc)
+        what = f"{', '.join(syms)} bars from {_text(start)} to {_text(end)}"
+        self.owner._count(failures=1)
+        self.owner.client._outlet.publish(BackfillError(f"backfill of {what} failed: {cause}"))
+
+    def _deliver(self, sym: str, hold: _Hold, bars: list[Bar | CryptoBar]) -> None:
+        """Under _lock: the missing bars of ``sym`` in its own window, then the held ones."""
+        if self._done or self._holds.get(sym) is not hold:
+            return
+        del self._holds[sym]
+        end = hold.end_t or 0
+        filled = 0
+        for bar in bars:
+            t = bar.timestamp_ns
+            if bar.symbol == sym and self._last.get(sym, hold.after_t) < t < end:
+                self._emit(bar)
+                filled += 1
+        self.owner._count(filled=filled)
+        for bar in hold.held:
+            self._emit_live(bar)
+        if hold.again:
+            held = self._hold(sym, self._last.get(sym, hold.after_t))
+            self._start_timer([(sym, held)])
 
     def _emit_live(self, bar: Bar | CryptoBar) -> None:
         last = self._last.get(bar.symbol)
@@ -454,10 +485,10 @@ class _Filler:
 
     def _flush_all(self) -> None:
         """The stream ends: deliver what is held, unfilled."""
+        self._cancel_timers()
         holds, self._holds = self._holds, {}
+        self._pending.clear()
         for hold in holds.values():
-            if hold.timer is not None:
-                hold.timer.cancel()
             for bar in hold.held:
                 self._emit_live(bar)
 

@@ -243,6 +243,8 @@ def test_without_live_bars_the_wait_ends_the_window_at_the_last_whole_minute(
     # AAPL from its last bar on; MSFT (no bar before) from two minutes before the gap.
     assert sorted((b.symbol, b.open) for b in got[1:]) == [("AAPL", 101), ("MSFT", 201)]
     assert all(isinstance(b, BackfilledBar) for b in got[1:])
+    [request] = alpaca_server.rest_requests()  # both symbols in one request
+    assert "symbols=AAPL%2CMSFT" in request
     assert gap.last_before_ns is not None
     client.close()
     assert filled.completed.is_set()
