@@ -248,7 +248,9 @@ class _Hold:
     after_t: int  # the missing bars are later than this (the last bar delivered)
     held: list[Bar | CryptoBar] = field(default_factory=list)
     end_t: int | None = None  # set when its fetch is asked for: the window's end
-    again: bool = False  # another gap came while fetching: hold again after it
+    #: Another gap came while fetching: ``held[split:]`` came after it, so they wait
+    #: for a fill of their own (from the last bar delivered to the first of them).
+    split: int | None = None
 
 
 class Backfill:
@@ -345,7 +347,9 @@ class _Filler:
                     continue
                 hold = self._holds.get(sym)
                 if hold is not None:
-                    hold.again = hold.again or hold.end_t is not None
+                    # Not fetching yet: the window already runs to the first live bar.
+                    if hold.end_t is not None and hold.split is None:
+                        hold.split = len(hold.held)
                     continue
                 after = self._last.get(sym)
                 if after is None:
@@ -466,11 +470,16 @@ class _Filler:
                 self._emit(bar)
                 filled += 1
         self.owner._count(filled=filled)
-        for bar in hold.held:
+        split = len(hold.held) if hold.split is None else hold.split
+        for bar in hold.held[:split]:
             self._emit_live(bar)
-        if hold.again:
-            held = self._hold(sym, self._last.get(sym, hold.after_t))
-            self._start_timer([(sym, held)])
+        if hold.split is not None:
+            again = self._hold(sym, self._last.get(sym, hold.after_t))
+            again.held = hold.held[split:]
+            if again.held:
+                self._fetch(sym, again, again.held[0].timestamp_ns)
+            else:
+                self._start_timer([(sym, again)])
 
     def _emit_live(self, bar: Bar | CryptoBar) -> None:
         last = self._last.get(bar.symbol)

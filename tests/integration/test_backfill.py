@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -16,10 +16,11 @@ from rxalpaca.backfill import (
     Backfill,
     BackfilledBar,
     BackfillError,
+    BarSource,
     backfill,
     decode_bars,
 )
-from rxalpaca.models import Bar, Gap
+from rxalpaca.models import Bar, CryptoBar, Gap
 from rxalpaca.testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer
 from tests.conftest import TIMING_FACTOR
 
@@ -147,7 +148,7 @@ def published_gap(
     server: AlpacaStreamServer,
     make_client: Callable[..., StreamClient],
     collector: Callable[[], Collector],
-    source: AlpacaHistory,
+    source: BarSource,
     **kw: Any,
 ) -> tuple[StreamClient, Collector, list[Exception], Backfill]:
     """Two bars live, two made while muted, a drop, one bar live after the gap."""
@@ -191,7 +192,16 @@ def test_the_missing_bars_come_first_then_the_held_live_one(
     assert [b.open for b in filled.wait_for(6)[5:]] == [105] and bf.duplicates == 1
 
 
-@pytest.mark.parametrize("fault", ["bad keys", "server error", "no server"])
+class Broken:
+    """A ``BarSource`` of the user's own that fails its own way."""
+
+    def fetch_bars(
+        self, feed: str, symbols: Sequence[str], start_ns: int, end_ns: int
+    ) -> list[Bar | CryptoBar]:
+        raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize("fault", ["bad keys", "server error", "no server", "own source"])
 def test_a_failed_fetch_is_an_error_and_the_stream_goes_on(
     alpaca_server: AlpacaStreamServer,
     make_client: Callable[..., StreamClient],
@@ -203,7 +213,8 @@ def test_a_failed_fetch_is_an_error_and_the_stream_goes_on(
         alpaca_server.fail_next_rest(500)
     if fault == "no server":
         source = AlpacaHistory(DEFAULT_KEY, DEFAULT_SECRET, url="http://127.0.0.1:9")
-    _, filled, errors, bf = published_gap(alpaca_server, make_client, collector, source)
+    own = Broken() if fault == "own source" else source
+    _, filled, errors, bf = published_gap(alpaca_server, make_client, collector, own)
     got = filled.wait_for(3)
     assert [b.open for b in got] == [100, 101, 104]  # the hole stays, the stream goes on
     [error] = [e for e in errors if isinstance(e, BackfillError)]
@@ -213,6 +224,7 @@ def test_a_failed_fetch_is_an_error_and_the_stream_goes_on(
         "bad keys": "HTTP 403: forbidden",
         "server error": "HTTP 500: injected failure 500",
         "no server": "ConnectionError",
+        "own source": "RuntimeError: boom",
     }[fault]
     assert expected in text and "wrong-secret" not in text and DEFAULT_SECRET not in text
     assert "wrong-secret" not in repr(source) and "wrong-secret" not in repr(bf)
@@ -272,3 +284,100 @@ def test_backfill_of_one_gap(alpaca_server: AlpacaStreamServer) -> None:
     assert [(b.symbol, b.volume) for b in crypto] == [("BTC/USD", 0.25)]
     with pytest.raises(BackfillError, match="malformed"):
         decode_bars({"AAPL": [{"t": "2024-01-01T00:00:00Z"}]}, BackfilledBar, 0, 2**62)
+
+
+class Gated:
+    """A ``BarSource`` of the user's own: the real REST client behind a gate, so a
+    test decides when a fetch returns."""
+
+    def __init__(self, inner: AlpacaHistory) -> None:
+        self.inner = inner
+        self.gate = threading.Event()
+        self.entered = threading.Semaphore(0)
+        self.answered = threading.Semaphore(0)
+
+    def fetch_bars(
+        self, feed: str, symbols: Sequence[str], start_ns: int, end_ns: int
+    ) -> list[Bar | CryptoBar]:
+        self.entered.release()
+        assert self.gate.wait(20)
+        try:
+            return self.inner.fetch_bars(feed, symbols, start_ns, end_ns)
+        finally:
+            self.answered.release()
+
+
+def test_a_second_gap_while_fetching_is_filled_after_the_first(
+    alpaca_server: AlpacaStreamServer,
+    make_client: Callable[..., StreamClient],
+    collector: Callable[[], Collector],
+) -> None:
+    source = Gated(history(alpaca_server))
+    client = make_client(alpaca_server)
+    gaps = Gaps(client)
+    filled = collector()
+    Backfill(client, source).bars("AAPL").subscribe(filled)
+    t = (time.time_ns() // MIN - 10) * MIN
+
+    def drop_with_a_hole(i: int) -> None:
+        """Bar ``i`` is made but never sent, then the connection drops and comes back."""
+        conn = alpaca_server.wait_for_subscriptions({"bars": {"AAPL"}})
+        gaps.event.clear()
+        alpaca_server.mute(conn)
+        alpaca_server.publish([bar("AAPL", t + i * MIN, 100 + i)])
+        alpaca_server.drop(conn)
+        gaps.wait()
+        alpaca_server.wait_for_subscriptions({"bars": {"AAPL"}})
+
+    alpaca_server.wait_for_subscriptions({"bars": {"AAPL"}})
+    alpaca_server.publish([bar("AAPL", t, 100)])
+    filled.wait_for(1)
+    drop_with_a_hole(1)
+    alpaca_server.publish([bar("AAPL", t + 2 * MIN, 102)])  # held; its fetch waits …
+    assert source.entered.acquire(timeout=10)
+    drop_with_a_hole(3)  # … while a second gap opens
+    alpaca_server.publish([bar("AAPL", t + 4 * MIN, 104)])
+    source.gate.set()
+    got = filled.wait_for(5)
+    assert [(b.open, isinstance(b, BackfilledBar)) for b in got] == [
+        (100, False), (101, True), (102, False), (103, True), (104, False)
+    ]  # fmt: skip
+    assert len(gaps.items) == 2
+
+
+def test_a_stream_that_ends_while_fetching_delivers_what_it_held(
+    alpaca_server: AlpacaStreamServer,
+    make_client: Callable[..., StreamClient],
+    collector: Callable[[], Collector],
+) -> None:
+    source = Gated(history(alpaca_server))
+    _, filled, _, bf = published_gap(alpaca_server, make_client, collector, source)
+    assert source.entered.acquire(timeout=10)
+    filled_client = bf.client
+    filled_client.close()  # the fetch is still out: the held live bar is delivered
+    assert filled.completed.is_set()
+    assert [b.open for b in filled.items] == [100, 101, 104]
+    source.gate.set()  # the late answer is dropped
+    assert source.answered.acquire(timeout=10)  # (before the server stops)
+
+
+def test_the_rest_history_is_what_the_market_sent(
+    alpaca_server: AlpacaStreamServer,
+    make_client: Callable[..., StreamClient],
+    collector: Callable[[], Collector],
+) -> None:
+    """A prepared market (``total``) records its bars as it streams them."""
+    client = make_client(alpaca_server)
+    got = collector()
+    client.bars("AAPL", "MSFT").subscribe(got)
+    conn = alpaca_server.wait_for_subscriptions({"bars": {"AAPL", "MSFT"}})
+    handle = alpaca_server.start_market(
+        symbols=["AAPL", "MSFT"], rate=None, total=2000, mix={"t": 1.0}, step_ns=6 * 10**9
+    )
+    assert handle.done.wait(10 * TIMING_FACTOR)
+    sent = [r.record for r in alpaca_server.connection(conn).sent_data if r.T == "b"]
+    got.wait_for(len(sent), 10 * TIMING_FACTOR)
+    for sym in ("AAPL", "MSFT"):
+        made = alpaca_server.bar_history(sym)
+        assert [h["t"] for h in made] == [r["t"] for r in sent if r["S"] == sym]
+        assert [h["o"] for h in made] == [r["o"] for r in sent if r["S"] == sym]
