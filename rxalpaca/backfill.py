@@ -54,7 +54,6 @@ __all__ = [
     "backfill",
 ]
 
-logger = logging.getLogger("rxalpaca")
 _MINUTE = 60_000_000_000
 
 
@@ -178,7 +177,8 @@ class AlpacaHistory:
         except BackfillError:
             raise
         except Exception as exc:
-            raise BackfillError(_describe_failure(exc)) from exc
+            # Not chained: a request error holds the request, and its headers the secret.
+            raise BackfillError(_describe_failure(exc)) from None
         assert isinstance(raw, Mapping)
         return decode_bars(raw, kind, start_ns, end_ns)
 
@@ -455,7 +455,10 @@ class _Filler:
         cause = str(exc) if isinstance(exc, BackfillError) else _describe_failure(exc)
         what = f"{', '.join(syms)} bars from {_text(start)} to {_text(end)}"
         self.owner._count(failures=1)
-        self.owner.client._outlet.publish(BackfillError(f"backfill of {what} failed: {cause}"))
+        error = BackfillError(f"backfill of {what} failed: {cause}")
+        outlet = self.owner.client._outlet
+        outlet.log.log(("backfill", self.feed), logging.WARNING, "%s", error)
+        outlet.publish(error)
 
     def _deliver(self, sym: str, hold: _Hold, bars: list[Bar | CryptoBar]) -> None:
         """Under _lock: the missing bars of ``sym`` in its own window, then the held ones."""
