@@ -35,7 +35,7 @@ import orjson
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
-from .errors import ConfigurationError, RxAlpacaError
+from .errors import BackfillError, ConfigurationError
 from .feeds import Family, endpoint
 from .models import Bar, CryptoBar, Gap
 from .streams import Streams
@@ -55,10 +55,6 @@ __all__ = [
 ]
 
 _MINUTE = 60_000_000_000
-
-
-class BackfillError(RxAlpacaError):
-    """Fetching the bars of a gap failed; the hole stays (published on ``errors``)."""
 
 
 class BackfilledBar(Bar, frozen=True, kw_only=True, gc=False, tag="b"):
