@@ -42,8 +42,9 @@ class tree.
     ├── HandlerError                  a user's observer raised; the original is ``__cause__``
     ├── BusMessageError               a message on the bus could not be used (skipped)
     ├── BufferOverflow                a full ``bounded_buffer`` that may neither wait nor drop
-    └── RecordingError                not a readable recording (not one, wrong version, corrupt)
-        └── RecordingTruncated        a recording cut off mid-record: read up to its last whole one
+    ├── RecordingError                not a readable recording (not one, wrong version, corrupt)
+    │   └── RecordingTruncated        a recording cut off mid-record: read up to its last whole one
+    └── BackfillError                 fetching a gap's bars over REST failed (on ``errors``)
 
 ``ConfigurationError`` is raised by the call that got the bad argument, and
 ``ProtocolViolation`` by the state machine (a bug of ours). A stream ends
@@ -67,6 +68,7 @@ __all__ = [
     "AlreadyAuthenticated",
     "AuthFailed",
     "AuthTimeout",
+    "BackfillError",
     "BufferOverflow",
     "BusDisconnected",
     "BusMessageError",
@@ -488,6 +490,12 @@ class RecordingTruncated(RecordingError):
     """A recording ends mid-record (the writer was killed): every whole record before
     the cut was read. Not raised: the reader's ``stopped`` and a replay's ``errors``
     carry it."""
+
+
+class BackfillError(RxAlpacaError):
+    """Fetching the bars of a gap from the historical REST API failed
+    (``rxalpaca.backfill``): bad keys, a rejected parameter, a server error, no network.
+    Published on the client's ``errors``; the hole stays and the stream goes on."""
 
 
 _BY_CODE: dict[int, type[StreamError]] = {

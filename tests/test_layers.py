@@ -43,6 +43,7 @@ LAYER = {
     "compat": 6,  # alpaca-py's streaming classes over StreamClient
     "notebook": 6,  # live views for Jupyter (IPython display handles)
     "contrib": 6,
+    "backfill": 6,  # gaps in minute bars filled over REST (alpaca-py), beside the client
     "bus": 6,  # the NATS gateway (drives a StreamClient) and BusClient (a Streams)
     "doctor": 5,  # a one-shot connection probe beside the client (cli's doctor)
     "__main__": 8,
@@ -127,7 +128,7 @@ def test_imports_follow_the_layers(path: Path) -> None:
 
 #: The test server's protocol parts are sans-I/O like the client's core: no loop,
 #: thread or socket, so they are unit-tested with byte strings (tests/testing/test_session.py).
-SERVER_SANS_IO = ["config", "directory", "outbox", "records", "session", "trading"]
+SERVER_SANS_IO = ["config", "directory", "history", "outbox", "records", "session", "trading"]
 IO = {"asyncio", "websockets", "threading", "socket", "selectors"}
 
 

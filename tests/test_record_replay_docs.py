@@ -16,6 +16,8 @@ EXPECT = [
     "True",
     "throttled quotes from 60 s of market",
     "reconnect ('quotes',) ('AAPL',)",
+    "[('live', 100.0), ('live', 101.0), ('backfilled', 102.0), ('backfilled', 103.0),"
+    " ('live', 104.0)]",
 ]
 
 

@@ -5,6 +5,8 @@
   options grouped in :class:`ServerConfig` (:class:`AuthConfig`,
   :class:`ProtocolConfig`, :class:`DeliveryConfig`, :class:`LogConfig`,
   :class:`StreamsConfig`). The package :mod:`rxalpaca.testing.server` holds its parts.
+* Historical bars over REST on the same port (``server.rest_url``):
+  ``/v2/stocks/bars`` and ``/v1beta3/crypto/us/bars``, from the bars the server sent.
 * :class:`Market` / :class:`MarketConfig` — a deterministic synthetic market.
 * :mod:`rxalpaca.testing.wire` — the server's own plain encoder.
 * pytest fixtures ``alpaca_server`` and ``alpaca_server_factory``

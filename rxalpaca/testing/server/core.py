@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
+import http
 import itertools
 import threading
 import time
@@ -22,7 +24,9 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
+import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
@@ -33,6 +37,7 @@ from ..wire import Encoding, TimestampWidth, WidthCycle
 from .config import Account, ServerConfig
 from .connection import Connection
 from .directory import Directory, Slot
+from .history import BarHistory, answer, is_rest_path
 from .records import ConnectionInfo
 from .session import BaseSession, Credentials, Session
 from .trading import TradingSession, is_trading_path
@@ -91,6 +96,11 @@ class ServerCore:
         self._version = 0
         self._running = False
         self._book_market: Market | None = None
+        #: Every bar sent or made (the REST endpoints' data), the REST requests
+        #: answered (path and query: never a header) and injected REST failures.
+        self._history = BarHistory()
+        self._rest_log: deque[str] = deque(maxlen=1000)
+        self._rest_failures: deque[int] = deque()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -236,6 +246,8 @@ class ServerCore:
     # ------------------------------------------------------------------ HTTP upgrade
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if is_rest_path(request.path):
+            return self._answer_rest(request)
         ep = endpoint_for_path(request.path)
         if ep is None and not (
             self._config.streams.trading_stream and is_trading_path(request.path)
@@ -245,6 +257,31 @@ class ServerCore:
         if not self._directory.admit_upgrade(who, time.monotonic(), self._config.auth.rate_limit):
             return connection.respond(429, "Too Many Requests\n")  # S6
         return None
+
+    def _answer_rest(self, request: Request) -> Response:
+        """A historical REST request (:mod:`.history`): plain HTTP on the same port.
+
+        ``websockets`` hands every request to ``process_request`` before it looks for
+        an upgrade, so a JSON response here is a complete HTTP/1.1 exchange (then the
+        connection closes); it runs in the loop, which owns the history it reads."""
+        self._rest_log.append(request.path)
+        if self._rest_failures:
+            status = self._rest_failures.popleft()
+            body: dict[str, Any] = {"message": f"injected failure {status}"}
+        else:
+            status, body = answer(self._history, self._directory, request.path, request.headers)
+        payload = orjson.dumps(body)
+        headers = Headers(
+            [
+                ("Date", email.utils.formatdate(usegmt=True)),
+                ("Connection", "close"),
+                ("Content-Length", str(len(payload))),
+                ("Content-Type", "application/json; charset=UTF-8"),
+            ]
+        )
+        phrase = http.HTTPStatus(status).phrase
+        self._changed()
+        return Response(status, phrase, headers, payload)
 
     # ------------------------------------------------------------------ connections
 

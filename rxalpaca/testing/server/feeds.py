@@ -9,6 +9,7 @@ the connections of one batch).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -17,10 +18,11 @@ from typing import Any
 
 from rxalpaca.feeds import ENDPOINTS, Family, endpoint
 
-from ..market import Market, MarketConfig
+from ..market import Market, MarketConfig, family_of_symbol
 from ..wire import Encoding, TimestampWidth, WidthCycle, encode_item
 from .connection import Connection
 from .core import ConnSelector, ServerCore
+from .history import BAR_TYPES
 from .session import PREPARED, DeliveryCache, Session
 
 __all__ = ["FeedScripts", "MarketHandle", "PreparedMarket"]
@@ -57,8 +59,11 @@ class PreparedMarket:
         self.total = cfg.total
         self.records: list[dict[str, Any]] = []
         self.items: dict[str, list[bytes | None]] = {}
+        #: With a ``total``: the positions of its bars, so streaming finds them at once.
+        self.bar_positions: list[int] = []
         if cfg.total is not None:
             self.records = self.market.records(cfg.total)
+            self.bar_positions = [i for i, r in enumerate(self.records) if r.get("T") in BAR_TYPES]
             wanted = [Encoding(e) for e in cfg.encodings] if cfg.encodings else list(Encoding)
             for enc in wanted:
                 self.items[enc] = [encode_item(r, enc, width) for r in self.records]
@@ -71,6 +76,15 @@ class PreparedMarket:
             cache[PREPARED] = []
             return self.records[start:end], cache
         return self.market.records(n), {}
+
+    def bars(self, start: int, recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The bars among ``recs`` (records ``start`` … of this market)."""
+        if self.total is None:
+            return [r for r in recs if r.get("T") in BAR_TYPES]
+        pos = self.bar_positions
+        lo = bisect.bisect_left(pos, start)
+        hi = bisect.bisect_left(pos, start + len(recs))
+        return [self.records[i] for i in pos[lo:hi]]
 
 
 class FeedScripts(ServerCore):
@@ -113,6 +127,10 @@ class FeedScripts(ServerCore):
             cache: DeliveryCache = {}
             size = batch or self._config.delivery.batch_size
             total = 0
+            bars = [r for r in recs if r.get("T") in BAR_TYPES]
+            for rec in bars:
+                sym = str(rec.get("S", ""))
+                self._history.add(ep.family if ep is not None else family_of_symbol(sym), [rec])
             for c in self._select(conn, authenticated=True):
                 s = c.session
                 if isinstance(s, Session) and (ep is None or s.endpoint is ep):
@@ -135,6 +153,33 @@ class FeedScripts(ServerCore):
         """Send ``records`` as one frame in each connection's encoding, unfiltered."""
         recs = list(records)
         self._call(lambda: self._each(conn, lambda s: s.send_records(recs)))
+
+    # ------------------------------------------------------------------ REST history
+
+    @property
+    def rest_url(self) -> str:
+        """``http://host:port``: the historical REST endpoints (``/v2/stocks/bars``,
+        ``/v1beta3/crypto/us/bars``) on the stream's own port, e.g. alpaca-py's
+        ``StockHistoricalDataClient(key, secret, url_override=server.rest_url)``."""
+        return f"http://{self.host}:{self._port}"
+
+    def bar_history(
+        self, symbol: str, family: Family | str = Family.STOCKS
+    ) -> list[dict[str, Any]]:
+        """The minute bars REST serves for ``symbol``: every bar a market made or a test
+        published, the correction (``u``) over the first version, in time order
+        (``t`` in ns; other fields as on the wire, without ``T``/``S``)."""
+        fam = Family(family)
+        return self._call(lambda: self._history.bars(fam, symbol))
+
+    def rest_requests(self) -> list[str]:
+        """The REST requests answered so far (path and query string), oldest first."""
+        return self._call(lambda: list(self._rest_log))
+
+    def fail_next_rest(self, status: int = 500, count: int = 1) -> None:
+        """Answer the next ``count`` REST requests with ``status`` and
+        ``{"message": "injected failure <status>"}`` (429 for a rate limit …)."""
+        self._call(lambda: self._rest_failures.extend([status] * count))
 
     # ------------------------------------------------------------------ market
 
@@ -202,6 +247,8 @@ class FeedScripts(ServerCore):
                 if prep.total is not None:
                     n = min(n, prep.total - handle.sent)
                 recs, cache = prep.take(handle.sent, n)
+                # The market made these bars whoever was subscribed: REST serves them.
+                self._history.add(prep.family, prep.bars(handle.sent, recs))
                 for c, s in self._market_targets(prep.family):
                     s.deliver(recs, cache, batch)
                     c.pump()
