@@ -561,6 +561,9 @@ def _add_export(sub: Any) -> None:
             result = export_parquet(args.path, args.parquet, batch_rows=args.batch_rows)
         except RecordingError as e:  # missing, not a recording, corrupt: one sentence
             raise _UsageError(str(e)) from None
+        except OSError as e:  # writing failed (a full disk): nothing was left behind
+            print(f"rxalpaca export: writing {args.parquet} failed: {e}", file=sys.stderr)
+            return 1
         for name, rows in sorted(result.rows.items()):
             print(f"{name}: {rows:,} rows -> {result.files[name]}")
         print(f"exported {sum(result.rows.values()):,} rows in {len(result.rows)} tables, "

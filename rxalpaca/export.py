@@ -107,16 +107,22 @@ def export_parquet(
         RecordingError: the file is missing, not a recording, or corrupt (nothing is
             left in ``out_dir``).
         ConfigurationError: pyarrow is not installed (``pip install
-            'rxalpaca[parquet]'``), or ``batch_rows`` is not a positive int.
+            'rxalpaca[parquet]'``), ``batch_rows`` is not a positive int, or ``out_dir``
+            cannot be made.
+        OSError: a table could not be written (a full disk …); nothing is left in
+            ``out_dir``.
     """
     pq = _optional("pyarrow.parquet", "parquet")
     if not (isinstance(batch_rows, int) and batch_rows > 0):
         raise ConfigurationError(f"batch_rows must be a positive int, not {batch_rows!r}")
-    if not Path(path).is_file():
-        raise RecordingError(str(path), "no such file")
-    replay = Replay(path)
+    # Strict timestamps: a record whose time cannot be read is a FrameError (counted in
+    # ``errors``) rather than a row without its time, or an export cut short.
+    replay = Replay(path, strict_timestamps=True)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write to {out}: {exc.strerror or exc}") from None
     tables: dict[type, _Table] = {}
     result = ExportResult()
     failure: list[BaseException] = []
