@@ -51,9 +51,7 @@ def _optional(name: str, extra: str) -> Any:
     try:
         return importlib.import_module(name)
     except ImportError:
-        raise ConfigurationError(
-            f"this needs {name}: pip install 'rxalpaca[{extra}]'"
-        ) from None
+        raise ConfigurationError(f"this needs {name}: pip install 'rxalpaca[{extra}]'") from None
 
 
 class Column(NamedTuple):

@@ -40,7 +40,12 @@ STOCK_FRAME = (
 
 def trades() -> list[models.Trade]:
     decoded = list(Codec("stocks", "json").decode(STOCK_FRAME))
-    return [msgspec.structs.replace(t, received_ns=T2 + i) for i, t in enumerate(decoded)]
+    assert all(isinstance(t, models.Trade) for t in decoded)
+    return [
+        msgspec.structs.replace(t, received_ns=T2 + i)
+        for i, t in enumerate(decoded)
+        if isinstance(t, models.Trade)
+    ]
 
 
 def test_trades_become_one_column_per_field_with_exact_ns() -> None:
@@ -126,8 +131,8 @@ def test_missing_times_optional_numbers_and_order_book_levels() -> None:
 
 
 def every_record_type() -> list[type]:
-    out = [models.Gap, models.News]
-    todo = [models.MarketRecord]
+    out: list[type] = [models.Gap, models.News]
+    todo: list[type] = [models.MarketRecord]
     while todo:
         cls = todo.pop()
         todo.extend(cls.__subclasses__())
@@ -154,8 +159,12 @@ def test_not_a_record_type() -> None:
 
 @pytest.mark.parametrize(
     ("module", "call", "extra"),
-    [("pandas", to_pandas, "pandas"), ("polars", to_polars, "polars"), ("pyarrow", to_arrow, "parquet")],
-)  # fmt: skip
+    [
+        ("pandas", to_pandas, "pandas"),
+        ("polars", to_polars, "polars"),
+        ("pyarrow", to_arrow, "parquet"),
+    ],
+)
 def test_a_missing_library_is_one_sentence(
     monkeypatch: pytest.MonkeyPatch, module: str, call: Any, extra: str
 ) -> None:

@@ -53,6 +53,7 @@ def to_frames_(
         window = rx_ops.buffer_with_count(count)
 
     def operator(source: Observable[Any]) -> Observable[Any]:
-        return source.pipe(window, rx_ops.filter(bool), rx_ops.map(convert))
+        windows: Observable[list[Any]] = source.pipe(window, rx_ops.filter(bool))
+        return windows.pipe(rx_ops.map(convert))
 
     return operator
