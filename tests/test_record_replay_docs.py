@@ -16,6 +16,10 @@ EXPECT = [
     "True",
     "throttled quotes from 60 s of market",
     "reconnect ('quotes',) ('AAPL',)",
+    "'tape']\ndatetime64[ns, UTC]\n1\n126.55047619047619\n"
+    "one frame holds one record type, got Quote, Trade:",
+    "\n".join(f"22:13:{20 + i} 10 quotes, mean spread 0.020" for i in range(10)),
+    "{'Trade': 1000}\ntimestamp[ns, tz=UTC]\nTrue\n4\n",
 ]
 
 
