@@ -128,8 +128,6 @@ def export_parquet(
     failure: list[BaseException] = []
 
     def on_record(record: Any) -> None:
-        if failure:
-            return
         try:
             cls = type(record)
             table = tables.get(cls)

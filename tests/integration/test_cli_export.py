@@ -18,6 +18,7 @@ import pytest
 import rxalpaca
 from rxalpaca import ConnectionState, StreamClient
 from rxalpaca.dataframes import group_by_type, to_arrow
+from rxalpaca.errors import RecordingError
 from rxalpaca.export import export_parquet
 from rxalpaca.frames import Frame
 from rxalpaca.models import format_rfc3339_ns
@@ -65,8 +66,9 @@ def test_export_writes_one_exact_table_per_record_type(
     client.quotes("AAPL", "MSFT").subscribe(quotes)
     client.trades("*").subscribe(lambda _: None)
     alpaca_server.wait_for_subscriptions({"quotes": {"AAPL", "MSFT"}, "trades": {"*"}})
-    alpaca_server.start_market(symbols=["AAPL", "MSFT"], rate=2000)
-    quotes.wait_for(200, WAIT)
+    # A gentle rate: the server shares this process (and, under coverage, its tracer).
+    alpaca_server.start_market(symbols=["AAPL", "MSFT"], rate=300)
+    quotes.wait_for(100, WAIT)
     alpaca_server.split_next_frame(3)  # a fragmented message
     alpaca_server.send_raw(b"\x00not a frame")  # a bad frame
     errors.wait_for(1, WAIT)
@@ -74,7 +76,7 @@ def test_export_writes_one_exact_table_per_record_type(
     errors.wait_for(2, WAIT)
     alpaca_server.drop()  # a lost connection: a gap
     wait_state(seen, cond, lambda s: s.count(ConnectionState.AUTHENTICATED) >= 2, WAIT)
-    quotes.wait_for(len(quotes.items) + 100, WAIT)
+    quotes.wait_for(len(quotes.items) + 50, WAIT)
     client.close()
 
     out = tmp_path / "out"
@@ -104,12 +106,17 @@ def test_export_writes_one_exact_table_per_record_type(
     assert "stopped early" not in done.stdout
 
 
-def write(path: Path, n: int) -> None:
+def write(path: Path, n: int, per_frame: int = 1) -> None:
+    """``n`` frames of ``per_frame`` AAPL quotes; bid ``i``, time ``T0 + i`` for the i-th."""
     with Recorder(path, RecordingHeader(feed="iex", encoding="json")) as rec:
         for i in range(n):
-            t = format_rfc3339_ns(T0 + i).encode()
-            payload = b'[{"T":"q","S":"AAPL","bp":%d,"bs":1,"ap":1,"as":1,"t":"%s"}]' % (i, t)
-            rec.frame(Frame(payload, 1, True, 1_700_000_000_000_000_000 + i))
+            quotes = []
+            for j in range(i * per_frame, (i + 1) * per_frame):
+                t = format_rfc3339_ns(T0 + j).encode()
+                quotes.append(
+                    b'{"T":"q","S":"AAPL","bp":%d,"bs":1,"ap":1,"as":1,"t":"%s"}' % (j, t)
+                )
+            rec.frame(Frame(b"[" + b",".join(quotes) + b"]", 1, True, T0 + i))
             if i % 50 == 49:
                 rec.flush()  # blocks, so that damage in the middle leaves some whole
 
@@ -129,7 +136,7 @@ def test_a_missing_file_and_a_file_that_is_not_a_recording_are_one_sentence(
 
 def test_a_corrupt_recording_fails_and_leaves_no_table(tmp_path: Path) -> None:
     good = tmp_path / "good.rxa"
-    write(good, 400)
+    write(good, 4000)  # several read chunks: the damage is well after the first
     raw = good.read_bytes()
     at = len(raw) * 3 // 4
     bad = tmp_path / "bad.rxa"
@@ -139,6 +146,10 @@ def test_a_corrupt_recording_fails_and_leaves_no_table(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "corrupt" in one_line_error(done.stderr, "export")
     assert list(out.iterdir()) == []  # the quotes before the damage were not kept
+    with pytest.raises(RecordingError, match="corrupt") as info:
+        export_parquet(bad, out)
+    assert info.value.records > 100  # delivered (and written) before the damage: removed
+    assert list(out.iterdir()) == []
 
 
 def test_a_truncated_recording_exports_its_whole_records_and_says_where_it_stopped(
@@ -179,7 +190,7 @@ def test_a_record_whose_time_cannot_be_read_is_counted_not_exported(tmp_path: Pa
 
 
 def test_an_output_that_cannot_be_made_or_written(tmp_path: Path) -> None:
-    write(tmp_path / "s.rxa", 10)
+    write(tmp_path / "s.rxa", 10, per_frame=3)  # the rest of a frame's batch is not written
     (tmp_path / "file").write_text("")
     done = run("export", str(tmp_path / "s.rxa"), "--parquet", str(tmp_path / "file" / "out"))
     assert done.returncode == 2
