@@ -33,6 +33,7 @@ import types
 import typing
 from collections.abc import Callable, Iterable, Sequence
 from functools import cache
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 import msgspec
@@ -81,13 +82,6 @@ def _kind(tp: Any) -> str:
     return "object"
 
 
-def _attr(name: str) -> Callable[[Any], Any]:
-    def get(record: Any) -> Any:
-        return getattr(record, name)
-
-    return get
-
-
 @cache
 def schema(cls: type) -> tuple[Column, ...]:
     """The columns of ``cls``'s frame (a ``msgspec.Struct`` record class), in field order."""
@@ -99,11 +93,11 @@ def schema(cls: type) -> tuple[Column, ...]:
         if f.type is Raw and name.startswith("raw_"):
             # raw_time -> timestamp (timestamp_ns), raw_created_at -> created_at (created_at_ns)
             col = "timestamp" if name == "raw_time" else name.removeprefix("raw_")
-            out.append(Column(col, "time", _attr(f"{col}_ns")))
+            out.append(Column(col, "time", attrgetter(f"{col}_ns")))
         elif name.endswith("_ns") and _kind(f.type) in ("int", "int?"):
-            out.append(Column(name.removesuffix("_ns"), "time", _attr(name)))
+            out.append(Column(name.removesuffix("_ns"), "time", attrgetter(name)))
         else:
-            out.append(Column(name, _kind(f.type), _attr(name)))
+            out.append(Column(name, _kind(f.type), attrgetter(name)))
     return tuple(out)
 
 
@@ -152,13 +146,13 @@ def columns(
     cols = schema(cls)
     values: dict[str, list[Any]] = {}
     for col in cols:
-        get = col.get
+        got = map(col.get, items)  # attrgetter: no Python frame per value
         if col.kind == "time":
-            values[col.name] = [get(r) or None for r in items]
+            values[col.name] = [v or None for v in got]
         elif col.kind == "levels":
-            values[col.name] = [tuple((lv.price, lv.size) for lv in get(r)) for r in items]
+            values[col.name] = [tuple((lv.price, lv.size) for lv in side) for side in got]
         else:
-            values[col.name] = [get(r) for r in items]
+            values[col.name] = list(got)
     return cols, values
 
 
