@@ -94,6 +94,8 @@ _LAZY: dict[str, str] = {
     "ConnectionState": ".protocol",
     "Replay": ".replaying",
     "replay": ".replaying",
+    "to_pandas": ".dataframes",
+    "to_polars": ".dataframes",
     "BusClient": ".bus",
     "Gateway": ".bus",
 }
@@ -107,6 +109,7 @@ if TYPE_CHECKING:
     from .bus import BusClient, Gateway
     from .client import StreamClient
     from .codec import Codec
+    from .dataframes import to_pandas, to_polars
     from .errors import (
         AlreadyAuthenticated,
         AuthFailed,
@@ -249,6 +252,8 @@ __all__ = [
     "operators",
     "ops",
     "replay",
+    "to_pandas",
+    "to_polars",
 ]
 
 

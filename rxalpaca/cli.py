@@ -546,6 +546,35 @@ def _add_replay(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+def _add_export(sub: Any) -> None:
+    """``rxalpaca export``: a recording to Parquet, one table per record type (issue #14)."""
+    p = sub.add_parser("export", help="export a recording to Parquet (needs rxalpaca[parquet])")
+    p.add_argument("path", help="the recording (its rotated parts follow)")
+    p.add_argument("--parquet", required=True, metavar="DIR", help="write DIR/<Type>.parquet")
+    p.add_argument("--batch-rows", type=int, default=65_536, help="rows per row group")
+
+    def run(args: argparse.Namespace) -> int:
+        from .errors import RecordingError  # noqa: PLC0415
+        from .export import export_parquet  # noqa: PLC0415 - pyarrow, the replay: lazily
+
+        try:
+            result = export_parquet(args.path, args.parquet, batch_rows=args.batch_rows)
+        except RecordingError as e:  # missing, not a recording, corrupt: one sentence
+            raise _UsageError(str(e)) from None
+        except OSError as e:  # writing failed (a full disk): nothing was left behind
+            print(f"rxalpaca export: writing {args.parquet} failed: {e}", file=sys.stderr)
+            return 1
+        for name, rows in sorted(result.rows.items()):
+            print(f"{name}: {rows:,} rows -> {result.files[name]}")
+        print(f"exported {sum(result.rows.values()):,} rows in {len(result.rows)} tables, "
+              f"{result.errors} errors")  # fmt: skip
+        if result.stopped is not None:
+            print(f"stopped early: {result.stopped}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
 def _serve_recording(args: argparse.Namespace) -> int:
     """``replay --serve``: the recording's market data through the embedded server, at
     ``--speed`` (default 1.0), to every client subscribed (the server filters)."""
@@ -791,6 +820,7 @@ SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
     _add_bus_demo,
     _add_record,
     _add_replay,
+    _add_export,
 )
 
 

@@ -29,6 +29,7 @@ LAYER = {
     "codec": 1,
     "router": 1,
     "recording": 1,  # the recording file format and its writer thread: no Rx, no socket
+    "dataframes": 1,  # records -> pandas / polars / Arrow (imported lazily): no Rx
     "operators": 2,
     "transport": 2,
     "supervisor": 2,
@@ -45,6 +46,7 @@ LAYER = {
     "contrib": 6,
     "backfill": 6,  # gaps in minute bars filled over REST (alpaca-py), beside the client
     "bus": 6,  # the NATS gateway (drives a StreamClient) and BusClient (a Streams)
+    "export": 6,  # a recording -> Parquet, through a replay
     "doctor": 5,  # a one-shot connection probe beside the client (cli's doctor)
     "__main__": 8,
 }
@@ -64,6 +66,7 @@ NO_RX = {
     "codec",
     "router",
     "recording",
+    "dataframes",
     "testing",
     "supervisor",
 }

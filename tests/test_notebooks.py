@@ -71,6 +71,14 @@ EXPECT: dict[str, dict[int, str]] = {
         2: r"(\d\d:\d\d:\d\d .*(AAPL|TSLA).* - .*\n){3}",
         3: r"^closed\n$",
     },
+    "replay_to_dataframe.ipynb": {
+        0: r"^recorded [\d,]+ records, 0 dropped\n$",
+        1: r"^[1-9]\d* quotes, [1-9]\d* trades; timestamp is datetime64\[ns, UTC\]\n"
+        r"exact ns: True\n.*<th>timestamp</th>.*(AAPL|MSFT)",
+        2: r"^[1-9]\d* windows of 100 ms; quotes per window: \[[1-9]",
+        3: r"^<Figure size 900x350 with 1 Axes>$",
+        4: r"\('Quote', [1-9]\d*\).*\('Trade', [1-9]\d*\)\]\nsame timestamps: True\n$",
+    },
 }
 
 

@@ -18,6 +18,10 @@ EXPECT = [
     "reconnect ('quotes',) ('AAPL',)",
     "[('live', 100.0), ('live', 101.0), ('backfilled', 102.0), ('backfilled', 103.0),"
     " ('live', 104.0)]",
+    "'tape']\ndatetime64[ns, UTC]\n1\n126.55047619047619\n"
+    "one frame holds one record type, got Quote, Trade:",
+    "\n".join(f"22:13:{20 + i} 10 quotes, mean spread 0.020" for i in range(10)),
+    "{'Trade': 1000}\ntimestamp[ns, tz=UTC]\nTrue\n4\n",
 ]
 
 

@@ -8,7 +8,7 @@ builds is, in order::
 
 (fused into one hop by ``pipeline(...)`` on the hot path), and around the
 connection ``retry_with_backoff(policy)``. ``throttle``, ``conflate`` and
-``bounded_buffer`` are for users' own pipelines.
+``bounded_buffer`` are for users' own pipelines; ``to_frames`` windows records into DataFrames.
 
 Example::
 
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Hashable
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from reactivex import Observable, abc, typing
@@ -50,6 +51,7 @@ from ..router import Router
 from ._buffer import OverflowPolicy, bounded_buffer_
 from ._conflate import conflate_
 from ._decode import decode_
+from ._frames import FrameLibrary, to_frames_
 from ._loop import on_loop
 from ._meter import meter_
 from ._pipeline import pipeline_
@@ -328,6 +330,46 @@ def bounded_buffer(
     return bounded_buffer_(size, overflow, scheduler, on_overflow)
 
 
+def to_frames(
+    timespan: float | timedelta | None = None,
+    count: int | None = None,
+    *,
+    library: FrameLibrary = "pandas",
+    scheduler: abc.SchedulerBase | None = None,
+) -> Callable[[Observable[Any]], Observable[Any]]:
+    """Window a stream of records into DataFrames: one frame per ``timespan`` seconds,
+    per ``count`` records, or whichever comes first when both are given.
+
+    Each frame is :func:`rxalpaca.dataframes.to_pandas` of the window (``library="polars"``:
+    ``to_polars``): one row per record, exact ns timestamps. Empty windows are skipped.
+    One stream, one record type: a window mixing types ends the stream with a
+    :class:`~rxalpaca.errors.ConfigurationError` (use one ``to_frames`` per stream).
+
+    ::
+
+        source:  -q1-q2-q3-q4-q5-|
+                  to_frames(count=2)
+        out:     ----[q1,q2]--[q3,q4]-[q5]|      (each a DataFrame of 2, 2 and 1 rows)
+
+    Example::
+
+        client.quotes("AAPL").pipe(ops.to_frames(timespan=1.0)).subscribe(
+            lambda df: print(df["bid_price"].mean())
+        )
+
+    Args:
+        timespan: seconds (or a ``timedelta``) per window.
+        count: records per window.
+        library: ``"pandas"`` (``rxalpaca[pandas]``) or ``"polars"`` (``rxalpaca[polars]``).
+        scheduler: the windows' timers (a replay's ``scheduler`` for virtual time).
+
+    Raises:
+        ConfigurationError: neither ``timespan`` nor ``count``, a non-positive one, an
+            unknown ``library``, or the library is not installed.
+    """
+    return to_frames_(timespan, count, library, scheduler)
+
+
 __all__ = [  # noqa: PLE0604 - reactivex's names are strings too
     "Batch",
     "BufferOverflow",
@@ -344,6 +386,7 @@ __all__ = [  # noqa: PLE0604 - reactivex's names are strings too
     "retry_with_backoff",
     "route",
     "throttle",
+    "to_frames",
     "validate",
     *_rx_all,
 ]
