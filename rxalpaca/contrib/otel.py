@@ -48,7 +48,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ..errors import StreamError
 from ..protocol import ConnectionState
-from ._readings import COUNTERS, GAUGES, MetricsSource, read
+from ._readings import COUNTERS, GAUGES, HISTOGRAMS, LABELLED, MetricsSource, read
 
 __all__ = ["OtelInstrumentation", "instrument"]
 
@@ -92,18 +92,35 @@ class OtelInstrumentation:
             meter.create_observable_counter(
                 f"rxalpaca.{name}", [self._counter(name, ("feed",))], unit=unit, description=text
             )
-        meter.create_observable_counter(
-            "rxalpaca.messages",
-            [self._counter("messages", ("feed", "channel"))],
-            unit="{message}",
-            description="Data messages decoded, per channel.",
-        )
-        meter.create_observable_counter(
-            "rxalpaca.messages_dropped",
-            [self._counter("messages_dropped", ("feed", "reason"))],
-            unit="{message}",
-            description="Data messages decoded but not delivered, per reason.",
-        )
+        for name, keys, unit, text in LABELLED:
+            meter.create_observable_counter(
+                f"rxalpaca.{name}", [self._counter(name, keys)], unit=unit, description=text
+            )
+        # The OTel API has no asynchronous histogram, and recording each sample into a
+        # synchronous one would put the SDK on the hot path: each histogram goes out as
+        # its count and sum (counters) and its median and 99th percentile (gauges,
+        # interpolated in the buckets at collection time).
+        for name, _attr, text in HISTOGRAMS:
+            stem = name.removesuffix("_seconds")
+            meter.create_observable_counter(
+                f"rxalpaca.{stem}.count",
+                [self._histogram(name, "count")],
+                unit="{sample}",
+                description=f"{text} Samples.",
+            )
+            meter.create_observable_counter(
+                f"rxalpaca.{stem}.sum",
+                [self._histogram(name, "sum")],
+                unit="s",
+                description=f"{text} Sum.",
+            )
+            for q in ("p50", "p99"):
+                meter.create_observable_gauge(
+                    f"rxalpaca.{stem}.{q}",
+                    [self._histogram(name, q)],
+                    unit="s",
+                    description=f"{text} {q}, interpolated in fixed buckets.",
+                )
         meter.create_observable_counter(
             "rxalpaca.observer_seconds",
             [self._counter("observer_seconds", ("feed",))],
@@ -130,6 +147,22 @@ class OtelInstrumentation:
         def callback(options: CallbackOptions) -> Iterable[Observation]:
             series = read(self._snapshot()).gauges.get(name, {})
             return [Observation(v, {"feed": k[0]}) for k, v in series.items()]
+
+        return callback
+
+    def _histogram(self, name: str, what: str) -> Any:
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            series = read(self._snapshot()).histograms.get(name, {})
+            out = []
+            for k, h in series.items():
+                if what == "count":
+                    v: float = h.count
+                elif what == "sum":
+                    v = h.sum
+                else:
+                    v = h.quantile(0.5 if what == "p50" else 0.99)
+                out.append(Observation(v, {"feed": k[0]}))
+            return out
 
         return callback
 

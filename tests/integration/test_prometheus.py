@@ -114,7 +114,9 @@ class BusLike:
 
 def test_sources_on_one_feed_are_summed_and_any_source_with_the_api_works() -> None:
     a, b, c = BusLike("iex"), BusLike("iex"), BusLike("crypto")
-    a.metrics.reconnects, b.metrics.reconnects, c.metrics.reconnects = 2, 3, 7
+    for source, reasons in ((a, "cc"), (b, "ccn"), (c, "n" * 7)):
+        for r in reasons:
+            source.metrics.count_reconnect("closed" if r == "c" else "network_error")
     collector = RxAlpacaCollector(a, b)
     collector.add(c)
     registry = CollectorRegistry(auto_describe=False)
@@ -122,8 +124,9 @@ def test_sources_on_one_feed_are_summed_and_any_source_with_the_api_works() -> N
     families = {
         f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())
     }
-    assert sample(families, "rxalpaca_reconnects_total", feed="iex") == 5
-    assert sample(families, "rxalpaca_reconnects_total", feed="crypto/us") == 7
+    assert sample(families, "rxalpaca_reconnects_total", feed="iex", reason="closed") == 4
+    assert sample(families, "rxalpaca_reconnects_total", feed="iex", reason="network_error") == 1
+    assert sample(families, "rxalpaca_reconnects_total", feed="crypto/us", reason="network_error") == 7
     assert sample(families, "rxalpaca_connection_up", feed="iex") == 2
     assert sample(families, "rxalpaca_subscribed_symbols", feed="iex") == 6
     assert not any(s.name == "rxalpaca_last_data_age_seconds" for s in
@@ -133,7 +136,7 @@ def test_sources_on_one_feed_are_summed_and_any_source_with_the_api_works() -> N
     families = {
         f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())
     }
-    assert sample(families, "rxalpaca_reconnects_total", feed="iex") == 3
+    assert sample(families, "rxalpaca_reconnects_total", feed="iex", reason="closed") == 2
 
 
 def test_stream_serves_metrics_on_metrics_port(alpaca_server: AlpacaStreamServer) -> None:
