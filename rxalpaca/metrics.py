@@ -177,7 +177,13 @@ class StageProfile:
                 ("socket read (waiting included)", t("socket read"), self.calls("socket read"))
             )
         if "frame loop" in self.stages:
-            rows.append(("framing", t("frame loop") - t("reassemble"), self.calls("frame loop")))
+            rows.append(
+                (
+                    "framing + hop into the pipeline",
+                    t("frame loop") - t("reassemble"),
+                    self.calls("frame loop"),
+                )
+            )
         for i, name in enumerate(chain):
             if name not in self.stages:
                 continue

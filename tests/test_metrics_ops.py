@@ -129,7 +129,7 @@ def test_stage_profile_breaks_inclusive_times_down() -> None:
     rows = {name: ns for name, ns, _calls in p.breakdown()}
     assert rows == {
         "socket read (waiting included)": 1000,
-        "framing": 100,
+        "framing + hop into the pipeline": 100,
         "reassemble": 100,
         "validate": 200,
         "decode": 100,
