@@ -242,7 +242,7 @@ def active_profile() -> StageProfile | None:
 
 
 # The client whose pipeline runs on this thread (the socket thread, a bus or replay
-# thread): the route stage binds it once per frame, so a slow-consumer operator fed on
+# thread): the route stage binds it at its first frame, so a slow-consumer operator fed on
 # that thread counts what it discards in that client's metrics, without being told.
 _THREAD = threading.local()
 

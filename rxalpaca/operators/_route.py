@@ -41,13 +41,17 @@ def _router_step(
     timing = metrics.observer_time
     histogram = metrics.observer_histogram
     binding = thread_binding()
+    bound = False
     clock = time.perf_counter_ns
     count = 0
 
     def on_next(batch: Batch[Decoded]) -> None:
-        nonlocal count
-        # Slow-consumer operators fed on this thread count their discards in these metrics.
-        binding.metrics = metrics
+        nonlocal count, bound
+        if not bound:
+            # Slow-consumer operators fed on this thread count their discards in these
+            # metrics. Once per subscription: a connection's frames come on one thread.
+            binding.metrics = metrics
+            bound = True
         t0 = clock()
         # Published so the supervisor can see a batch that is taking long *while* it runs.
         metrics.dispatch_started_ns = t0
