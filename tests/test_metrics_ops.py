@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -154,3 +155,26 @@ def test_profiling_is_process_wide_and_off_by_default() -> None:
         assert stop_profiling() is p
     assert active_profile() is None and p.stopped_ns
     assert stop_profiling() is None
+
+
+def test_fuse_times_named_stages_only_while_profiling() -> None:
+    import reactivex
+
+    from rxalpaca.operators._stage import Stage, fuse
+
+    def double(emit: Callable[[int], None]) -> Stage[int]:
+        return Stage(lambda x: emit(2 * x))
+
+    out: list[int] = []
+    p = start_profiling()
+    try:
+        # As many names as stages: the observer after them is not timed.
+        reactivex.from_iterable([1, 2, 3]).pipe(fuse(double, names=("double",))).subscribe(
+            out.append
+        )
+    finally:
+        stop_profiling()
+    assert out == [2, 4, 6]
+    assert p.calls("double") == 3 and list(p.stages) == ["double"]
+    reactivex.from_iterable([1]).pipe(fuse(double, names=("double",))).subscribe(out.append)
+    assert p.calls("double") == 3  # built after profiling stopped: not timed
