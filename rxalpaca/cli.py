@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -38,6 +39,7 @@ from .feeds import Family
 
 if TYPE_CHECKING:
     from .client import StreamClient
+    from .metrics import StageProfile
     from .protocol import ConnectionState
 
 # The client, the operators (reactivex), msgspec and the doctor are imported by the
@@ -111,13 +113,47 @@ class _Board:
                 bar=f"{b.open:.2f}/{b.high:.2f}/{b.low:.2f}/{b.close:.2f}", vol=b.volume
             )
 
-    def render(self, client: StreamClient, started: float) -> str:
+    def title(self, client: StreamClient, started: float) -> str:
         m = client.metrics
         elapsed = max(1e-9, time.monotonic() - started)
-        lines = [
+        return (
             f"rxalpaca demo — {client.url} — state {self.state.value} — "
             f"{m.messages_decoded / elapsed:,.0f} msg/s, {m.frames_received:,} frames, "
-            f"{m.reconnects} reconnects, {self.errors} errors — Ctrl-C to stop",
+            f"{m.reconnects} reconnects, {self.errors} errors — Ctrl-C to stop"
+        )
+
+    def cells(self, s: str) -> list[str]:
+        """One symbol's row, as text cells (under the lock)."""
+        r = self.rows[s]
+        ts = r.get("ts")
+        return [
+            s,
+            _f(r.get("bid")),
+            _f(r.get("ask")),
+            f"{r.get('bs', '')}x{r.get('as_', '')}",
+            _f(r.get("last")),
+            str(r.get("size", "")),
+            str(r.get("x", "")),
+            "" if ts is None else ts.strftime("%H:%M:%S.%f")[:12],
+            str(r.get("bar", "")),
+            str(r.get("vol", "")),
+        ]
+
+    def table(self, client: StreamClient, started: float) -> Any:
+        """The board as a rich ``Table`` (the ``[cli]`` extra; see :func:`_rich_console`)."""
+        from rich.table import Table  # noqa: PLC0415 - optional, and slow to import
+
+        t = Table(title=self.title(client, started), title_justify="left")
+        for name, right in _COLUMNS:
+            t.add_column(name, justify="right" if right else "left", no_wrap=True)
+        with self.lock:
+            for s in self.symbols:
+                t.add_row(*self.cells(s))
+        return t
+
+    def render(self, client: StreamClient, started: float) -> str:
+        lines = [
+            self.title(client, started),
             "",
             f"{'symbol':<7} {'bid':>9} {'ask':>9} {'size':>9} {'last':>9} {'trade sz':>8} "
             f"{'x':>2} {'quote time':>12}  {'last minute bar o/h/l/c':<30} {'volume':>8}",
@@ -138,6 +174,94 @@ class _Board:
 
 def _f(v: float | None) -> str:
     return "" if v is None else f"{v:.2f}"
+
+
+#: The demo board's columns: (heading, right-aligned).
+_COLUMNS = (
+    ("symbol", False),
+    ("bid", True),
+    ("ask", True),
+    ("size", True),
+    ("last", True),
+    ("trade sz", True),
+    ("x", True),
+    ("quote time", True),
+    ("last minute bar o/h/l/c", False),
+    ("volume", True),
+)
+
+
+def _rich_console(stream: Any = None) -> Any:
+    """rich's ``Console`` on ``stream`` (default stdout), or None for plain text.
+
+    rich is the ``[cli]`` extra, not a core dependency: a library that trading code
+    imports should not pull a terminal toolkit (and its own dependencies) along, and
+    importing rich costs tens of ms that ``rxalpaca --help`` must not pay — so it is
+    imported here, by the commands that draw. Without it (or with ``RXALPACA_NO_RICH``
+    set) the commands print plain text.
+    """
+    if os.environ.get("RXALPACA_NO_RICH"):
+        return None
+    try:
+        from rich.console import Console  # noqa: PLC0415 - optional, and slow to import
+    except ImportError:  # pragma: no cover - the [cli] extra is installed where tests run
+        return None
+    return Console(file=stream or sys.stdout)
+
+
+@contextlib.contextmanager
+def _profiled(enabled: bool, messages: Callable[[], int]) -> Iterator[Callable[[Any], Any]]:
+    """``--profile``: every pipeline built inside the block is timed per stage; at the end
+    the table goes to stderr. Yields a wrapper that times an observer ("observers")."""
+    if not enabled:
+        yield lambda fn: fn
+        return
+    from .metrics import start_profiling, stop_profiling  # noqa: PLC0415
+
+    profile = start_profiling()
+
+    def timed(fn: Callable[[Any], None]) -> Callable[[Any], None]:
+        clock, add = time.perf_counter_ns, profile.add
+
+        def observer(item: Any) -> None:
+            t0 = clock()
+            try:
+                fn(item)
+            finally:
+                add("observers", clock() - t0)
+
+        return observer
+
+    try:
+        yield timed
+    finally:
+        stop_profiling()
+        _print_profile(profile, messages())
+
+
+def _print_profile(profile: StageProfile, messages: int) -> None:
+    """Where the time went, per pipeline stage, on stderr (a rich table when it can)."""
+    console = _rich_console(sys.stderr)
+    if console is None:
+        print(f"# where the time went (--profile)\n{profile.report(messages)}", file=sys.stderr)
+        return
+    from rich.table import Table  # noqa: PLC0415
+
+    frames = profile.calls("route") or profile.calls("reassemble")
+    wall = max(1, profile.wall_ns)
+    t = Table(title=f"where the time went (--profile): {frames:,} frames, {messages:,} messages")
+    for name in ("stage", "ms", "share", "µs/frame", "µs/msg"):
+        t.add_column(name, justify="left" if name == "stage" else "right")
+    for name, ns, _calls in profile.breakdown():
+        t.add_row(
+            name,
+            f"{ns / 1e6:.1f}",
+            f"{100 * ns / wall:.1f}%",
+            f"{ns / 1e3 / frames:.2f}" if frames else "-",
+            f"{ns / 1e3 / messages:.3f}" if messages else "-",
+        )
+    t.add_row("wall", f"{wall / 1e6:.1f}", "100.0%", "", "")
+    console.print(t)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -178,16 +302,27 @@ def _demo(args: argparse.Namespace) -> int:
             client.bars(*symbols).subscribe(board.bar)
             started = time.monotonic()
             deadline = started + args.duration if args.duration else None
+            # On a terminal, a rich table redrawn in place; else (or without rich) text.
+            console = _rich_console() if tty else None
+            live: Any = contextlib.nullcontext()
+            if console is not None:
+                from rich.live import Live  # noqa: PLC0415 - the [cli] extra
+
+                live = Live(board.table(client, started), console=console, auto_refresh=False)
             try:
-                while deadline is None or time.monotonic() < deadline:
-                    # A screen refresh, not synchronisation: the data arrives on its own.
-                    time.sleep(0.5)
-                    view = board.render(client, started)
-                    if tty:
-                        sys.stdout.write("\x1b[H\x1b[2J" + view + "\n")
-                    else:
-                        sys.stdout.write(view + "\n\n")
-                    sys.stdout.flush()
+                with live:
+                    while deadline is None or time.monotonic() < deadline:
+                        # A screen refresh, not synchronisation: the data arrives on its own.
+                        time.sleep(0.5)
+                        if console is not None:
+                            live.update(board.table(client, started), refresh=True)
+                            continue
+                        view = board.render(client, started)
+                        if tty:
+                            sys.stdout.write("\x1b[H\x1b[2J" + view + "\n")
+                        else:
+                            sys.stdout.write(view + "\n\n")
+                        sys.stdout.flush()
             except KeyboardInterrupt:
                 pass
             summary = client.health()
@@ -269,7 +404,10 @@ def _stream(args: argparse.Namespace) -> int:
     last_error: list[Exception] = []
     show: Callable[[Any], str] = _json_line if args.json else str
     exporter = _metrics_server(client, args.metrics_port, args.metrics_addr)
+    profiled = _profiled(args.profile, lambda: int(client.metrics.messages_delivered))
+    timed = profiled.__enter__()  # before the first subscription opens the connection
 
+    @timed
     def emit(record: Any) -> None:
         print(show(record), flush=True)
 
@@ -285,7 +423,10 @@ def _stream(args: argparse.Namespace) -> int:
             up.set()
             settled.set()
 
-    with client, exporter:
+    with contextlib.ExitStack() as stack:
+        stack.push(profiled)  # the table is printed after the client has closed
+        stack.enter_context(client)
+        stack.enter_context(exporter)
         # The stream first: a bad symbol is refused here, before anything is printed.
         records = channel(*symbols)
         if args.throttle:
@@ -503,6 +644,7 @@ def _add_replay(sub: Any) -> None:
     p.add_argument("--serve", action="store_true", help="serve it to any Alpaca client")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--wait", type=float, default=0, help="--serve: seconds to wait for a client")
+    _add_profile_option(p)
 
     def run(args: argparse.Namespace) -> int:
         from .errors import RecordingError  # noqa: PLC0415
@@ -516,7 +658,10 @@ def _add_replay(sub: Any) -> None:
         except RecordingError as e:  # not a recording, another version: one sentence
             raise _UsageError(str(e)) from None
         counts: dict[str, int] = {}
+        profiled = _profiled(args.profile, lambda: sum(counts.values()))
+        timed = profiled.__enter__()
 
+        @timed
         def on(record: Any) -> None:
             name = type(record).__name__
             counts[name] = counts.get(name, 0) + 1
@@ -530,7 +675,9 @@ def _add_replay(sub: Any) -> None:
         errors: list[Exception] = []
         r.gaps.subscribe(gaps.append)
         r.errors.subscribe(errors.append)
-        r.run()
+        with contextlib.ExitStack() as stack:
+            stack.push(profiled)  # entered above: the observers are timed from the start
+            r.run()
         print(json.dumps(header_dict(r.header)))
         print(
             f"replayed {sum(counts.values()):,} records "
@@ -751,7 +898,16 @@ def _add_stream(sub: Any) -> None:
     p.add_argument(
         "--throttle", type=float, default=0, help="at most one record per symbol per N s"
     )
+    _add_profile_option(p)
     p.set_defaults(func=_stream)
+
+
+def _add_profile_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="at exit, print where the time went per pipeline stage (on stderr)",
+    )
 
 
 def _add_doctor(sub: Any) -> None:

@@ -278,7 +278,7 @@ class Replay(Streams[Any, Any, Any, Any, Any]):
             self.metrics.connects += 1
             self._new_connection()  # a new socket: reassembly starts clean, as live
         elif state is ConnectionState.RECONNECTING:
-            self.metrics.reconnects += 1
+            self.metrics.count_reconnect("recorded")
             self._end_connection()
             if self._server_error is None:  # live, a server's error was the reason published
                 self._outlet.publish(ConnectionLostError("connection lost (recorded)"))

@@ -44,6 +44,9 @@ from .codec import Codec, Decoded
 from .errors import (
     ConnectionLostError,
     FrameError,
+    KeepaliveTimeout,
+    RemoteProtocolError,
+    ReplyTimeout,
     StreamError,
     SubscriptionMismatch,
     UnknownMessage,
@@ -63,10 +66,39 @@ from .streams import ErrorOutlet, Streams
 from .supervisor import Supervisor
 from .transport import WebSocketTransport
 
-__all__ = ["AlpacaUpstream", "RequestListener"]
+__all__ = ["AlpacaUpstream", "RequestListener", "reconnect_reason"]
 
 logger = logging.getLogger("rxalpaca")
 _W = logging.WARNING
+
+#: Server error codes that may end a connection and be retried (§5): each its own reason.
+_RETRIED_CODES = frozenset((404, 406, 407, 500))
+
+
+def reconnect_reason(error: BaseException) -> str:
+    """The ``reason`` label of a reconnect: a short, bounded name for why the socket went.
+
+    ``silence`` (no market data for ``silence_timeout``), ``reply_timeout`` (auth reply or
+    ack overdue), ``keepalive_timeout`` (a ping unanswered), ``protocol_error`` (a message
+    the state does not allow), ``server_error_<code>`` (404, 406, 407, 500; other codes
+    ``server_error``), ``closed`` (a close frame or the TCP connection closed),
+    ``network_error`` (the socket failed) and ``error`` (anything else).
+    """
+    said = getattr(error, "reason", None)
+    if isinstance(said, str) and isinstance(error, ConnectionLostError):
+        return said
+    if isinstance(error, ReplyTimeout):
+        return "reply_timeout"
+    if isinstance(error, KeepaliveTimeout):
+        return "keepalive_timeout"
+    if isinstance(error, RemoteProtocolError):
+        return "protocol_error"
+    if isinstance(error, StreamError):
+        code = error.server_code
+        return f"server_error_{code}" if code in _RETRIED_CODES else "server_error"
+    if isinstance(error, ConnectionLostError):
+        return "network_error" if error.__cause__ is not None else "closed"
+    return "error"
 
 
 class RequestListener(Protocol):
@@ -356,7 +388,7 @@ class AlpacaUpstream:
             if not self.session.state.terminal:
                 self.session.lost()
                 self._emit_state(self.session.state)
-        self.metrics.reconnects += 1
+        self.metrics.count_reconnect(reconnect_reason(error))
         self.outlet.log.log(
             ("lost", type(error)),
             _W,
@@ -527,4 +559,6 @@ class AlpacaUpstream:
                 extra=self.log_fields(),
             )
             self._authenticated_ns = now_ns  # act once; the reconnect resets it anyway
-            self.transport.abort(ConnectionLostError("silent connection: no market data"))
+            silent = ConnectionLostError("silent connection: no market data")
+            silent.reason = "silence"  # type: ignore[attr-defined]  # reconnect_reason reads it
+            self.transport.abort(silent)

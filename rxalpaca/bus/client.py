@@ -345,7 +345,7 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
 
     async def _on_reconnected(self) -> None:
         self._nats_up = True
-        self.metrics.reconnects += 1
+        self.metrics.count_reconnect("bus_reconnected")
         self._declared = None  # declare again at once: the gateway may have missed ours
         self._set_state()
         await self._declare()

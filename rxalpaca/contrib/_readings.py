@@ -13,9 +13,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..metrics import Metrics
+from ..metrics import DISCARD_REASONS, Metrics, quantile
 
-__all__ = ["COUNTERS", "GAUGES", "MetricsSource", "Readings", "read"]
+__all__ = [
+    "COUNTERS",
+    "GAUGES",
+    "HISTOGRAMS",
+    "LABELLED",
+    "HistogramReading",
+    "MetricsSource",
+    "Readings",
+    "read",
+]
 
 
 class _Endpoint(Protocol):
@@ -48,7 +57,6 @@ COUNTERS: tuple[tuple[str, str, str, str], ...] = (
     ("handler_errors", "handler_errors", "{error}", "Exceptions raised by observers."),
     ("errors_published", "errors_published", "{error}", "Values published on client.errors."),
     ("connects", "connects", "{connection}", "Connections opened (first and reconnects)."),
-    ("reconnects", "reconnects", "{connection}", "Reconnects after a lost connection."),
     ("reply_timeouts", "reply_timeouts", "{timeout}", "Sockets dropped for an overdue reply."),
     ("slow_observer_warnings", "slow_consumer_warnings", "{warning}", "Slow-observer warnings."),
 )
@@ -65,6 +73,63 @@ GAUGES: tuple[tuple[str, str, str], ...] = (
 
 #: Messages decoded but not delivered, by reason (``messages_decoded`` balances them).
 DROPPED = (("unrouted", "messages_unrouted"), ("observer_failed", "messages_failed"))
+
+#: (name, labels, unit, description) of the counters with a second label.
+LABELLED: tuple[tuple[str, tuple[str, ...], str, str], ...] = (
+    ("messages", ("feed", "channel"), "{message}", "Data messages decoded, per channel."),
+    (
+        "messages_dropped",
+        ("feed", "reason"),
+        "{message}",
+        "Data messages decoded but not delivered, per reason.",
+    ),
+    (
+        "messages_discarded",
+        ("feed", "reason"),
+        "{message}",
+        "Items a slow-consumer operator let go (conflated, throttled, buffer_overflow, "
+        "loop_overflow).",
+    ),
+    ("reconnects", ("feed", "reason"), "{connection}", "Reconnects after a lost connection."),
+)
+
+#: (name, Metrics attribute, description) of the histograms, in seconds.
+HISTOGRAMS: tuple[tuple[str, str, str], ...] = (
+    (
+        "message_lag_seconds",
+        "lag",
+        "Exchange timestamp to receipt of one data message per sampled frame.",
+    ),
+    ("observer_batch_seconds", "observer_histogram", "Time observers took per frame (sampled)."),
+)
+
+
+@dataclass
+class HistogramReading:
+    """Buckets (not cumulative; the last above every bound) and the sum, in seconds."""
+
+    bounds: tuple[float, ...]
+    counts: list[int]
+    sum: float = 0.0
+
+    @property
+    def count(self) -> int:
+        """Observations."""
+        return sum(self.counts)
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """``(le, observations <= le)`` per bound, then ``(inf, count)``: Prometheus' buckets."""
+        out: list[tuple[float, int]] = []
+        seen = 0
+        for le, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            seen += n
+            out.append((le, seen))
+        return out
+
+    def quantile(self, q: float) -> float:
+        """The ``q`` quantile in seconds (interpolated inside its bucket)."""
+        return quantile(self.bounds, self.counts, q)
+
 
 _AGES = (
     ("last_data_age_s", "last_data_age_seconds"),
@@ -87,6 +152,10 @@ class Readings:
     gauges: dict[str, dict[tuple[str, ...], float]] = field(
         default_factory=lambda: defaultdict(_series)
     )
+    #: name → ``(feed,)`` → the buckets summed over the feed's sources.
+    histograms: dict[str, dict[tuple[str, ...], HistogramReading]] = field(
+        default_factory=lambda: defaultdict(dict)
+    )
 
 
 def read(sources: Iterable[MetricsSource]) -> Readings:
@@ -106,6 +175,24 @@ def read(sources: Iterable[MetricsSource]) -> Readings:
                 counters["messages"][(feed, channel)] += n
         for reason, attr in DROPPED:
             counters["messages_dropped"][(feed, reason)] += getattr(m, attr)
+        discarded = counters["messages_discarded"]
+        for reason in DISCARD_REASONS:  # every reason, zeros included: rate() needs a start
+            discarded[(feed, reason)] += 0
+        for reason, n in m.discarded().items():
+            discarded[(feed, reason)] += n
+        reconnects = counters["reconnects"]
+        for reason, n in list(m.reconnects_by_reason.items()):
+            reconnects[(feed, reason)] += n
+        for name, attr, _help in HISTOGRAMS:
+            hist = getattr(m, attr)
+            buckets = out.histograms[name]
+            got = buckets.get(key)
+            counts = hist.counts()
+            if got is None:
+                buckets[key] = HistogramReading(hist.bounds, counts, hist.sum_ns / 1e9)
+            else:
+                got.counts = [a + b for a, b in zip(got.counts, counts, strict=True)]
+                got.sum += hist.sum_ns / 1e9
         counters["observer_seconds"][key] += m.observer_time_total_ns / 1e9
         gauges["connection_up"][key] += 1.0 if health.get("connected") else 0.0
         gauges["subscribed_symbols"][key] += float(health.get("live_subscriptions", 0))

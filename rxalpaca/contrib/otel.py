@@ -17,6 +17,12 @@
   the next authentication; the new connection's spans are its children). A failure
   sets the span's status to ERROR with ``error.type``. There is never a span per
   message.
+* **Receive spans** (opt-in: ``receive_sample_rate``, default 0 = none): one CONSUMER
+  span ``receive <feed>`` per sampled *frame*, from the frame's arrival to the end of
+  its observers, with ``messaging.operation.type`` = ``receive`` and
+  ``messaging.batch.message_count`` (the frame's messages). Sampling is deterministic:
+  rate 0.01 makes a span of every 100th frame. Off, it costs one attribute read per
+  frame; on, one call per frame and a span per sampled one.
 
 Example::
 
@@ -46,9 +52,9 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from ..errors import StreamError
+from ..errors import ConfigurationError, StreamError
 from ..protocol import ConnectionState
-from ._readings import COUNTERS, GAUGES, MetricsSource, read
+from ._readings import COUNTERS, GAUGES, HISTOGRAMS, LABELLED, MetricsSource, read
 
 __all__ = ["OtelInstrumentation", "instrument"]
 
@@ -68,6 +74,8 @@ class OtelInstrumentation:
     Args:
         meter_provider: where instruments are created (default the global one).
         tracer_provider: where spans go (default the global one).
+        receive_sample_rate: the share of frames (0..1) that get a ``receive`` span;
+            0 (the default): none.
 
     The instruments are created once, here; :meth:`instrument` adds a source to what
     their callbacks read, and — for a :class:`~rxalpaca.StreamClient` (anything with
@@ -79,7 +87,13 @@ class OtelInstrumentation:
         *,
         meter_provider: metrics.MeterProvider | None = None,
         tracer_provider: trace.TracerProvider | None = None,
+        receive_sample_rate: float = 0.0,
     ) -> None:
+        if not 0.0 <= receive_sample_rate <= 1.0:
+            raise ConfigurationError(
+                f"receive_sample_rate must be between 0 and 1, not {receive_sample_rate!r}"
+            )
+        self.receive_sample_rate = receive_sample_rate
         self._lock = threading.Lock()
         self._sources: list[MetricsSource] = []
         self._tracers: dict[int, _Tracer] = {}
@@ -92,18 +106,35 @@ class OtelInstrumentation:
             meter.create_observable_counter(
                 f"rxalpaca.{name}", [self._counter(name, ("feed",))], unit=unit, description=text
             )
-        meter.create_observable_counter(
-            "rxalpaca.messages",
-            [self._counter("messages", ("feed", "channel"))],
-            unit="{message}",
-            description="Data messages decoded, per channel.",
-        )
-        meter.create_observable_counter(
-            "rxalpaca.messages_dropped",
-            [self._counter("messages_dropped", ("feed", "reason"))],
-            unit="{message}",
-            description="Data messages decoded but not delivered, per reason.",
-        )
+        for name, keys, unit, text in LABELLED:
+            meter.create_observable_counter(
+                f"rxalpaca.{name}", [self._counter(name, keys)], unit=unit, description=text
+            )
+        # The OTel API has no asynchronous histogram, and recording each sample into a
+        # synchronous one would put the SDK on the hot path: each histogram goes out as
+        # its count and sum (counters) and its median and 99th percentile (gauges,
+        # interpolated in the buckets at collection time).
+        for name, _attr, text in HISTOGRAMS:
+            stem = name.removesuffix("_seconds")
+            meter.create_observable_counter(
+                f"rxalpaca.{stem}.count",
+                [self._histogram(name, "count")],
+                unit="{sample}",
+                description=f"{text} Samples.",
+            )
+            meter.create_observable_counter(
+                f"rxalpaca.{stem}.sum",
+                [self._histogram(name, "sum")],
+                unit="s",
+                description=f"{text} Sum.",
+            )
+            for q in ("p50", "p99"):
+                meter.create_observable_gauge(
+                    f"rxalpaca.{stem}.{q}",
+                    [self._histogram(name, q)],
+                    unit="s",
+                    description=f"{text} {q}, interpolated in fixed buckets.",
+                )
         meter.create_observable_counter(
             "rxalpaca.observer_seconds",
             [self._counter("observer_seconds", ("feed",))],
@@ -133,10 +164,30 @@ class OtelInstrumentation:
 
         return callback
 
+    def _histogram(self, name: str, what: str) -> Any:
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            series = read(self._snapshot()).histograms.get(name, {})
+            out = []
+            for k, h in series.items():
+                if what == "count":
+                    v: float = h.count
+                elif what == "sum":
+                    v = h.sum
+                else:
+                    v = h.quantile(0.5 if what == "p50" else 0.99)
+                out.append(Observation(v, {"feed": k[0]}))
+            return out
+
+        return callback
+
     def instrument(self, source: MetricsSource) -> None:
         """Export ``source``'s metrics, and trace its connection if it has one (any thread)."""
         with self._lock:
             self._sources.append(source)
+        if self.receive_sample_rate > 0:
+            source.metrics.receive_hook = _ReceiveSpans(
+                self.tracer, source.endpoint.feed, self.receive_sample_rate
+            )
         state = getattr(source, "state", None)
         add_listener = getattr(source, "add_request_listener", None)
         if state is not None and add_listener is not None:
@@ -152,6 +203,8 @@ class OtelInstrumentation:
             if source in self._sources:
                 self._sources.remove(source)
             tracer = self._tracers.pop(id(source), None)
+        if isinstance(source.metrics.receive_hook, _ReceiveSpans):
+            source.metrics.receive_hook = None
         if tracer is not None:
             tracer.stop()
 
@@ -160,12 +213,57 @@ def instrument(
     *sources: MetricsSource,
     meter_provider: metrics.MeterProvider | None = None,
     tracer_provider: trace.TracerProvider | None = None,
+    receive_sample_rate: float = 0.0,
 ) -> OtelInstrumentation:
     """Instrument ``sources`` (clients) with OTel metrics and spans; see the module docs."""
-    otel = OtelInstrumentation(meter_provider=meter_provider, tracer_provider=tracer_provider)
+    otel = OtelInstrumentation(
+        meter_provider=meter_provider,
+        tracer_provider=tracer_provider,
+        receive_sample_rate=receive_sample_rate,
+    )
     for source in sources:
         otel.instrument(source)
     return otel
+
+
+class _ReceiveSpans:
+    """The route stage's receive hook: a span for one frame in every ``1 / rate``.
+
+    Called on the socket thread only (its credit is that thread's alone, no lock)."""
+
+    def __init__(self, tracer: trace.Tracer, feed: str, rate: float) -> None:
+        self._tracer = tracer
+        self._rate = rate
+        self._credit = 1.0  # the first frame gets a span
+        self._name = f"receive {feed}"
+        self._base: dict[str, Any] = {
+            "messaging.system": "alpaca",
+            "messaging.destination.name": feed,
+            "messaging.operation.type": "receive",
+            "messaging.operation.name": "receive",
+            "network.protocol.name": "websocket",
+        }
+
+    def __call__(self, batch: Any) -> None:
+        credit = self._credit
+        if credit < 1.0:
+            self._credit = credit + self._rate
+            return
+        self._credit = credit - 1.0 + self._rate
+        span = self._tracer.start_span(
+            self._name,
+            kind=SpanKind.CONSUMER,
+            start_time=batch.received_ns,
+            attributes={
+                **self._base,
+                "messaging.batch.message_count": len(batch.items),
+                "messaging.message.body.size": batch.nbytes,
+            },
+        )
+        if batch.failed:
+            span.set_status(Status(StatusCode.ERROR, "undecodable frame"))
+            span.set_attribute("error.type", "FrameError")
+        span.end()
 
 
 class _Tracer:

@@ -48,11 +48,12 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     InfoMetricFamily,
 )
 from prometheus_client.registry import Collector
 
-from ._readings import COUNTERS, GAUGES, MetricsSource, read
+from ._readings import COUNTERS, GAUGES, HISTOGRAMS, LABELLED, MetricsSource, read
 
 __all__ = ["MetricsSource", "RxAlpacaCollector", "serve_metrics"]
 
@@ -67,7 +68,12 @@ class RxAlpacaCollector(Collector):
     Families (``feed`` label on each; ``channel`` or ``reason`` where named):
     ``rxalpaca_messages_total{channel}`` (data messages decoded per channel),
     ``rxalpaca_messages_dropped_total{reason}`` (decoded but not delivered:
-    ``unrouted``, ``observer_failed``), one ``_total`` counter per entry of
+    ``unrouted``, ``observer_failed``), ``rxalpaca_messages_discarded_total{reason}``
+    (let go by a slow-consumer operator: ``conflated``, ``throttled``,
+    ``buffer_overflow``, ``loop_overflow``), ``rxalpaca_reconnects_total{reason}``
+    (``upstream.reconnect_reason``), the histograms ``rxalpaca_message_lag_seconds``
+    (exchange time → receipt, sampled per frame) and ``rxalpaca_observer_batch_seconds``,
+    one ``_total`` counter per entry of
     ``COUNTERS`` in ``_readings`` (frames, bytes, decode failures, handler errors, reconnects …),
     gauges ``rxalpaca_connection_up``, ``rxalpaca_subscribed_symbols``,
     ``rxalpaca_last_data_age_seconds``, ``rxalpaca_last_frame_age_seconds``, the
@@ -102,10 +108,11 @@ class RxAlpacaCollector(Collector):
             sources = list(self._sources)
         readings = read(sources)
         helps = {name: text for name, _attr, _unit, text in COUNTERS}
-        helps["messages"] = "Data messages decoded, per channel."
-        helps["messages_dropped"] = "Data messages decoded but not delivered, per reason."
+        labels: dict[str, list[str]] = {}
+        for name, keys, _unit, text in LABELLED:
+            helps[name] = text
+            labels[name] = list(keys)
         helps["observer_seconds"] = "Time observers held the socket thread."
-        labels = {"messages": ["feed", "channel"], "messages_dropped": ["feed", "reason"]}
         for name, text in helps.items():
             family = CounterMetricFamily(f"{ns}_{name}", text, labels=labels.get(name, ["feed"]))
             for values, total in sorted(readings.counters.get(name, {}).items()):
@@ -116,9 +123,19 @@ class RxAlpacaCollector(Collector):
             for values, value in sorted(readings.gauges.get(name, {}).items()):
                 g.add_metric(list(values), value)
             yield g
+        for name, _attr, text in HISTOGRAMS:
+            h = HistogramMetricFamily(f"{ns}_{name}", text, labels=["feed"])
+            for values, reading in sorted(readings.histograms.get(name, {}).items()):
+                buckets = [(_le(le), n) for le, n in reading.cumulative()]
+                h.add_metric(list(values), buckets, reading.sum)
+            yield h
         info = InfoMetricFamily(f"{ns}_build", "rxalpaca and Python versions.")
         info.add_metric([], {"version": _version(), "python": sys.version.split()[0]})
         yield info
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
 
 
 def _version() -> str:

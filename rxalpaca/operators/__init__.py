@@ -233,6 +233,8 @@ def throttle(
     interval: typing.RelativeTime,
     key: Callable[[Any], Hashable] | None = None,
     scheduler: abc.SchedulerBase | None = None,
+    *,
+    metrics: Metrics | None = None,
 ) -> Callable[[Observable[_T]], Observable[_T]]:
     """At most one item per ``interval`` per key; the latest is never lost (trailing edge).
 
@@ -250,14 +252,19 @@ def throttle(
         key: throttle each key separately, e.g. ``lambda q: q.symbol``; if it raises,
             the stream ends with that error and the source is let go.
         scheduler: where window timers run.
+        metrics: count what is let go in these metrics' ``messages_discarded``
+            (reason ``throttled``); default: the client whose pipeline feeds this operator
+            on its thread — the socket thread, unless you moved the items before.
     """
-    return throttle_(interval, key, scheduler)
+    return throttle_(interval, key, scheduler, metrics)
 
 
 def conflate(
     key: Callable[[Any], Hashable] | None = None,
     scheduler: abc.SchedulerBase | None = None,
     on_conflated: Callable[[int], None] | None = None,
+    *,
+    metrics: Metrics | None = None,
 ) -> Callable[[Observable[_T]], Observable[_T]]:
     """Deliver on ``scheduler``'s thread, keeping only the latest item per key while busy.
 
@@ -275,11 +282,14 @@ def conflate(
         scheduler: the consumer's scheduler (default: a shared thread pool).
         on_conflated: called on the producer's thread with the running count of
             replaced items.
+        metrics: count what is let go in these metrics' ``messages_discarded``
+            (reason ``conflated``); default: the client whose pipeline feeds this operator
+            on its thread — the socket thread, unless you moved the items before.
 
     If ``key`` or ``on_conflated`` raises, the stream ends with that error (after the
     items already pending) and the source is let go.
     """
-    return conflate_(key, scheduler, on_conflated)
+    return conflate_(key, scheduler, on_conflated, metrics)
 
 
 def bounded_buffer(
@@ -287,6 +297,8 @@ def bounded_buffer(
     overflow: OverflowPolicy = "drop_oldest",
     scheduler: abc.SchedulerBase | None = None,
     on_overflow: Callable[[int], None] | None = None,
+    *,
+    metrics: Metrics | None = None,
 ) -> Callable[[Observable[_T]], Observable[_T]]:
     """Deliver on ``scheduler``'s thread through a queue of at most ``size`` items.
 
@@ -323,11 +335,14 @@ def bounded_buffer(
         scheduler: the consumer's scheduler (default: the thread pool ``conflate`` uses).
         on_overflow: called on the producer's thread with the running count of dropped
             items (drop policies); if it raises, the stream ends with that error.
+        metrics: count what is let go in these metrics' ``messages_discarded``
+            (reason ``buffer_overflow``); default: the client whose pipeline feeds this operator
+            on its thread — the socket thread, unless you moved the items before.
 
     Raises:
         ValueError: ``size`` is not a positive int or ``overflow`` is not a policy.
     """
-    return bounded_buffer_(size, overflow, scheduler, on_overflow)
+    return bounded_buffer_(size, overflow, scheduler, on_overflow, metrics)
 
 
 def to_frames(

@@ -47,6 +47,7 @@ from reactivex.scheduler import (
 )
 
 from ..errors import BufferOverflow
+from ..metrics import Metrics, count_discarded
 from ._conflate import _default_scheduler  # one shared pool for both hand-over operators
 
 _T = TypeVar("_T")
@@ -77,6 +78,7 @@ def bounded_buffer_(
     overflow: OverflowPolicy = "drop_oldest",
     scheduler: abc.SchedulerBase | None = None,
     on_overflow: Callable[[int], None] | None = None,
+    metrics: Metrics | None = None,
 ) -> Callable[[Observable[_T]], Observable[_T]]:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive int, not {size!r}")
@@ -179,6 +181,8 @@ def bounded_buffer_(
                     upstream.dispose()
                 if kick:
                     start_drain()
+                if dropped:
+                    count_discarded("buffer_overflow", metrics)
                 if dropped and on_overflow is not None:
                     try:
                         on_overflow(dropped)

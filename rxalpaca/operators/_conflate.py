@@ -10,6 +10,8 @@ from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable, SingleAssignmentDisposable
 from reactivex.scheduler import ThreadPoolScheduler
 
+from ..metrics import Metrics, count_discarded
+
 _T = TypeVar("_T")
 
 _DEFAULT_SCHEDULER: list[abc.SchedulerBase] = []
@@ -38,6 +40,7 @@ def conflate_(
     key: Callable[[Any], Hashable] | None = None,
     scheduler: abc.SchedulerBase | None = None,
     on_conflated: Callable[[int], None] | None = None,
+    metrics: Metrics | None = None,
 ) -> Callable[[Observable[_T]], Observable[_T]]:
     def conflate(source: Observable[_T]) -> Observable[_T]:
         def subscribe(
@@ -91,6 +94,7 @@ def conflate_(
                     if k in st.pending:
                         st.dropped += 1
                         dropped = st.dropped
+                        count_discarded("conflated", metrics)
                     st.pending[k] = value
                     kick_locked()
                 if dropped and on_conflated is not None:

@@ -36,6 +36,7 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
 from ..errors import BufferOverflow
+from ..metrics import Metrics, count_discarded
 from ._buffer import _POLICIES, OverflowPolicy
 
 __all__ = [
@@ -107,12 +108,14 @@ class Handover(Generic[_T]):
         size: int = 0,
         overflow: OverflowPolicy = "drop_oldest",
         on_overflow: Callable[[int], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         _check(size, overflow)
         self.loop = loop
         self.size = size
         self.overflow = overflow
         self.on_overflow = on_overflow
+        self.metrics = metrics
         self.dropped = 0
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)  # an item left a full queue
@@ -164,6 +167,8 @@ class Handover(Generic[_T]):
                 self._queue.append(value)
             waiter = self._take_waiter()
         self._wake(waiter)
+        if dropped:
+            count_discarded("loop_overflow", self.metrics)
         if dropped and self.on_overflow is not None:
             try:
                 self.on_overflow(dropped)
@@ -269,6 +274,7 @@ def deliver_on_loop(
     on_overflow: Callable[[int], None] | None = None,
     on_handler_error: Callable[[BaseException, object, object], None] | None = None,
     scheduler: abc.SchedulerBase | None = None,
+    metrics: Metrics | None = None,
 ) -> abc.DisposableBase:
     """Subscribe ``observer`` to ``source``, calling it on ``loop`` (see :func:`on_loop`).
 
@@ -279,7 +285,7 @@ def deliver_on_loop(
     """
     _check(size, overflow)
     target = _loop_or_running(loop)
-    hand: Handover[_T] = Handover(target, size, overflow, on_overflow)
+    hand: Handover[_T] = Handover(target, size, overflow, on_overflow, metrics)
     on_next, on_error, on_completed = user_callbacks(observer)
     finish = getattr(observer, "dispose", None)
 
@@ -365,6 +371,7 @@ def on_loop(
     size: int = 1024,
     overflow: OverflowPolicy = "drop_oldest",
     on_overflow: Callable[[int], None] | None = None,
+    metrics: Metrics | None = None,
 ) -> Callable[[Observable[_T]], LoopObservable[_T]]:
     """Deliver on an asyncio ``loop``; ``async def`` observers are awaited, in order.
 
@@ -388,6 +395,9 @@ def on_loop(
         size: the hand-over's capacity in items (0: unbounded).
         overflow: ``"drop_oldest"`` (default), ``"drop_newest"``, ``"block"`` or ``"error"``.
         on_overflow: called on the producer's thread with the running count of dropped items.
+        metrics: count dropped items in these metrics' ``messages_discarded``
+            (``loop_overflow``); default: the client whose pipeline feeds the hand-over
+            on its thread (see :func:`~rxalpaca.metrics.count_discarded`).
 
     Raises:
         ValueError: a bad ``size`` or ``overflow``.
@@ -406,6 +416,7 @@ def on_loop(
                 overflow=overflow,
                 on_overflow=on_overflow,
                 scheduler=scheduler,
+                metrics=metrics,
             )
 
         return LoopObservable(subscribe)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import _count_elements  # type: ignore[attr-defined]  # C helper
 from collections.abc import Callable
+from contextlib import suppress
 
 from reactivex import Observable
 
@@ -28,8 +29,12 @@ def _meter(
 ) -> Callable[[Batch[Decoded]], None]:
     m = metrics
     by_class = m.messages_by_class
+    lag = m.lag
+    every = max(1, m.lag_sample_every)
+    wait = 0  # frames to let go by before the next lag sample: the first data frame is one
 
     def on_next(batch: Batch[Decoded]) -> None:
+        nonlocal wait
         m.frames_received += 1
         m.bytes_received += batch.nbytes
         if batch.failed:
@@ -40,6 +45,17 @@ def _meter(
         # Counting in C (Counter's helper) instead of a Python loop per message.
         _count_elements(by_class, map(type, batch.items))
         m.decode_failures = by_class.get(FrameError, 0)
+        # The lag histogram: one data frame in ``every``, its first record (the oldest:
+        # the server appends), one timestamp read, a subtraction and a bisect — a cost
+        # per sampled frame, whatever the number of messages or subscriptions.
+        if wait:
+            wait -= 1
+        else:
+            items = batch.items
+            if items and items[0].CHANNEL:
+                wait = every - 1
+                with suppress(ValueError):  # a timestamp that does not parse: no sample
+                    lag.observe(batch.received_ns - items[0].timestamp_ns)  # type: ignore[union-attr]
         emit(batch)
 
     return on_next

@@ -38,4 +38,10 @@ def pipeline_(
         decode_stage(codec),
         meter_stage(metrics),
         route_stage(router),
+        names=STAGES,
     )
+
+
+#: The names a :class:`~rxalpaca.metrics.StageProfile` knows the fused stages by; the
+#: last is what the pipeline emits into (the client's control path).
+STAGES = ("reassemble", "validate", "decode", "meter", "route", "control")

@@ -15,6 +15,7 @@ from reactivex import Observable
 
 from ..codec import Decoded
 from ..frames import Batch
+from ..metrics import thread_binding
 from ..router import Router
 from ._stage import Stage, StageFactory, lift
 
@@ -38,11 +39,19 @@ def _router_step(
     dispatch = router.dispatch
     metrics = router.metrics
     timing = metrics.observer_time
+    histogram = metrics.observer_histogram
+    binding = thread_binding()
+    bound = False
     clock = time.perf_counter_ns
     count = 0
 
     def on_next(batch: Batch[Decoded]) -> None:
-        nonlocal count
+        nonlocal count, bound
+        if not bound:
+            # Slow-consumer operators fed on this thread count their discards in these
+            # metrics. Once per subscription: a connection's frames come on one thread.
+            binding.metrics = metrics
+            bound = True
         t0 = clock()
         # Published so the supervisor can see a batch that is taking long *while* it runs.
         metrics.dispatch_started_ns = t0
@@ -55,9 +64,13 @@ def _router_step(
             metrics.last_message_ns = batch.received_ns
         metrics.dispatch_started_ns = 0
         metrics.observer_time_total_ns += spent
+        hook = metrics.receive_hook
+        if hook is not None:  # sampled receive spans (contrib.otel), when asked for
+            hook(batch)
         count += 1
         if not count % TIMING_SAMPLE:
             timing.add(spent)
+            histogram.observe(spent)
         for item in rest:
             emit(item)
 

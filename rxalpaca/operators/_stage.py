@@ -16,10 +16,13 @@ checks it on random streams).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from reactivex import Observable, abc
+
+from ..metrics import StageProfile, active_profile
 
 _In = TypeVar("_In")
 _Out = TypeVar("_Out")
@@ -46,8 +49,16 @@ def lift(make: StageFactory[_In, _Out]) -> Callable[[Observable[_In]], Observabl
     return fuse(make)
 
 
-def fuse(*makes: StageFactory[Any, Any]) -> Callable[[Observable[Any]], Observable[Any]]:
-    """Stages chained into one Rx operator: ``fuse(a, b)`` ≡ ``pipe(lift(a), lift(b))``."""
+def fuse(
+    *makes: StageFactory[Any, Any], names: Sequence[str] = ()
+) -> Callable[[Observable[Any]], Observable[Any]]:
+    """Stages chained into one Rx operator: ``fuse(a, b)`` ≡ ``pipe(lift(a), lift(b))``.
+
+    ``names``: one per stage, and optionally one more for the observer after them. When
+    a :class:`~rxalpaca.metrics.StageProfile` is active as a subscription is made, each
+    named step of it is timed (inclusive of the steps it calls); otherwise nothing is
+    added to it — the check is made once per subscription, not per item.
+    """
 
     def operator(source: Observable[Any]) -> Observable[Any]:
         def subscribe(
@@ -55,11 +66,16 @@ def fuse(*makes: StageFactory[Any, Any]) -> Callable[[Observable[Any]], Observab
             scheduler: abc.SchedulerBase | None = None,
         ) -> abc.DisposableBase:
             emit: Callable[[Any], None] = observer.on_next
+            profile = active_profile() if names else None
+            if profile is not None and len(names) > len(makes):
+                emit = _timed(emit, names[len(makes)], profile)
             stages: list[Stage[Any]] = []
-            for make in reversed(makes):  # the last stage feeds the observer
-                stage = make(emit)
+            for i in reversed(range(len(makes))):  # the last stage feeds the observer
+                stage = makes[i](emit)
                 stages.append(stage)
                 emit = stage.on_next
+                if profile is not None:
+                    emit = _timed(emit, names[i], profile)
             stages.reverse()
             return source.subscribe(
                 emit, observer.on_error, _completion(stages, observer), scheduler=scheduler
@@ -68,6 +84,21 @@ def fuse(*makes: StageFactory[Any, Any]) -> Callable[[Observable[Any]], Observab
         return Observable(subscribe)
 
     return operator
+
+
+def _timed(step: Callable[[Any], None], name: str, profile: StageProfile) -> Callable[[Any], None]:
+    """``step`` with a clock read either side, reported to ``profile`` (profiling only)."""
+    clock = time.perf_counter_ns
+    add = profile.add
+
+    def timed(item: Any) -> None:
+        t0 = clock()
+        try:
+            step(item)
+        finally:
+            add(name, clock() - t0)
+
+    return timed
 
 
 def _completion(stages: list[Stage[Any]], observer: abc.ObserverBase[Any]) -> Callable[[], None]:

@@ -11,6 +11,8 @@ from reactivex import Observable, abc, typing
 from reactivex.disposable import CompositeDisposable, Disposable, SingleAssignmentDisposable
 from reactivex.scheduler import TimeoutScheduler
 
+from ..metrics import Metrics, count_discarded
+
 _T = TypeVar("_T")
 
 
@@ -27,6 +29,7 @@ def throttle_(
     interval: typing.RelativeTime,
     key: Callable[[Any], Hashable] | None = None,
     scheduler: abc.SchedulerBase | None = None,
+    metrics: Metrics | None = None,
 ) -> Callable[[Observable[_T]], Observable[_T]]:
     seconds = interval.total_seconds() if isinstance(interval, timedelta) else float(interval)
     if seconds <= 0:
@@ -78,6 +81,8 @@ def throttle_(
                         observer.on_next(value)  # leading edge
                         open_window(k, state)
                     else:
+                        if state.has_pending:  # the pending one is replaced, never sent
+                            count_discarded("throttled", metrics)
                         state.pending, state.has_pending = value, True
 
             def stop() -> list[_KeyState]:

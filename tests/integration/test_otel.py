@@ -108,7 +108,7 @@ def test_metrics_and_spans_of_a_session(
     assert otel.points("rxalpaca.frames_received")[(("feed", "iex"),)] >= 50
     assert otel.points("rxalpaca.connection_up")[(("feed", "iex"),)] == 1
     assert otel.points("rxalpaca.subscribed_symbols")[(("feed", "iex"),)] == 1
-    assert otel.points("rxalpaca.reconnects")[(("feed", "iex"),)] == 0
+    assert not otel.points("rxalpaca.reconnects")  # a series per reason, once there is one
     [connect], [auth], [sub] = (
         otel.finished(n) for n in ("connect iex", "auth iex", "subscribe iex")
     )
@@ -147,7 +147,8 @@ def test_reconnect_span_is_the_parent_of_the_next_connection(
     assert connects[0].parent is None
     assert connects[1].parent is not None
     assert connects[1].parent.span_id == reconnect.context.span_id
-    assert otel.points("rxalpaca.reconnects")[(("feed", "iex"),)] == 1
+    reconnects = otel.points("rxalpaca.reconnects")  # a drop: closed or network_error
+    assert sum(reconnects.values()) == 1 and all(("feed", "iex") in k for k in reconnects)
 
 
 def test_refused_auth_is_an_error_span(

@@ -77,6 +77,8 @@ def test_scrape_follows_the_conventions_and_matches_the_client(
         for s in family.samples:
             info = name.startswith("rxalpaca_build")
             allowed = {"version", "python"} if info else LABELS
+            if family.type == "histogram" and s.name.endswith("_bucket"):
+                allowed = LABELS | {"le"}  # Prometheus' own bucket label
             assert set(s.labels) <= allowed, (s.name, s.labels)
             assert "AAPL" not in s.labels.values()  # never a per-symbol series
         if family.type == "counter":
@@ -114,7 +116,9 @@ class BusLike:
 
 def test_sources_on_one_feed_are_summed_and_any_source_with_the_api_works() -> None:
     a, b, c = BusLike("iex"), BusLike("iex"), BusLike("crypto")
-    a.metrics.reconnects, b.metrics.reconnects, c.metrics.reconnects = 2, 3, 7
+    for source, reasons in ((a, "cc"), (b, "ccn"), (c, "n" * 7)):
+        for r in reasons:
+            source.metrics.count_reconnect("closed" if r == "c" else "network_error")
     collector = RxAlpacaCollector(a, b)
     collector.add(c)
     registry = CollectorRegistry(auto_describe=False)
@@ -122,8 +126,11 @@ def test_sources_on_one_feed_are_summed_and_any_source_with_the_api_works() -> N
     families = {
         f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())
     }
-    assert sample(families, "rxalpaca_reconnects_total", feed="iex") == 5
-    assert sample(families, "rxalpaca_reconnects_total", feed="crypto/us") == 7
+    assert sample(families, "rxalpaca_reconnects_total", feed="iex", reason="closed") == 4
+    assert sample(families, "rxalpaca_reconnects_total", feed="iex", reason="network_error") == 1
+    assert (
+        sample(families, "rxalpaca_reconnects_total", feed="crypto/us", reason="network_error") == 7
+    )
     assert sample(families, "rxalpaca_connection_up", feed="iex") == 2
     assert sample(families, "rxalpaca_subscribed_symbols", feed="iex") == 6
     assert not any(s.name == "rxalpaca_last_data_age_seconds" for s in
@@ -133,7 +140,7 @@ def test_sources_on_one_feed_are_summed_and_any_source_with_the_api_works() -> N
     families = {
         f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())
     }
-    assert sample(families, "rxalpaca_reconnects_total", feed="iex") == 3
+    assert sample(families, "rxalpaca_reconnects_total", feed="iex", reason="closed") == 2
 
 
 def test_stream_serves_metrics_on_metrics_port(alpaca_server: AlpacaStreamServer) -> None:
