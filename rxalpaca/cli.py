@@ -14,10 +14,11 @@ one line in :data:`SUBCOMMANDS`:
   nats-server, a gateway and two consumer processes. No API keys.
 * ``record`` — record a live session to a file; ``replay`` — play one back (a summary,
   ``--print``) or ``--serve`` it through the embedded server to any Alpaca client.
+* ``export`` — a recording as one Parquet table per record type (:mod:`rxalpaca.export`).
 
-argparse, not click or typer: the standard library suffices for four subcommands,
-keeps the command free of dependencies, and its parsers are plain data a test can
-walk. Exit codes are in :data:`EPILOG`. User mistakes are one line on stderr (exit 2),
+argparse, not click or typer: the standard library suffices for these subcommands,
+keeps the command free of dependencies (rich, for the demo's board, is the optional
+``[cli]`` extra), and its parsers are plain data a test can walk. Exit codes are in :data:`EPILOG`. User mistakes are one line on stderr (exit 2),
 never a traceback; the secret is never printed.
 """
 
@@ -796,8 +797,9 @@ EPILOG = """\
 exit codes:
   0  done (the duration ran out, Ctrl-C, or doctor found the connection healthy)
   1  failed: authentication refused, the stream ended with an error, not connected
-     in time, or doctor found a step failing
-  2  a mistake on the command line (one line on stderr says which)
+     in time, doctor found a step failing, or writing an export failed
+  2  a mistake on the command line, or a file that is not a readable recording
+     (one line on stderr says which)
   3  doctor: connected and subscribed, but no market data arrived
 
 credentials: --key/--secret, or APCA_API_KEY_ID and APCA_API_SECRET_KEY (preferred:
