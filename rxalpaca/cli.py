@@ -18,8 +18,9 @@ one line in :data:`SUBCOMMANDS`:
 
 argparse, not click or typer: the standard library suffices for these subcommands,
 keeps the command free of dependencies (rich, for the demo's board, is the optional
-``[cli]`` extra), and its parsers are plain data a test can walk. Exit codes are in :data:`EPILOG`. User mistakes are one line on stderr (exit 2),
-never a traceback; the secret is never printed.
+``[cli]`` extra), and its parsers are plain data a test can walk. Exit codes are in
+:data:`EPILOG`. User mistakes are one line on stderr (exit 2), never a traceback; the
+secret is never printed.
 """
 
 from __future__ import annotations

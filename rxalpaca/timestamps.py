@@ -262,12 +262,17 @@ def _record_time_ns(
     _get: Callable[[bytes], int | None] = _SECONDS.get,
     _scale: tuple[int, ...] = _FRACTION_SCALE,
     _parts: tuple[Callable[[Raw], tuple[bytes, bytes, int]] | None, ...] = _JSON_PARTS,
-    _raw_type: type[Raw] = Raw,
 ) -> int:
     """``record.timestamp_ns``: the commonest forms of ``_read_ns`` inlined; the rest (and
-    the error, naming the field) through ``_field_ns``."""
+    the error, naming the field) through ``_field_ns``.
+
+    No ``type(raw) is Raw`` test: a value that is not a buffer (a hand-built record's
+    ``int``, ``str`` or ``datetime``) fails ``len`` or ``unpack_from`` with ``TypeError``
+    and takes the full parser (a ``try`` costs nothing when nothing raises); any buffer
+    (``Raw``, ``bytes``) is read as ``parse_time_ns`` would read it.
+    """
     raw = record.raw_time
-    if type(raw) is _raw_type:
+    try:
         size = len(raw)
         if 23 < size < 33:
             prefix, fraction, tail = _parts[size](raw)  # type: ignore[misc]
@@ -278,6 +283,8 @@ def _record_time_ns(
             head, value = _HEAD_U64(raw)
             if head == 0xD7FF and value >> 34 < _NS:
                 return (value & _SECONDS_MASK) * _NS + (value >> 34)  # type: ignore[no-any-return]
+    except TypeError:
+        pass
     return _field_ns(record, "raw_time", "t", raw)
 
 

@@ -35,7 +35,6 @@ from typing import Any, Protocol
 
 import reactivex
 from reactivex import Observable, abc
-from reactivex import operators as rx_ops
 from reactivex.disposable import Disposable
 
 from . import models
@@ -278,11 +277,11 @@ class AlpacaUpstream:
             # reassemble → validate → decode → meter → route, fused into one Rx hop.
             return self.transport.frames().pipe(
                 pipeline(self.codec, self.metrics, self.streams._router, self._max_message_bytes),
-                rx_ops.map(self._on_control),
+                _map(self._on_control),
             )
 
         return reactivex.defer(connect_once).pipe(
-            rx_ops.do_action(on_error=self._on_lost),
+            _on_error_do(self._on_lost),
             retry_with_backoff(
                 self._retry,
                 reset_on=lambda s: s is ConnectionState.AUTHENTICATED,
@@ -562,3 +561,58 @@ class AlpacaUpstream:
             silent = ConnectionLostError("silent connection: no market data")
             silent.reason = "silence"  # type: ignore[attr-defined]  # reconnect_reason reads it
             self.transport.abort(silent)
+
+
+# reactivex's ``map`` and ``do_action(on_error=)``, with their semantics, written out here so
+# that a client does not import the ``reactivex.operators`` facade (~0.5 MB; any of its
+# submodules loads the whole facade first). docs/benchmarks.md, "Memory".
+
+
+def _map(mapper: Callable[[Any], Any]) -> Callable[[Observable[Any]], Observable[Any]]:
+    """``reactivex.operators.map``: an exception from ``mapper`` goes to ``on_error``."""
+
+    def operator(source: Observable[Any]) -> Observable[Any]:
+        def subscribe(
+            observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            def on_next(value: Any) -> None:
+                try:
+                    result = mapper(value)
+                except Exception as exc:
+                    observer.on_error(exc)
+                else:
+                    observer.on_next(result)
+
+            return source.subscribe(
+                on_next, observer.on_error, observer.on_completed, scheduler=scheduler
+            )
+
+        return Observable(subscribe)
+
+    return operator
+
+
+def _on_error_do(
+    action: Callable[[Exception], None],
+) -> Callable[[Observable[Any]], Observable[Any]]:
+    """``reactivex.operators.do_action(on_error=action)``: ``action`` runs before the error
+    goes on (an exception from it is sent first, as reactivex does)."""
+
+    def operator(source: Observable[Any]) -> Observable[Any]:
+        def subscribe(
+            observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            def on_error(error: Exception) -> None:
+                try:
+                    action(error)
+                except Exception as exc:
+                    observer.on_error(exc)
+                observer.on_error(error)
+
+            return source.subscribe(
+                observer.on_next, on_error, observer.on_completed, scheduler=scheduler
+            )
+
+        return Observable(subscribe)
+
+    return operator

@@ -125,6 +125,28 @@ def test_import_loads_only_what_is_used() -> None:
     assert not {"reactivex", "websocket", "msgspec", "rxalpaca.client"} & cli
     client = _modules_after("from rxalpaca import StreamClient")
     assert "reactivex" in client and "random" not in client
+    assert "reactivex.operators" not in client  # ~0.5 MB: loaded when ops serves one of its
+    ops = _modules_after("from rxalpaca import ops; ops.map")
+    assert "reactivex.operators" in ops
+
+
+def test_ops_serves_reactivex_names_lazily() -> None:
+    """``rxalpaca.ops`` re-exports reactivex's operators on first use (PEP 562), with
+    ``__all__`` and ``dir`` listing them, ours first and never shadowed by reactivex's."""
+    import reactivex.operators as rx_operators
+
+    import rxalpaca.operators as ops
+
+    assert ops.map is rx_operators.map
+    assert set(rx_operators.__all__) <= set(ops.__all__) <= set(dir(ops))
+    assert ops.throttle.__module__ == "rxalpaca.operators"
+    namespace: dict[str, object] = {}
+    exec("from rxalpaca.operators import *", namespace)
+    assert namespace["map"] is rx_operators.map and namespace["throttle"] is ops.throttle
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        getattr(ops, "nope")  # noqa: B009 - an unknown name, on purpose
+    with pytest.raises(AttributeError, match="no attribute '__wrapped__'"):
+        getattr(ops, "__wrapped__")  # noqa: B009 - dunder names are not looked up
 
 
 def test_lazy_names_are_bound_once_and_listed() -> None:

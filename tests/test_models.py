@@ -436,6 +436,16 @@ def test_timestamp_ns_of_a_record_built_with_another_type() -> None:
     assert Trade(symbol="X", raw_time=BASE_NS, price=1.0, size=1).timestamp_ns == BASE_NS  # type: ignore[arg-type]
     text = "2021-02-22T15:51:44.5Z"
     assert Trade(symbol="X", raw_time=text, price=1.0, size=1).timestamp_ns == BASE_NS + 5 * 10**8  # type: ignore[arg-type]
+    # A str of a JSON time's length (24-32) or of a MessagePack timestamp 64's (10) fails
+    # unpack_from with TypeError and takes the full parser; any buffer reads as a Raw would.
+    long_text = "2021-02-22T15:51:44.208123456Z"
+    for raw in (long_text, "1614009104", b'"' + long_text.encode() + b'"'):
+        record = Trade(symbol="X", raw_time=raw, price=1.0, size=1)  # type: ignore[arg-type]
+        if raw == "1614009104":
+            with pytest.raises(ValueError, match=r"Trade\.raw_time"):
+                _ = record.timestamp_ns
+        else:
+            assert record.timestamp_ns == parse_time_ns(raw)
 
 
 def test_the_seconds_cache_stays_bounded() -> None:

@@ -36,14 +36,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Hashable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from reactivex import Observable, abc, typing
-from reactivex.operators import *  # noqa: F403 - the facade re-exports reactivex's operators
-from reactivex.operators import __all__ as _rx_all
+
+if TYPE_CHECKING:  # at run time ``__getattr__`` below imports them on first use
+    from reactivex.operators import *  # noqa: F403 - the facade re-exports reactivex's operators
+    from reactivex.operators import __all__ as _rx_all
 
 from ..codec import Codec, Decoded
-from ..errors import BufferOverflow, FrameError
+from ..errors import BufferOverflow as BufferOverflow  # re-exported (__all__ is dynamic)
+from ..errors import FrameError
 from ..frames import DEFAULT_MAX_MESSAGE_BYTES, Batch, Frame
 from ..metrics import Metrics
 from ..recording import Recorder, RecordingHeader
@@ -52,7 +55,7 @@ from ._buffer import OverflowPolicy, bounded_buffer_
 from ._conflate import conflate_
 from ._decode import decode_
 from ._frames import FrameLibrary, to_frames_
-from ._loop import on_loop
+from ._loop import on_loop as on_loop  # re-exported
 from ._meter import meter_
 from ._pipeline import pipeline_
 from ._reassemble import reassemble_
@@ -385,7 +388,7 @@ def to_frames(
     return to_frames_(timespan, count, library, scheduler)
 
 
-__all__ = [  # noqa: PLE0604 - reactivex's names are strings too
+__all__ = [
     "Batch",
     "BufferOverflow",
     "RetryPolicy",
@@ -403,5 +406,35 @@ __all__ = [  # noqa: PLE0604 - reactivex's names are strings too
     "throttle",
     "to_frames",
     "validate",
-    *_rx_all,
 ]
+
+if TYPE_CHECKING:
+    __all__ += _rx_all  # noqa: PLE0605 - reactivex's names are strings too
+else:
+    _OWN_ALL = __all__
+    del __all__  # served by __getattr__, with reactivex's names, on first use
+
+    def __getattr__(name: str) -> Any:
+        """reactivex's operators (and ``__all__``, which lists them), imported on first use.
+
+        PEP 562: ``reactivex.operators`` (150 functions with their docstrings, ~0.5 MB) is
+        loaded only when a program asks for one of its operators through this facade, not
+        by every client (docs/benchmarks.md, "Memory"). The name is then bound here, so
+        later reads are plain attribute reads. Our own operators are module attributes and
+        are never looked up here (they win over reactivex's, as with a star import).
+        """
+        if name.startswith("__") and name != "__all__":
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        import reactivex.operators as rx_operators  # noqa: PLC0415 - the point: on first use
+
+        if name == "__all__":
+            value: Any = [*_OWN_ALL, *rx_operators.__all__]
+        elif name in rx_operators.__all__:
+            value = getattr(rx_operators, name)
+        else:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        globals()[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__getattr__("__all__")})

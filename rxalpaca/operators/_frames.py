@@ -4,7 +4,9 @@ reactivex's own buffers cut the windows (``buffer_with_count``, ``buffer_with_ti
 ``buffer_with_time_or_count``); each non-empty window becomes one frame. Converting
 runs on the thread that closes the window: the source's thread for a count, the
 scheduler's timer thread for a timespan (the replay's thread with its virtual-time
-scheduler). pandas/polars are imported when the operator is built, not with ``ops``.
+scheduler). pandas/polars — and ``reactivex.operators`` and our ``dataframes`` module —
+are imported when the operator is built, not with ``ops``: a client never loads them
+(``tests/test_exports.py``).
 """
 
 from __future__ import annotations
@@ -14,9 +16,7 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from reactivex import Observable, abc
-from reactivex import operators as rx_ops
 
-from .. import dataframes
 from ..errors import ConfigurationError
 
 FrameLibrary = Literal["pandas", "polars"]
@@ -28,6 +28,10 @@ def to_frames_(
     library: FrameLibrary,
     scheduler: abc.SchedulerBase | None,
 ) -> Callable[[Observable[Any]], Observable[Any]]:
+    from reactivex import operators as rx_ops  # noqa: PLC0415 - see the module docstring
+
+    from .. import dataframes  # noqa: PLC0415
+
     if library == "pandas":
         dataframes._optional("pandas", "pandas")
         convert: Callable[[list[Any]], Any] = dataframes.to_pandas
