@@ -445,7 +445,7 @@ class Recorder:
             if str in map(type, bodies):  # a text frame given as str: rare, per record
                 bodies, flags = _utf8(bodies, fins)
             else:
-                flags = bytes(fins)
+                flags = bytes(map(bool, fins))  # 1: fin (a truthy fin of any type)
             lengths = array("I", map(len, bodies))
             part = self._part
             if sum(lengths) <= _BLOCK_BYTES:
