@@ -32,10 +32,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import tempfile
 import time
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -63,21 +65,35 @@ def _config(smoke: bool, reps: int, messages: int) -> Config:
     )
 
 
-def replay_rate(path: Path) -> tuple[float, int]:
-    """Messages/s of a replay at ``speed=None`` (three subscriptions, a counting callback)."""
+def replay_rate(path: Path, symbols: list[str]) -> tuple[float, float, int]:
+    """Messages/s of a replay at ``speed=None``, wall and CPU (this process); messages.
+
+    The same subscriptions and observer work as the live client's (``_clients.py``,
+    ``rxalpaca``): one subscription per channel over every symbol, each record's
+    ``timestamp_ns`` read, a trade's latency appended to an array.
+    """
     import rxalpaca
 
     r = rxalpaca.replay(path)
     n = [0]
+    lat = array("q")
+    clock = time.time_ns
 
-    def count(_record: Any) -> None:
+    def on_trade(t: Any) -> None:
+        lat.append(clock() - t.timestamp_ns)
         n[0] += 1
 
-    for channel in (r.trades, r.quotes, r.bars):
-        channel("*").subscribe(count)
-    started = time.perf_counter()
+    def on_other(record: Any) -> None:
+        record.timestamp_ns  # noqa: B018 - the read is the point
+        n[0] += 1
+
+    r.trades(*symbols).subscribe(on_trade)
+    r.quotes(*symbols).subscribe(on_other)
+    r.bars(*symbols).subscribe(on_other)
+    cpu, started = time.process_time(), time.perf_counter()
     r.run()
-    return n[0] / (time.perf_counter() - started), n[0]
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return n[0] / wall, n[0] / max(cpu, 1e-9), n[0]
 
 
 def decode_floor(path: Path, encoding: str) -> tuple[float, int, int]:
@@ -106,7 +122,8 @@ def run(cfg: Config) -> dict[str, Any]:
                 path = Path(tmp) / f"{enc}.rxa"
                 runs: dict[str, list[float]] = {
                     k: [] for k in ("live", "record", "replay", "floor", "record_cost",
-                                    "record_cpu", "replay_vs_live", "replay_vs_floor")
+                                    "record_cpu", "replay_vs_live", "replay_vs_floor",
+                                    "replay_cpu_vs_live", "load")
                 }  # fmt: skip
                 expected = size = decoded = raw = 0
                 for _ in range(cfg.reps):
@@ -114,7 +131,8 @@ def run(cfg: Config) -> dict[str, Any]:
                     path.unlink(missing_ok=True)
                     rec = _run(pusher, cfg, enc, str(path), None)
                     expected = rec["messages"]
-                    replay, replayed = replay_rate(path)
+                    symbols = pusher.info["symbols"]["100"]
+                    replay, replay_cpu, replayed = replay_rate(path, symbols)
                     floor, decoded, raw = decode_floor(path, enc)
                     assert replayed == expected, (replayed, expected)
                     size = path.stat().st_size
@@ -129,6 +147,13 @@ def run(cfg: Config) -> dict[str, Any]:
                         ("record_cpu", rec["cpu_s"] / max(1e-9, live["cpu_s"]) - 1),
                         ("replay_vs_live", replay / live["rate"]),
                         ("replay_vs_floor", replay / floor),
+                        # Messages per CPU second, replay over live: the ratio the load
+                        # disturbs least (each is one busy thread's work per message).
+                        (
+                            "replay_cpu_vs_live",
+                            replay_cpu / (live["messages"] / max(1e-9, live["cpu_s"])),
+                        ),
+                        ("load", os.getloadavg()[0]),
                     ):
                         runs[k].append(v)
                 out[enc] = {
@@ -166,16 +191,18 @@ def _run(
 def markdown(data: dict[str, Any]) -> str:
     rows = [
         "| enc. | msgs | live msg/s | + record msg/s | record cost | record CPU | replay msg/s "
-        "| replay x live | decode floor msg/s | replay x floor | file B/msg | raw B/msg |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| replay x live | replay x live (CPU) | decode floor msg/s | replay x floor "
+        "| file B/msg | raw B/msg | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for enc, d in data.items():
         rows.append(
             f"| {enc} | {d['messages']:,} | {d['live']:,.0f} | {d['record']:,.0f} "
             f"| {d['record_cost']:+.1%} | {d['record_cpu']:+.1%} | {d['replay']:,.0f} "
-            f"| {d['replay_vs_live']:.2f}x "
+            f"| {d['replay_vs_live']:.2f}x | {d['replay_cpu_vs_live']:.2f}x "
             f"| {d['floor']:,.0f} | {d['replay_vs_floor']:.2f}x "
-            f"| {d['bytes_per_msg_file']:.1f} | {d['bytes_per_msg_raw']:.1f} |"
+            f"| {d['bytes_per_msg_file']:.1f} | {d['bytes_per_msg_raw']:.1f} "
+            f"| {min(d['runs']['load']):.1f}-{max(d['runs']['load']):.1f} |"
         )
     return "\n".join(rows)
 

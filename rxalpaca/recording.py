@@ -12,14 +12,25 @@ File layout (all integers little-endian)::
     version    u16      FORMAT_VERSION
     hlen       u32      length of the header
     header     hlen     JSON: format, library, feed, encoding, subscriptions, created_ns, part
-    body                one zstd stream of records, flushed block by block
+    body                one zstd stream of blocks, each ending a zstd block (flushed)
 
-    record  := u32 body length | u32 crc32(kind, ns, body) | u8 kind | i64 ns | body
+    block   := u32 count | u32 bodies' length | u32 crc32(index, bodies) | index | bodies
+    index   := count x u8 code | count x u8 flags | count x u32 length | count x i64 ns
+    code    := the frame's opcode (0-15) for a received frame, else kind << 4 | opcode
+    flags   := 1: fin, 2: the payload was a str (written UTF-8)
 
-The writer flushes a zstd block after every batch it drains, so a file cut off by a
-crash decompresses up to its last whole block, and the reader keeps every whole record
-in it; it says where it stopped (:attr:`RecordingReader.stopped`). A record whose
-checksum fails, or a block zstd cannot decode, is :class:`~rxalpaca.errors.RecordingError`
+One block per batch the writer drains, in columns (version 2): the writer builds it with
+a handful of C-level calls per batch (``b"".join``, ``array``, one ``crc32``) instead of
+Python work per record, so it holds the GIL for microseconds, not for a loop over the
+batch, and the socket thread waits for nothing (docs/benchmarks.md, "Record and
+replay"). Version 1 files (one ``u32 length | u32 crc32 | u8 kind | i64 ns | body``
+record after another) still read.
+
+The writer ends a zstd block after every batch, so a file cut off by a crash
+decompresses up to its last whole block, and the reader keeps every whole batch in it
+(at most one writer pass, ``flush_interval``, is lost — what a crash loses from the queue
+anyway); it says where it stopped (:attr:`RecordingReader.stopped`). A block whose
+checksum fails, or data zstd cannot decode, is :class:`~rxalpaca.errors.RecordingError`
 (zstd alone does not notice every flipped bit: the checksum does).
 
 :class:`Recorder` writes off the caller's thread: callers (the socket thread) append to
@@ -30,8 +41,9 @@ so a hole in a recording is never silent; a replay turns it into a
 
 Threading: :meth:`Recorder.frame` and the other producer methods run on any thread
 (the socket thread, the supervisor's sends, ``close()``'s state change); appending to the
-``deque`` is atomic under the GIL and ``_drop_lock`` guards the overflow tally only; the
-writer thread alone touches the file.
+``deque`` is atomic under the GIL and ``_drop_lock`` guards the overflow tally only
+(``_fast`` is cleared under it while a drop is pending); the writer thread alone touches
+the file.
 """
 
 from __future__ import annotations
@@ -42,12 +54,18 @@ import json
 import os
 import re
 import struct
+import sys
 import threading
 import time
 import zlib
+from array import array
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from enum import IntEnum
+from functools import partial
+from itertools import accumulate, repeat
+from operator import call
 from pathlib import Path
 from typing import Any, BinaryIO, Final, NamedTuple
 
@@ -71,20 +89,39 @@ __all__ = [
 ]
 
 MAGIC: Final = b"RXAREC\r\n"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
+#: The versions this module reads (it writes FORMAT_VERSION).
+READABLE_VERSIONS: Final = (1, 2)
 _PREAMBLE = struct.Struct("<8sHI")
-_RECORD = struct.Struct("<IIBq")  # body length, crc32, kind, ns
-_KIND_NS = struct.Struct("<Bq")
-_LEN_CRC = struct.Struct("<II")
+_RECORD = struct.Struct("<IIBq")  # version 1: body length, crc32, kind, ns
+_BLOCK = struct.Struct("<III")  # version 2: count, bodies' length, crc32
+_INDEX = 14  # version 2: index bytes per record (code, flags, length, ns)
 _OVERFLOW = struct.Struct("<Qqq")
-#: A record longer than this is corruption, not data (the client caps messages at 64 MiB).
+#: A record (version 1) or block (version 2) longer than this is corruption, not data
+#: (the client caps messages at 64 MiB).
 _MAX_RECORD = 1 << 30
+#: Records per block at most: bounds the writer's batch (and a reader's block) in memory.
+_MAX_BLOCK = 65536
+#: Payload bytes per block, about: what a reader holds at a time (and what a block cut
+#: by a crash loses at most).
+_BLOCK_BYTES = 64 * 1024
 #: Compressed bytes fed to zstd at a time: what comes out is bounded by it (times the
 #: compression ratio), so memory stays flat however long the file.
 _READ_CHUNK = 16 * 1024
-_FIN = 0x80
-_WAS_STR = 0x40
-_FLAG_BYTES: Final = [bytes((i,)) for i in range(256)]
+#: Decompressed bytes per step, about (the compressed piece shrinks when data compresses
+#: very well).
+_READ_OUT = 128 * 1024
+#: The pieces a part is read in again after zstd refused a piece (see _read_part).
+_CAREFUL_CHUNK = 512
+_FIN = 0x80  # version 1 flag byte
+_WAS_STR = 0x40  # version 1 flag byte
+_F_FIN = 1  # version 2 flags
+_F_STR = 2  # version 2 flags
+_BIG_ENDIAN = sys.byteorder == "big"
+assert array("I").itemsize == 4 and array("q").itemsize == 8  # the index's widths
+#: tuple.__new__ bound to the class: builds a NamedTuple from a tuple in C (the class's
+#: own __new__ is Python code), for the readers' per-record maps.
+_new_frame: Final = partial(tuple.__new__, Frame)
 
 
 def library_version() -> str:
@@ -142,6 +179,9 @@ class Entry(NamedTuple):
     kind: Kind
     ns: int
     value: Any
+
+
+_new_entry: Final = partial(tuple.__new__, Entry)
 
 
 class RecordingHeader(msgspec.Struct, frozen=True, kw_only=True):
@@ -283,9 +323,10 @@ class Recorder:
         self.path = Path(path)
         self._header = header
         self._header_update = header_update
-        # (kind, ns, body, flags): flags >= 0 marks a frame's payload, whose flag byte
-        # the writer prepends — the socket thread neither copies nor encodes anything.
-        self._queue: deque[tuple[int, int, bytes | str, int]] = deque()
+        # (body, code, fin, ns): a received Frame itself (code: its opcode), or a tuple of
+        # that shape for the other kinds (code: kind << 4 | opcode) — the socket thread
+        # appends the frame it was given and nothing else (no tuple, no copy, no encoding).
+        self._queue: deque[tuple[bytes | str, int, bool, int]] = deque()
         self._queue_size = queue_size
         self._max_bytes = max_bytes
         self._max_seconds = max_seconds
@@ -299,6 +340,8 @@ class Recorder:
         self._drop_lock = threading.Lock()  # the pending overflow tally below
         self._pending_drop: tuple[int, int, int] | None = None  # (count, first ns, last ns)
         self._closed = False
+        # True while a frame may go straight into the queue: open, no drop pending.
+        self._fast = True
         self._wake = threading.Event()
         self._passes = 0  # writer passes done, under _idle
         self._idle = threading.Condition()
@@ -319,16 +362,20 @@ class Recorder:
 
     def frame(self, frame: Frame | FrameError) -> None:
         """A frame received (or one the transport refused)."""
+        q = self._queue
+        if self._fast and frame.__class__ is Frame and len(q) < self._queue_size:
+            q.append(frame)  # the socket thread's whole share
+            return
         if isinstance(frame, FrameError):
             body = frame.reason.encode("utf-8", "replace") + b"\0" + frame.excerpt
             self._put(Kind.FRAME_ERROR, frame.received_ns or time.time_ns(), body)
             return
         payload, opcode, fin, ns = frame
-        self._put(Kind.RECEIVED, ns, payload, (opcode & 0x0F) | (_FIN if fin else 0))
+        self._put(Kind.RECEIVED, ns, payload, opcode, fin)
 
     def sent(self, payload: bytes | str, opcode: int = Opcode.TEXT) -> None:
         """A frame the client sent (pass the auth message redacted: it is written as given)."""
-        self._put(Kind.SENT, time.time_ns(), payload, (opcode & 0x0F) | _FIN)
+        self._put(Kind.SENT, time.time_ns(), payload, opcode, True)
 
     def state(self, state: str) -> None:
         """A connection state transition (connect, authenticated, disconnect …)."""
@@ -338,7 +385,9 @@ class Recorder:
         """A gap the client published."""
         self._put(Kind.GAP, time.time_ns(), msgspec.json.encode(gap))
 
-    def _put(self, kind: int, ns: int, body: bytes | str, flags: int = -1) -> None:
+    def _put(
+        self, kind: int, ns: int, body: bytes | str, opcode: int = 0, fin: bool = False
+    ) -> None:
         if self._closed:
             if self._error is not None:  # the writer died (a full disk): count, never hide
                 with self._drop_lock:
@@ -347,6 +396,7 @@ class Recorder:
         q = self._queue
         if len(q) >= self._queue_size:
             with self._drop_lock:
+                self._fast = False  # until the marker below is queued
                 self.dropped += 1
                 p = self._pending_drop
                 self._pending_drop = (1, ns, ns) if p is None else (p[0] + 1, p[1], ns)
@@ -357,9 +407,11 @@ class Recorder:
         if self._pending_drop is not None:
             with self._drop_lock:
                 p, self._pending_drop = self._pending_drop, None
+                self._fast = not self._closed
             if p is not None:  # the marker goes where the hole is, before this record
-                q.append((Kind.OVERFLOW, p[2], _OVERFLOW.pack(*p), -1))
-        q.append((kind, ns, body, flags))
+                q.append(_marker(p))
+        code = opcode & 0x0F if kind == Kind.RECEIVED else kind << 4 | opcode & 0x0F
+        q.append((body, code, fin, ns))
 
     # ------------------------------------------------------------ the writer thread
 
@@ -377,6 +429,7 @@ class Recorder:
                 self._wake.clear()
         except BaseException as exc:  # a full disk: keep the reason, stop writing
             self._error = exc
+            self._fast = False
             self._closed = True
         finally:
             with contextlib.suppress(Exception):
@@ -384,34 +437,30 @@ class Recorder:
 
     def _drain(self) -> None:
         q = self._queue
-        if not q:
-            self._maybe_rotate()
-            return
-        out = bytearray()
-        n = 0
-        head, kind_ns, crc32 = _LEN_CRC.pack, _KIND_NS.pack, zlib.crc32
-        with contextlib.suppress(IndexError):
-            while True:
-                kind, ns, body, flags = q.popleft()
-                tail = kind_ns(kind, ns)
-                if flags < 0:
-                    assert isinstance(body, bytes)
-                    out += head(len(body), crc32(body, crc32(tail)))
-                    out += tail
-                else:  # a frame: its flag byte, then the payload as it came
-                    if isinstance(body, str):
-                        body, flags = body.encode("utf-8"), flags | _WAS_STR
-                    lead = _FLAG_BYTES[flags]
-                    out += head(len(body) + 1, crc32(body, crc32(lead, crc32(tail))))
-                    out += tail
-                    out += lead
-                out += body
-                n += 1
-                if n >= 65536:  # bounded batches: the file stays fresh under load
-                    break
-        self._part.write(bytes(out))
-        self._part.flush()
-        self.written += n
+        if q:
+            # Only this thread pops, so len(q) records are there; producers append behind.
+            n = min(len(q), _MAX_BLOCK)  # bounded blocks: the file stays fresh under load
+            bodies: Sequence[bytes | str]
+            bodies, codes, fins, stamps = zip(*map(call, repeat(q.popleft, n)), strict=True)
+            if str in map(type, bodies):  # a text frame given as str: rare, per record
+                bodies, flags = _utf8(bodies, fins)
+            else:
+                flags = bytes(map(bool, fins))  # 1: fin (a truthy fin of any type)
+            lengths = array("I", map(len, bodies))
+            part = self._part
+            if sum(lengths) <= _BLOCK_BYTES:
+                _write_block(part, bodies, codes, flags, lengths, stamps)
+            else:  # blocks of about _BLOCK_BYTES: a reader holds one at a time
+                ends = list(accumulate(lengths))
+                i = 0
+                while i < n:
+                    j = max(i + 1, bisect_right(ends, (ends[i - 1] if i else 0) + _BLOCK_BYTES))
+                    _write_block(
+                        part, bodies[i:j], codes[i:j], flags[i:j], lengths[i:j], stamps[i:j]
+                    )
+                    i = j
+            part.flush()  # ends the zstd block: what was written survives a crash
+            self.written += n
         self._maybe_rotate()
 
     def _maybe_rotate(self) -> None:
@@ -462,11 +511,12 @@ class Recorder:
         for detach in closers:  # stop the sources first: nothing arrives after the end
             with contextlib.suppress(Exception):
                 detach()
+        self._fast = False
         self._closed = True  # producers stop here; a hole at the very end is still marked
         with self._drop_lock:
             p, self._pending_drop = self._pending_drop, None
         if p is not None:
-            self._queue.append((Kind.OVERFLOW, p[2], _OVERFLOW.pack(*p), -1))
+            self._queue.append(_marker(p))
         if threading.current_thread() is self._thread:
             return
         self._wake.set()
@@ -490,6 +540,45 @@ class Recorder:
             "parts": [str(p) for p in self.paths],
             "bytes": sum(p.stat().st_size for p in self.paths if p.exists()),
         }
+
+
+def _write_block(  # noqa: PLR0917 - the block's columns
+    part: _PartWriter,
+    bodies: Sequence[bytes | str],
+    codes: Sequence[int],
+    flags: bytes,
+    lengths: array[int],
+    stamps: Sequence[int],
+) -> None:
+    """One block (the layout in the module's docstring), in a few C-level calls."""
+    blob = b"".join(bodies)  # type: ignore[arg-type] # str bodies were encoded
+    ns = array("q", stamps)
+    if _BIG_ENDIAN:
+        lengths.byteswap()
+        ns.byteswap()
+    index = bytes(codes) + flags + lengths.tobytes() + ns.tobytes()
+    part.write(_BLOCK.pack(len(codes), len(blob), zlib.crc32(blob, zlib.crc32(index))))
+    part.write(index)
+    part.write(blob)
+
+
+def _marker(p: tuple[int, int, int]) -> tuple[bytes, int, bool, int]:
+    """The queued OVERFLOW record for a pending drop (count, first ns, last ns)."""
+    return (_OVERFLOW.pack(*p), Kind.OVERFLOW << 4, False, p[2])
+
+
+def _utf8(bodies: Sequence[bytes | str], fins: Sequence[bool]) -> tuple[list[bytes], bytes]:
+    """Bodies as bytes and the flags byte per record, marking the str ones."""
+    out: list[bytes] = []
+    flags = bytearray()
+    for body, fin in zip(bodies, fins, strict=True):
+        if isinstance(body, str):
+            out.append(body.encode("utf-8"))
+            flags.append(_F_STR | (_F_FIN if fin else 0))
+        else:
+            out.append(body)
+            flags.append(_F_FIN if fin else 0)
+    return out, bytes(flags)
 
 
 # ---------------------------------------------------------------- reading
@@ -520,13 +609,19 @@ class RecordingReader:
         self._last_ns = 0  # time of the last record read (a missing part's gap starts there)
 
     def __iter__(self) -> Iterator[Entry]:
+        for entries in self.chunks():
+            yield from entries
+
+    def chunks(self) -> Iterator[list[Entry]]:
+        """The records in lists, one per piece of the file decompressed (what
+        :meth:`__iter__` yields one by one): for a reader in a tight loop (a replay)."""
         last_ns = 0
         expect = self.header.part
         for path in self.paths:
             header = read_header(path) if path != self.paths[0] else self.header
             if header.part != expect:
                 # Rotated parts in between are missing: say so where they were.
-                yield Entry(
+                gap = Entry(
                     Kind.GAP,
                     header.created_ns,
                     Gap(
@@ -540,41 +635,69 @@ class RecordingReader:
                         reason="missing_part",
                     ),
                 )
+                yield [gap]
             expect = header.part + 1
             yield from self._read_part(path)
             last_ns = self._last_ns
             if self.stopped is not None:
                 return  # a truncated part: what follows it is not contiguous
 
-    def _read_part(self, path: Path) -> Iterator[Entry]:
+    def _read_part(self, path: Path) -> Iterator[list[Entry]]:
+        base = self.records  # records before this part
+        try:
+            yield from self._decode_part(path, _READ_CHUNK, base)
+        except _Retry:
+            # zstd refuses a piece: its whole output is lost, good blocks before the
+            # damage too. Again in small pieces, past what was already delivered, so
+            # every whole record before the damage is kept.
+            yield from self._decode_part(path, _CAREFUL_CHUNK, base)
+
+    def _decode_part(self, path: Path, piece: int, base: int) -> Iterator[list[Entry]]:
         zstd = _zstd()
         name = str(path)
+        seen = 0  # records of this part parsed in this pass
         with open(path, "rb") as fh:
-            fh.seek(_check_preamble(name, fh), os.SEEK_CUR)  # past the header
+            hlen, version = _check_preamble(name, fh)
+            fh.seek(hlen, os.SEEK_CUR)  # past the header
+            parse = _parse_v1 if version == 1 else _parse
             d = zstd.ZstdDecompressor().decompressobj()
             buf = bytearray()
             pos = 0  # offset in the decompressed stream of buf[0]
-            while chunk := fh.read(_READ_CHUNK):
+            size = _CAREFUL_CHUNK  # then grown or shrunk to the ratio met
+            while chunk := fh.read(size):
                 try:
-                    buf += d.decompress(chunk)
+                    out = d.decompress(chunk)
                     while d.eof and d.unused_data:  # another zstd frame follows (appended)
                         rest = d.unused_data
                         d = zstd.ZstdDecompressor().decompressobj()
-                        buf += d.decompress(rest)
+                        out += d.decompress(rest)
+                    buf += out
+                    # Flat memory whatever the compression ratio: about _READ_OUT per step.
+                    # (zstd gives out whole blocks: it grows by at most 2x a step.)
+                    grown = size * _READ_OUT // len(out) if out else piece
+                    size = max(_CAREFUL_CHUNK, min(piece, 2 * size, grown))
                 except zstd.ZstdError as exc:
+                    if piece > _CAREFUL_CHUNK:
+                        raise _Retry from None
                     raise RecordingError(
-                        name, f"corrupt zstd data ({exc})", offset=pos, records=self.records
+                        name, f"corrupt zstd data ({exc})", offset=pos, records=base + seen
                     ) from None
-                entries, start, error = _parse(buf, pos, name, self.records)
-                for entry in entries:  # every whole record before any damage, first
-                    self.records += 1
-                    yield entry
-                if entries:
-                    self._last_ns = entries[-1].ns
-                if error is not None:
-                    raise error
-                del buf[:start]
-                pos += start
+                while True:
+                    entries, start, error = parse(buf, pos, name, base + seen)
+                    seen += len(entries)
+                    fresh = base + seen - self.records  # not delivered by an earlier pass
+                    if fresh > 0:  # every whole record before any damage, first
+                        if fresh < len(entries):
+                            entries = entries[-fresh:]
+                        self.records += fresh
+                        self._last_ns = entries[-1].ns
+                        yield entries
+                    if error is not None:
+                        raise error
+                    if not start:
+                        break
+                    del buf[:start]
+                    pos += start
             if buf and d.eof:  # a cleanly ended file cannot end mid-record: damage
                 raise RecordingError(
                     name,
@@ -597,10 +720,90 @@ class RecordingReader:
             self.stopped = RecordingTruncated(name, why, offset=pos, records=self.records)
 
 
+class _Retry(Exception):
+    """zstd refused a piece of a part: read it again in small pieces."""
+
+
 def _parse(
     buf: bytearray, pos: int, name: str, before: int
 ) -> tuple[list[Entry], int, RecordingError | None]:
-    """The whole records at the start of ``buf``: (entries, bytes used, the damage met).
+    """The first block in ``buf``, if it is whole (version 2): (entries, bytes used,
+    the damage met). One block a call: the caller holds one block's records at a time.
+
+    A block of received frames (the bulk of a recording) is checked with one ``crc32``
+    and built with C-level maps: one slice per payload, the ``Frame`` and ``Entry``
+    tuples made by ``tuple.__new__`` — no Python code per record.
+    """
+    entries: list[Entry] = []
+    unpack, crc32, hdr, n = _BLOCK.unpack_from, zlib.crc32, _BLOCK.size, len(buf)
+    start = 0
+    with memoryview(buf) as view:
+        while n - start >= hdr:
+            count, blen, crc = unpack(view, start)
+            at = start + hdr
+            bodies = at + count * _INDEX
+            end = bodies + blen
+            if count > _MAX_BLOCK or blen > _MAX_RECORD:
+                why = f"corrupt block ({count} records, {blen} bytes)"
+            elif end > n:
+                break  # the rest of it comes with the next chunk
+            elif crc32(view[at:end]) != crc:
+                why = "corrupt block (checksum mismatch)"
+            else:
+                lengths, stamps = array("I"), array("q")
+                lengths.frombytes(view[at + 2 * count : at + 6 * count])
+                stamps.frombytes(view[at + 6 * count : bodies])
+                if _BIG_ENDIAN:
+                    lengths.byteswap()
+                    stamps.byteswap()
+                offsets = list(accumulate(lengths, initial=bodies))
+                if offsets[-1] == end:
+                    codes = bytes(view[at : at + count])
+                    flags = bytes(view[at + count : at + 2 * count])
+                    # One copy of each payload, straight out of buf.
+                    payloads = map(bytes, map(view.__getitem__, map(slice, offsets, offsets[1:])))
+                    if (not codes or max(codes) < 16) and (not flags or max(flags) <= _F_FIN):
+                        # Received frames only, bytes payloads: all in C.
+                        frames = map(
+                            _new_frame, zip(payloads, codes, map(bool, flags), stamps, strict=True)
+                        )
+                        entries += map(
+                            _new_entry,
+                            zip(repeat(Kind.RECEIVED, count), stamps, frames, strict=True),
+                        )
+                        return entries, end, None  # one block a call: flat memory
+                    try:
+                        entries += _block_entries(codes, flags, list(payloads), stamps)
+                        return entries, end, None  # one block a call: flat memory
+                    except (KeyError, ValueError, IndexError, msgspec.DecodeError) as exc:
+                        why = f"corrupt block ({exc!r})"
+                else:
+                    why = "corrupt block (its lengths do not add up)"
+            error = RecordingError(name, why, offset=pos + start, records=before + len(entries))
+            return entries, start, error
+    return entries, start, None
+
+
+def _block_entries(
+    codes: bytes, flags: bytes, bodies: list[bytes], stamps: array[int]
+) -> list[Entry]:
+    """A block with other kinds than received frames in it, record by record."""
+    out: list[Entry] = []
+    for code, flag, body, ns in zip(codes, flags, bodies, stamps, strict=True):
+        kind = _KINDS[code >> 4] if code >= 16 else Kind.RECEIVED
+        if kind is Kind.RECEIVED or kind is Kind.SENT:
+            payload: bytes | str = body.decode("utf-8") if flag & _F_STR else body
+            out.append(Entry(kind, ns, Frame(payload, code & 0x0F, bool(flag & _F_FIN), ns)))
+        else:
+            out.append(Entry(kind, ns, _decode_value(kind, ns, body)))
+    return out
+
+
+def _parse_v1(
+    buf: bytearray, pos: int, name: str, before: int
+) -> tuple[list[Entry], int, RecordingError | None]:
+    """The whole records at the start of ``buf`` (version 1): (entries, bytes used, the
+    damage met).
 
     One tight loop per decompressed chunk, no generator in it: a received frame (the
     bulk of a recording) is checked and built inline with one copy of its payload.
@@ -640,19 +843,20 @@ def _parse(
     return entries, start, None
 
 
-def _check_preamble(name: str, fh: BinaryIO) -> int:
+def _check_preamble(name: str, fh: BinaryIO) -> tuple[int, int]:
+    """(header length, format version) of an open recording, past its preamble."""
     raw = fh.read(_PREAMBLE.size)
     if len(raw) < _PREAMBLE.size or not raw.startswith(MAGIC):
         raise RecordingError(name, "not an rxalpaca recording (no RXAREC magic)", offset=0)
     _, version, hlen = _PREAMBLE.unpack(raw)
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise RecordingError(
             name,
-            f"recording format version {version}; this rxalpaca reads version "
-            f"{FORMAT_VERSION} only",
+            f"recording format version {version}; this rxalpaca reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}",
             offset=8,
         )
-    return int(hlen)
+    return int(hlen), int(version)
 
 
 def read_header(path: str | os.PathLike[str]) -> RecordingHeader:
@@ -663,7 +867,7 @@ def read_header(path: str | os.PathLike[str]) -> RecordingHeader:
     except FileNotFoundError:
         raise RecordingError(name, "no such file") from None
     with fh:
-        hlen = _check_preamble(name, fh)
+        hlen, _ = _check_preamble(name, fh)
         raw = fh.read(hlen)
     try:
         if len(raw) < hlen:

@@ -76,13 +76,38 @@ def _dt(ns: int) -> datetime:
 
 
 class ReplayScheduler(HistoricalScheduler):
-    """The recording's clock: a ``HistoricalScheduler`` the replay moves forward."""
+    """The recording's clock: a ``HistoricalScheduler`` the replay moves forward.
+
+    While no timer is queued the replay only notes each frame's receive time
+    (:meth:`note`, an int); the clock turns it into a ``datetime`` when someone reads
+    it (``now``, scheduling) — not once per frame. The playing thread owns the clock.
+    """
+
+    _noted_ns = 0  # a receive time not turned into the clock yet (0: none)
+    _time: datetime  # the clock (HistoricalScheduler's _clock, behind the property)
+
+    @property
+    def _clock(self) -> datetime:
+        ns = self._noted_ns
+        if ns:
+            self._noted_ns = 0
+            self._time = max(self._time, _dt(ns))
+        return self._time
+
+    @_clock.setter
+    def _clock(self, value: datetime) -> None:
+        self._noted_ns = 0
+        self._time = value
+
+    def note(self, ns: int) -> None:
+        """The clock moves to ``ns`` (never back); only while no timer is queued."""
+        self._noted_ns = ns
 
     def advance_until(self, at: datetime) -> None:
         """Move the clock to ``at`` (never back), running every timer due by then."""
         with self._lock:
             clock = self._clock  # a datetime: the initial clock is one (no to_datetime here)
-            if isinstance(clock, datetime) and at <= clock:
+            if at <= clock:
                 return
             queue = self._queue
             if not queue or queue.peek().duetime > at:
@@ -224,19 +249,32 @@ class Replay(Streams[Any, Any, Any, Any, Any]):
         first_ns: int | None = None
         wall0 = 0.0
         scheduler = self.scheduler
-        for entry in self._reader:
-            if self._stop_requested:
-                return
-            ns = entry.ns
-            if first_ns is None:
-                first_ns, wall0 = ns, time.monotonic()
-            if speed is not None:
-                # Pacing, not synchronisation: wall time follows the recorded clock.
-                wait = wall0 + (ns - first_ns) / 1e9 / speed - time.monotonic()
-                if wait > 0 and self._stopping.wait(wait):
-                    return  # closed while waiting out a recorded pause
-            scheduler.advance_until(_dt(ns))  # timers due by now run first, as they did live
-            self._entry(entry)
+        timers = scheduler._queue  # empty: no timer queued
+        note = scheduler.note
+        received = Kind.RECEIVED
+        for entries in self._reader.chunks():
+            for entry in entries:
+                if self._stop_requested:
+                    return
+                kind, ns, value = entry
+                conn = self._conn
+                if speed is None and kind is received and conn is not None and not timers:
+                    # As fast as possible, no timer queued: only the frame's time is noted
+                    # (no datetime, no lock) and the frame goes into the pipeline.
+                    note(ns)
+                    self._last_data_ns = ns
+                    conn(value)
+                    continue
+                if first_ns is None:
+                    first_ns, wall0 = ns, time.monotonic()
+                if speed is not None:
+                    # Pacing, not synchronisation: wall time follows the recorded clock.
+                    wait = wall0 + (ns - first_ns) / 1e9 / speed - time.monotonic()
+                    if wait > 0 and self._stopping.wait(wait):
+                        return  # closed while waiting out a recorded pause
+                # Timers due by now run first, as they did live.
+                scheduler.advance_until(_dt(ns))
+                self._entry(entry)
 
     def _entry(self, entry: Entry) -> None:
         kind, value = entry.kind, entry.value

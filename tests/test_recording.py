@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import struct
 import time
+import zlib
 from pathlib import Path
 
 import pytest
 import reactivex
+import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -254,3 +257,62 @@ def test_an_unwritable_path_is_one_clear_sentence(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigurationError, match="cannot write the recording"):
         Recorder(tmp_path / "no" / "such" / "dir" / "x.rxa", HEADER)
+
+
+def write_v1(path: Path, frames: list[Frame], *, end: bool = True) -> None:
+    """A version 1 file, written by hand from its layout (one checksummed record after
+    another in one zstd stream), as rxalpaca before format 2 wrote them."""
+    head = json.dumps({"format": 1, "feed": "iex", "encoding": "json"}).encode()
+    body = bytearray()
+    for f in frames:
+        payload = f.payload.encode() if isinstance(f.payload, str) else f.payload
+        rec = struct.pack("<Bq", Kind.RECEIVED, f.received_ns)
+        rec += bytes([(f.opcode & 0x0F) | (0x80 if f.fin else 0)]) + payload
+        body += struct.pack("<II", len(rec) - 9, zlib.crc32(rec)) + rec
+    z = zstandard.ZstdCompressor(level=1).compressobj()
+    flush = zstandard.COMPRESSOBJ_FLUSH_FINISH if end else zstandard.COMPRESSOBJ_FLUSH_BLOCK
+    data = z.compress(bytes(body)) + z.flush(flush)
+    path.write_bytes(MAGIC + struct.pack("<HI", 1, len(head)) + head + data)
+
+
+def test_version_1_recordings_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "v1.rxa"
+    frames = [frame(i) for i in range(30)]
+    write_v1(path, frames)
+    reader = open_recording(path)
+    assert reader.header.format == 1
+    assert [e.value for e in reader] == frames and reader.stopped is None
+    # Cut off: the whole records before the cut, and a note.
+    cut = tmp_path / "v1cut.rxa"
+    write_v1(cut, frames, end=False)
+    reader = open_recording(cut)
+    assert [e.value for e in reader] == frames
+    assert isinstance(reader.stopped, RecordingTruncated)
+    # A damaged record: the records before it, then a clear error.
+    raw = path.read_bytes()
+    head = len(MAGIC) + 6 + struct.unpack_from("<I", raw, len(MAGIC) + 2)[0]
+    plain = bytearray(zstandard.ZstdDecompressor().decompressobj().decompress(raw[head:]))
+    plain[-3] ^= 0x5A  # the last record's payload: its checksum no longer matches
+    bad = tmp_path / "v1bad.rxa"
+    bad.write_bytes(raw[:head] + zstandard.ZstdCompressor(level=1).compress(bytes(plain)))
+    reader = open_recording(bad)
+    got: list[Frame] = []
+    with pytest.raises(RecordingError, match="checksum") as info:
+        got.extend(e.value for e in reader)
+    assert got == frames[:29] and info.value.records == 29
+
+
+def test_a_block_with_every_kind_reads_back_and_big_batches_split_into_blocks(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "big.rxa"
+    big = [Frame(bytes([65 + i % 26]) * 50_000, Opcode.BINARY, True, i) for i in range(12)]
+    with Recorder(path, HEADER, flush_interval=60) as rec:
+        for f in big:  # 600 kB in one writer pass: several blocks of about 64 KiB
+            rec.frame(f)
+        rec.state("connected")
+        rec.frame(Frame("é", Opcode.TEXT, False, 99))
+    entries = list(open_recording(path))
+    assert [e.value for e in entries[:12]] == big
+    assert entries[12].kind is Kind.STATE and entries[12].value == "connected"
+    assert entries[13].value == Frame("é", Opcode.TEXT, False, 99)

@@ -45,14 +45,17 @@ def quote_frame(i: int, ns: int) -> Frame:
     return Frame(orjson.dumps([msg]), Opcode.TEXT, True, ns)
 
 
-def session(path: Path, n: int, step_ns: int, **opts: Any) -> list[Frame]:
-    """A recorded session: connect, authenticate, ``n`` quotes ``step_ns`` apart."""
+def session(path: Path, n: int, step_ns: int, *, blocks: int = 1, **opts: Any) -> list[Frame]:
+    """A recorded session: connect, authenticate, ``n`` quotes ``step_ns`` apart (in
+    about ``blocks`` blocks: the writer flushes between them)."""
     frames = [quote_frame(i, T0 + (i + 1) * step_ns) for i in range(n)]
     with Recorder(path, HEADER, **opts) as rec:
         rec._put(3, T0, b"connecting")  # states at the recording's own times
         rec._put(3, T0 + 1, b"authenticating")
         rec._put(3, T0 + 2, b"authenticated")
-        for f in frames:
+        for i, f in enumerate(frames):
+            if blocks > 1 and i and i % (n // blocks) == 0:
+                assert rec.flush(10)
             rec.frame(f)
     return frames
 
@@ -148,7 +151,7 @@ def test_a_truncated_recording_replays_to_its_last_whole_record_and_says_so(
 
 def test_a_corrupt_recording_ends_the_replay_with_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "bad.rxa"
-    session(path, 200, 1000)
+    session(path, 200, 1000, blocks=8)  # the damage is in a later block than the first
     raw = path.read_bytes()
     at = len(raw) * 3 // 4
     path.write_bytes(raw[:at] + bytes([raw[at] ^ 0xFF]) + raw[at + 1 :])
