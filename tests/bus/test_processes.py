@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,6 +26,7 @@ import pytest
 
 from rxalpaca.testing import AlpacaStreamServer, MarketConfig
 from rxalpaca.testing.nats_server import NatsServer
+from tests._subprocess import child_env, python_command
 from tests.conftest import TIMING_FACTOR
 
 pytestmark = pytest.mark.timeout(90)
@@ -54,11 +54,12 @@ class Proc:
         self.marker = ""
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by reap()
         self.popen = subprocess.Popen(
-            [sys.executable, str(HERE / script), json.dumps(config)],
+            python_command(str(HERE / script), json.dumps(config)),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             cwd=ROOT,
+            env=child_env(),
         )
         self.events: list[dict[str, Any]] = []  # everything but records, in order
         self.records: dict[Pair, list[Rec]] = {}

@@ -12,7 +12,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +31,7 @@ from rxalpaca.compat import (
 )
 from rxalpaca.errors import AuthFailed
 from rxalpaca.testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer
+from tests._subprocess import child_env, python_command
 from tests.conftest import TIMING_FACTOR
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,11 +101,11 @@ def run_until_sigint(
     script.write_text(program)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, str(script)],
+        python_command(str(script)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env=child_env(env),
     )
     try:
         assert proc.stdout is not None
