@@ -1174,3 +1174,18 @@ def test_null_list_json_frame_on_a_msgpack_codec() -> None:
     trade = orjson.loads(CASES[0][1])
     out = Codec("stocks", "msgpack").decode(orjson.dumps([{**trade, "c": None}]))
     assert [x.conditions for x in out] == [()]  # type: ignore[union-attr]
+
+
+def test_json_control_messages_encode_sets_mappings_and_records_and_refuse_the_rest() -> None:
+    """Control messages built from sets (sorted, so the bytes are stable), read-only
+    mappings and records encode as JSON; anything else is a clear TypeError."""
+    from types import MappingProxyType  # noqa: PLC0415 - this test only
+
+    codec = Codec("iex")
+    text = codec.encode({"action": "subscribe", "trades": {"MSFT", "AAPL"}})
+    assert orjson.loads(text) == {"action": "subscribe", "trades": ["AAPL", "MSFT"]}
+    assert orjson.loads(codec.encode({"m": MappingProxyType({"a": 1})})) == {"m": {"a": 1}}
+    bar = Bar(symbol="AAPL", open=1.0, high=2.0, low=0.5, close=1.5, volume=10, raw_time=5)
+    assert orjson.loads(codec.encode({"bar": bar}))["bar"]["S"] == "AAPL"
+    with pytest.raises(TypeError, match="JSON serializable: object"):
+        codec.encode({"x": object()})
