@@ -33,11 +33,20 @@ def test_a_raising_errors_observer_is_logged_and_the_stream_goes_on(
     gaps: list[Any] = []
     errored = threading.Event()
     gapped = threading.Event()
+
     # The raising observers come second: an Rx subject stops at the first observer
     # that raises, so the ones subscribed after it miss that item.
-    client.errors.subscribe(lambda e: (errors.append(e), errored.set()))
+    def on_error(e: Exception) -> None:
+        errors.append(e)
+        errored.set()
+
+    def on_gap(g: Any) -> None:
+        gaps.append(g)
+        gapped.set()
+
+    client.errors.subscribe(on_error)
     client.errors.subscribe(_boom)
-    client.gaps.subscribe(lambda g: (gaps.append(g), gapped.set()))
+    client.gaps.subscribe(on_gap)
     client.gaps.subscribe(_boom)
     seen_states: list[Any] = []
 
