@@ -461,3 +461,63 @@ def test_bad_arguments_are_clear_errors(alpaca_server: AlpacaStreamServer) -> No
         assert repr(stream).startswith("StockDataStream(")
     finally:
         stream.client.close()
+
+
+def test_a_fatal_error_inside_a_running_loop_is_raised_to_the_cell(
+    alpaca_server: AlpacaStreamServer,
+) -> None:
+    stream = StockDataStream(DEFAULT_KEY, "wrong", url_override=alpaca_server.url("iex"))
+
+    async def on_quote(q: Any) -> None: ...
+
+    async def cell() -> None:
+        stream.subscribe_quotes(on_quote, "AAPL")
+        stream.run()  # on a thread of its own; its failure comes back here
+
+    with pytest.raises(AuthFailed):
+        asyncio.run(cell())
+
+
+def test_close_and_stop_ws_are_awaitable(alpaca_server: AlpacaStreamServer) -> None:
+    stream = StockDataStream(DEFAULT_KEY, DEFAULT_SECRET, url_override=alpaca_server.url("iex"))
+    stream.client.connect()
+    alpaca_server.wait_for_authenticated(timeout=10 * TIMING_FACTOR)
+    asyncio.run(stream.close())
+    assert stream.client.lifecycle.value == "closed"
+    asyncio.run(stream.stop_ws())  # again: nothing left to do
+
+
+def test_a_new_handler_replaces_the_old_and_new_trades_carry_registered_corrections(
+    alpaca_server: AlpacaStreamServer, running: Callable[[DataStream], threading.Thread]
+) -> None:
+    stream = StockDataStream(DEFAULT_KEY, DEFAULT_SECRET, url_override=alpaca_server.url("iex"))
+    got: list[tuple[str, str]] = []
+    cond = threading.Condition()
+
+    def handler(who: str) -> Callable[[Any], Any]:
+        async def note(record: Any) -> None:
+            with cond:
+                got.append((who, type(record).__name__))
+                cond.notify_all()
+
+        return note
+
+    stream.register_trade_corrections(handler("corrections"))
+    stream.subscribe_quotes(handler("old"), "AAPL")
+    running(stream)
+    alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}}, timeout=10 * TIMING_FACTOR)
+    stream.subscribe_quotes(handler("new"), "AAPL")  # while running: replaces "old"
+    stream.subscribe_trades(handler("trades"), "MSFT")  # corrections ride on it
+    alpaca_server.wait_for_subscriptions({"trades": {"MSFT"}}, timeout=10 * TIMING_FACTOR)
+    t = 1_700_000_000_000_000_000
+    correction = {"T": "c", "S": "MSFT", "x": "V", "oi": 1, "op": 1.0, "os": 1, "oc": ["@"],
+                  "ci": 2, "cp": 1.1, "cs": 1, "cc": ["@"], "z": "C", "t": t}  # fmt: skip
+    deadline = 10 * TIMING_FACTOR
+    with cond:
+        while not cond.wait_for(
+            lambda: ("corrections", "Correction") in got and ("new", "Quote") in got, 0.5
+        ):
+            alpaca_server.publish([correction, quote(1, "AAPL")])
+            deadline -= 0.5
+            assert deadline > 0, got
+    assert ("old", "Quote") not in got
