@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from rxalpaca.doctor import diagnose
+from rxalpaca.errors import ConfigurationError
 from rxalpaca.testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer
 
 
@@ -55,3 +56,24 @@ def test_a_server_that_is_no_websocket_server_fails_the_upgrade(not_websocket: s
     assert report.steps[-1].name == "upgrade" and report.steps[-1].ok is False
     assert "upgrade failed" in report.summary, report.summary
     assert report.fix is not None and "WebSocket server" in report.fix
+
+
+def test_the_report_renders_its_failed_step_and_the_fix(
+    alpaca_server: AlpacaStreamServer,
+) -> None:
+    report = diagnose(
+        "iex", url=f"{alpaca_server.base_url}/nowhere", key=DEFAULT_KEY, secret=DEFAULT_SECRET
+    )
+    upgrade = report.step("upgrade")
+    assert upgrade is not None and upgrade.ok is False
+    assert report.step("auth") is None  # never ran
+    text = report.render().splitlines()
+    assert any(line.split()[:2] == ["upgrade", "FAIL"] for line in text), text
+    assert text[-1] == f"fix: {report.fix}"
+
+
+def test_mistakes_in_the_arguments_are_one_sentence() -> None:
+    with pytest.raises(ConfigurationError, match="name a contract"):
+        diagnose("indicative", url="ws://127.0.0.1:9", key=DEFAULT_KEY, secret=DEFAULT_SECRET)
+    with pytest.raises(ConfigurationError, match="is not a ws:// or wss:// URL"):
+        diagnose("iex", url="http://127.0.0.1:9", key=DEFAULT_KEY, secret=DEFAULT_SECRET)
