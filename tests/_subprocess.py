@@ -52,7 +52,8 @@ def _staging() -> Path:
 def python_command(*argv: str) -> list[str]:
     """``python argv…``, under ``coverage run -p`` when this run measures coverage.
 
-    ``argv`` is what follows ``python``: ``"-m", "rxalpaca", …`` or a script path.
+    ``argv`` is what follows ``python``: ``"-m", "rxalpaca", …`` or a script path
+    (not ``-c``: ``coverage run`` has no such option).
     """
     if _measuring() is None:
         return [sys.executable, *argv]
