@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import doctest
 import struct
+from types import MappingProxyType
 from typing import Any
 
 import msgpack
@@ -1174,3 +1175,19 @@ def test_null_list_json_frame_on_a_msgpack_codec() -> None:
     trade = orjson.loads(CASES[0][1])
     out = Codec("stocks", "msgpack").decode(orjson.dumps([{**trade, "c": None}]))
     assert [x.conditions for x in out] == [()]  # type: ignore[union-attr]
+
+
+def test_json_control_messages_encode_sets_mappings_and_records_and_refuse_the_rest() -> None:
+    """Control messages built from sets (sorted, so the bytes are stable), read-only
+    mappings and records encode as JSON; anything else is a clear TypeError."""
+    codec = Codec("iex")
+    text = codec.encode({"action": "subscribe", "trades": {"MSFT", "AAPL"}})
+    assert orjson.loads(text) == {"action": "subscribe", "trades": ["AAPL", "MSFT"]}
+    assert orjson.loads(codec.encode({"m": MappingProxyType({"a": 1})})) == {"m": {"a": 1}}
+
+    class Point(msgspec.Struct):
+        x: int
+
+    assert orjson.loads(codec.encode({"p": Point(3)})) == {"p": {"x": 3}}
+    with pytest.raises(TypeError, match="JSON serializable: object"):
+        codec.encode({"x": object()})

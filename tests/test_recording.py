@@ -316,3 +316,32 @@ def test_a_block_with_every_kind_reads_back_and_big_batches_split_into_blocks(
     assert [e.value for e in entries[:12]] == big
     assert entries[12].kind is Kind.STATE and entries[12].value == "connected"
     assert entries[13].value == Frame("é", Opcode.TEXT, False, 99)
+
+
+def test_a_cut_or_garbled_header_is_a_clear_error(tmp_path: Path) -> None:
+    good = tmp_path / "good.rxa"
+    write(good, 5)
+    raw = good.read_bytes()
+    hlen = struct.unpack_from("<I", raw, 10)[0]
+    cut = tmp_path / "cut.rxa"
+    cut.write_bytes(raw[: 14 + hlen // 2])
+    with pytest.raises(RecordingError, match=r"unreadable header \(the header is cut off\)"):
+        open_recording(cut)
+    garbled = tmp_path / "garbled.rxa"
+    garbled.write_bytes(raw[:14] + b"x" * hlen + raw[14 + hlen :])
+    with pytest.raises(RecordingError, match="unreadable header"):
+        open_recording(garbled)
+
+
+def test_zstd_frames_appended_to_a_recording_read_on(tmp_path: Path) -> None:
+    """A compressed stream may be several zstd frames one after another (an appended
+    file): the reader goes on through all of them."""
+    good = tmp_path / "good.rxa"
+    write(good, 50)
+    raw = good.read_bytes()
+    hlen = struct.unpack_from("<I", raw, 10)[0]
+    once = list(open_recording(good))
+    twice = tmp_path / "twice.rxa"
+    twice.write_bytes(raw + raw[14 + hlen :])
+    again = list(open_recording(twice))
+    assert again == once + once

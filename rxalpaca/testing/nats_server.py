@@ -123,11 +123,11 @@ class NatsServer:
         ready = threading.Event()
         self._reader = threading.Thread(target=self._read, args=(self._proc, ready), daemon=True)
         self._reader.start()
-        if not ready.wait(timeout):
+        in_time = ready.wait(timeout)
+        m = _CLIENT.search(self._log)
+        if not in_time or m is None:  # or it exited at once (a bad flag): say why
             self.stop()
             raise RuntimeError(f"nats-server did not start: {bytes(self._log[-2000:])!r}")
-        m = _CLIENT.search(self._log)
-        assert m is not None
         self.port = int(m.group(1))
         if self.cluster_port is not None:
             r = _ROUTE.search(self._log)

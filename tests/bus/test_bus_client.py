@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -425,3 +426,40 @@ def test_closing_while_nats_is_down_ends_the_client(
             gc.collect()  # an unclosed socket would warn here (warnings are errors)
         finally:
             b.close()
+
+
+def test_malformed_leases_gaps_and_refusals_are_counted_or_on_errors(
+    bus: Bus, collector: Callable[[], Collector]
+) -> None:
+    gw = bus.gateway()
+    client = bus.client()
+    seen: list[Exception] = []
+    cond = threading.Condition()
+
+    def on_error(e: Exception) -> None:
+        with cond:
+            seen.append(e)
+            cond.notify_all()
+
+    client.errors.subscribe(on_error)
+    got = collector()
+    client.quotes("AAPL").subscribe(got)
+    bus.alpaca.wait_for_subscriptions({"quotes": {"AAPL"}})
+    subjects = Subjects("iex", bus.prefix)
+    publish_raw(bus.nats.url, subjects.demand, b"not a lease")
+    publish_raw(bus.nats.url, subjects.gap, b'{"v": 1, "reason": 7}')
+    publish_raw(bus.nats.url, subjects.refused(client.client_id), b"[]")
+    bad = {subjects.gap, subjects.refused(client.client_id)}
+    with cond:
+        assert cond.wait_for(
+            lambda: bad <= {e.subject for e in seen if isinstance(e, errors.BusMessageError)},
+            5 * TIMING_FACTOR,
+        ), seen
+    deadline = time.monotonic() + 5 * TIMING_FACTOR
+    while gw.bus_metrics.bad_demands < 1:  # counted on the gateway's bus thread
+        assert time.monotonic() < deadline, vars(gw.bus_metrics)
+        time.sleep(0.05)
+    # Neither side stopped: data still flows.
+    bus.alpaca.publish([quote("AAPL", 3)])
+    [q] = got.wait_for(1)
+    assert q.bid_price == 4.0

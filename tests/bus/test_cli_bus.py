@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
-import sys
 import threading
 from typing import Any
 
@@ -13,6 +13,7 @@ import pytest
 from rxalpaca.bus import BusClient
 from rxalpaca.testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer
 from rxalpaca.testing.nats_server import NatsServer
+from tests._subprocess import child_env, python_command
 from tests.conftest import TIMING_FACTOR
 from tests.integration.test_client_semantics import quote
 
@@ -21,11 +22,12 @@ pytestmark = pytest.mark.timeout(120)
 
 def test_bus_demo_runs_two_consumers_on_one_connection() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "rxalpaca", "bus-demo", "--duration", "3"],
+        python_command("-m", "rxalpaca", "bus-demo", "--duration", "3"),
         capture_output=True,
         text=True,
         timeout=90,
         check=True,
+        env=child_env(),
     ).stdout
     seen: dict[str, set[str]] = {"consumer 1": set(), "consumer 2": set()}
     for line in out.splitlines():
@@ -44,10 +46,10 @@ def test_the_gateway_command_serves_a_bus_client(
     env = {"APCA_API_KEY_ID": DEFAULT_KEY, "APCA_API_SECRET_KEY": DEFAULT_SECRET}
     command = ["gateway", "--nats", nats_server.url, "--url", alpaca_server.base_url]
     gw = subprocess.Popen(
-        [sys.executable, "-m", "rxalpaca", *command, "--prefix", "cli"],
+        python_command("-m", "rxalpaca", *command, "--prefix", "cli"),
         stdout=subprocess.PIPE,
         text=True,
-        env={**_base_env(), **env},
+        env=child_env(_base_env(), **env),
     )
     try:
         assert gw.stdout is not None
@@ -65,9 +67,13 @@ def test_the_gateway_command_serves_a_bus_client(
             alpaca_server.publish([quote("AAPL", 5)])
             assert got.wait(10 * TIMING_FACTOR)
         assert seen[0].bid_price == 6.0
+        gw.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop (and the child's coverage saved)
+        out, _ = gw.communicate(timeout=20 * TIMING_FACTOR)
+        assert gw.returncode == 0, out
     finally:
-        gw.terminate()
-        gw.wait(10)
+        if gw.poll() is None:
+            gw.kill()
+            gw.wait(10)
         if gw.stdout is not None:
             gw.stdout.close()
 

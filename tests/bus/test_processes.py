@@ -10,12 +10,12 @@ against what the Alpaca server says it sent (``connections()[…].sent_data``).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,6 +27,7 @@ import pytest
 
 from rxalpaca.testing import AlpacaStreamServer, MarketConfig
 from rxalpaca.testing.nats_server import NatsServer
+from tests._subprocess import child_env, python_command
 from tests.conftest import TIMING_FACTOR
 
 pytestmark = pytest.mark.timeout(90)
@@ -54,11 +55,12 @@ class Proc:
         self.marker = ""
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by reap()
         self.popen = subprocess.Popen(
-            [sys.executable, str(HERE / script), json.dumps(config)],
+            python_command(str(HERE / script), json.dumps(config)),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             cwd=ROOT,
+            env=child_env(),
         )
         self.events: list[dict[str, Any]] = []  # everything but records, in order
         self.records: dict[Pair, list[Rec]] = {}
@@ -164,8 +166,12 @@ class Proc:
         events = self.events[-15:]
         return f"\n  last events: {events}\n  stderr: {err}"
 
-    def reap(self) -> str:
-        """Kill it if it still runs, release its pipes; returns what it said last."""
+    def reap(self, grace: float = 0.0) -> str:
+        """Kill it if it still runs after ``grace`` seconds, release its pipes; returns
+        what it said last."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(grace)
         if self.popen.poll() is None:
             self.popen.kill()
             self.popen.wait()
@@ -179,7 +185,7 @@ class Proc:
 
 
 class Procs:
-    """Starts the processes of one test; every one of them is killed at teardown."""
+    """Starts the processes of one test; every one of them is stopped at teardown."""
 
     def __init__(self, alpaca: AlpacaStreamServer, prefix: str) -> None:
         self.alpaca = alpaca
@@ -211,8 +217,13 @@ class Procs:
         return proc
 
     def close(self) -> None:
+        # SIGTERM first, to all at once: a process that closes cleanly saves its
+        # coverage data (tests/_subprocess.py); one that does not is killed.
         for p in self.all:
-            said = p.reap()
+            if p.popen.poll() is None:
+                p.popen.send_signal(signal.SIGTERM)
+        for p in self.all:
+            said = p.reap(grace=5 * TIMING_FACTOR)
             # Shown by pytest only when the test failed: what every process said.
             print(f"--- {p.name} (exit {p.popen.returncode}){said}")
 

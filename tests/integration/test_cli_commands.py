@@ -12,16 +12,15 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import coverage
 import pytest
 
 from rxalpaca import StreamClient
 from rxalpaca.testing import DEFAULT_KEY, DEFAULT_SECRET, Account, AlpacaStreamServer
+from tests._subprocess import child_env, python_command
 from tests.conftest import TIMING_FACTOR
 from tests.reliability.tls_helpers import TlsProxy, have_openssl, make_certs
 
@@ -35,17 +34,12 @@ def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("APCA_")}
     env.update(extra)
     env["PYTHONPATH"] = str(ROOT)
-    return env
+    return child_env(env)
 
 
 def rxalpaca_command() -> list[str]:
-    """``python -m rxalpaca``, under coverage when this run measures it (``pytest --cov``),
-    so the CLI's lines count although they run in another process. Only these
-    processes: the servers other suites start in a child stay unmeasured (and fast)."""
-    if coverage.Coverage.current() is None:
-        return [sys.executable, "-m", "rxalpaca"]
-    rc = f"--rcfile={ROOT / 'pyproject.toml'}"
-    return [sys.executable, "-m", "coverage", "run", "--parallel-mode", rc, "-m", "rxalpaca"]
+    """``python -m rxalpaca``, under coverage when this run measures it (tests/_subprocess.py)."""
+    return python_command("-m", "rxalpaca")
 
 
 def run(*argv: str, timeout: float = 30.0, **env: str) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,8 +29,9 @@ from rxalpaca.compat import (
     StockDataStream,
     raw_dict,
 )
-from rxalpaca.errors import AuthFailed
+from rxalpaca.errors import AuthFailed, ConfigurationError
 from rxalpaca.testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer
+from tests._subprocess import child_env, python_command
 from tests.conftest import TIMING_FACTOR
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,11 +101,11 @@ def run_until_sigint(
     script.write_text(program)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, str(script)],
+        python_command(str(script)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env=child_env(env),
     )
     try:
         assert proc.stdout is not None
@@ -338,3 +338,186 @@ def test_run_inside_a_running_loop_works_as_in_jupyter(alpaca_server: AlpacaStre
     asyncio.run(cell())
     assert seen == ["rxalpaca-compat-loop"] * 3
     assert stream.client.lifecycle.value == "closed"
+
+
+# ----------------------------------------------------- every channel, while running
+
+
+def _each_channel(stream: DataStream, symbol: str, channels: tuple[str, ...]) -> None:
+    """Subscribe ``symbol`` on every channel through alpaca-py's own method names."""
+
+    async def ignore(_record: Any) -> None: ...
+
+    for channel in channels:
+        name = {"updatedBars": "updated_bars", "dailyBars": "daily_bars"}.get(channel, channel)
+        if channel == "statuses":
+            name = "trading_statuses"
+        getattr(stream, f"subscribe_{name}")(ignore, symbol)
+
+
+def _unsubscribe_each(stream: DataStream, symbol: str, channels: tuple[str, ...]) -> None:
+    for channel in channels:
+        name = {"updatedBars": "updated_bars", "dailyBars": "daily_bars"}.get(channel, channel)
+        if channel == "statuses":
+            name = "trading_statuses"
+        getattr(stream, f"unsubscribe_{name}")(symbol)
+
+
+STOCK = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses")
+CRYPTO = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "orderbooks")
+
+
+@pytest.mark.parametrize(
+    ("kind", "feed", "symbol", "channels"),
+    [
+        ("stock", "iex", "AAPL", STOCK),
+        ("crypto", "crypto/us", "BTC/USD", CRYPTO),
+        ("option", "indicative", "AAPL240119C00100000", ("trades", "quotes")),
+        ("news", "news", "AAPL", ("news",)),
+    ],
+)
+def test_every_subscribe_and_unsubscribe_method_reaches_the_server_while_running(  # noqa: PLR0917
+    alpaca_server: AlpacaStreamServer,
+    running: Callable[[DataStream], threading.Thread],
+    kind: str,
+    feed: str,
+    symbol: str,
+    channels: tuple[str, ...],
+) -> None:
+    url = alpaca_server.url(feed)
+    stream: DataStream
+    if kind == "stock":
+        stream = StockDataStream(DEFAULT_KEY, DEFAULT_SECRET, url_override=url)
+    elif kind == "crypto":
+        stream = CryptoDataStream(DEFAULT_KEY, DEFAULT_SECRET, url_override=url)
+    elif kind == "option":
+        stream = OptionDataStream(DEFAULT_KEY, DEFAULT_SECRET, url_override=url)
+    else:
+        stream = NewsDataStream(DEFAULT_KEY, DEFAULT_SECRET, url_override=url)
+    # One channel before run() (applied when it starts), the rest while it runs.
+    _each_channel(stream, symbol, channels[:1])
+    running(stream)
+    alpaca_server.wait_for_subscriptions({channels[0]: {symbol}}, timeout=10 * TIMING_FACTOR)
+    _each_channel(stream, symbol, channels[1:])
+    alpaca_server.wait_for_subscriptions(
+        {ch: {symbol} for ch in channels}, timeout=10 * TIMING_FACTOR
+    )
+    _unsubscribe_each(stream, symbol, channels)
+    alpaca_server.wait_for_subscriptions({ch: set() for ch in channels}, timeout=10 * TIMING_FACTOR)
+
+
+def test_corrections_and_cancels_registered_while_running_reach_their_handlers(
+    alpaca_server: AlpacaStreamServer, running: Callable[[DataStream], threading.Thread]
+) -> None:
+    stream = StockDataStream(DEFAULT_KEY, DEFAULT_SECRET, url_override=alpaca_server.url("iex"))
+    got: list[Any] = []
+    cond = threading.Condition()
+
+    async def note(record: Any) -> None:
+        with cond:
+            got.append(record)
+            cond.notify_all()
+
+    async def on_trade(_trade: Any) -> None: ...
+
+    stream.subscribe_trades(on_trade, "AAPL")
+    running(stream)
+    alpaca_server.wait_for_subscriptions({"trades": {"AAPL"}}, timeout=10 * TIMING_FACTOR)
+    stream.register_trade_corrections(note)  # while running: applied to the subscribed trades
+    stream.register_trade_cancels(note)
+    t = 1_700_000_000_000_000_000
+    cancel = {"T": "x", "S": "AAPL", "i": 3, "x": "V", "p": 1.0, "s": 1, "a": "C", "z": "C", "t": t}
+    correction = {"T": "c", "S": "AAPL", "x": "V", "oi": 1, "op": 1.0, "os": 1, "oc": ["@"],
+                  "ci": 2, "cp": 1.1, "cs": 1, "cc": ["@"], "z": "C", "t": t}  # fmt: skip
+    # The handlers ride on the trades subscription: the records come until they arrive.
+    deadline = 10 * TIMING_FACTOR
+    with cond:
+        while not cond.wait_for(lambda: len(got) >= 2, 0.5):
+            alpaca_server.publish([correction, cancel])
+            deadline -= 0.5
+            assert deadline > 0, got
+    kinds = {type(r).__name__ for r in got}
+    assert kinds == {"Correction", "CancelError"}, got
+    # Unsubscribing the trades ends the records riding on them.
+    stream.unsubscribe_trades("AAPL")
+    alpaca_server.wait_for_subscriptions({"trades": set()}, timeout=10 * TIMING_FACTOR)
+
+
+def test_bad_arguments_are_clear_errors(alpaca_server: AlpacaStreamServer) -> None:
+    url = alpaca_server.url("iex")
+    with pytest.raises(ValueError, match="data_timeout"):
+        StockDataStream(DEFAULT_KEY, DEFAULT_SECRET, url_override=url, data_timeout=0)
+    stream = StockDataStream(
+        DEFAULT_KEY,
+        DEFAULT_SECRET,
+        url_override=url,
+        websocket_params={"ping_interval": 7, "ping_timeout": 3},
+    )
+    try:
+        with pytest.raises(ConfigurationError, match="must be a function"):
+            stream.subscribe_quotes("not a function", "AAPL")  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError, match="no 'orderbooks' channel"):
+            stream._subscribe("orderbooks", print, ["AAPL"])
+        assert repr(stream).startswith("StockDataStream(")
+    finally:
+        stream.client.close()
+
+
+def test_a_fatal_error_inside_a_running_loop_is_raised_to_the_cell(
+    alpaca_server: AlpacaStreamServer,
+) -> None:
+    stream = StockDataStream(DEFAULT_KEY, "wrong", url_override=alpaca_server.url("iex"))
+
+    async def on_quote(q: Any) -> None: ...
+
+    async def cell() -> None:
+        stream.subscribe_quotes(on_quote, "AAPL")
+        stream.run()  # on a thread of its own; its failure comes back here
+
+    with pytest.raises(AuthFailed):
+        asyncio.run(cell())
+
+
+def test_close_and_stop_ws_are_awaitable(alpaca_server: AlpacaStreamServer) -> None:
+    stream = StockDataStream(DEFAULT_KEY, DEFAULT_SECRET, url_override=alpaca_server.url("iex"))
+    stream.client.connect()
+    alpaca_server.wait_for_authenticated(timeout=10 * TIMING_FACTOR)
+    asyncio.run(stream.close())
+    assert stream.client.lifecycle.value == "closed"
+    asyncio.run(stream.stop_ws())  # again: nothing left to do
+
+
+def test_a_new_handler_replaces_the_old_and_new_trades_carry_registered_corrections(
+    alpaca_server: AlpacaStreamServer, running: Callable[[DataStream], threading.Thread]
+) -> None:
+    stream = StockDataStream(DEFAULT_KEY, DEFAULT_SECRET, url_override=alpaca_server.url("iex"))
+    got: list[tuple[str, str]] = []
+    cond = threading.Condition()
+
+    def handler(who: str) -> Callable[[Any], Any]:
+        async def note(record: Any) -> None:
+            with cond:
+                got.append((who, type(record).__name__))
+                cond.notify_all()
+
+        return note
+
+    stream.register_trade_corrections(handler("corrections"))
+    stream.subscribe_quotes(handler("old"), "AAPL")
+    running(stream)
+    alpaca_server.wait_for_subscriptions({"quotes": {"AAPL"}}, timeout=10 * TIMING_FACTOR)
+    stream.subscribe_quotes(handler("new"), "AAPL")  # while running: replaces "old"
+    stream.subscribe_trades(handler("trades"), "MSFT")  # corrections ride on it
+    alpaca_server.wait_for_subscriptions({"trades": {"MSFT"}}, timeout=10 * TIMING_FACTOR)
+    t = 1_700_000_000_000_000_000
+    correction = {"T": "c", "S": "MSFT", "x": "V", "oi": 1, "op": 1.0, "os": 1, "oc": ["@"],
+                  "ci": 2, "cp": 1.1, "cs": 1, "cc": ["@"], "z": "C", "t": t}  # fmt: skip
+    deadline = 10 * TIMING_FACTOR
+    with cond:
+        while not cond.wait_for(
+            lambda: ("corrections", "Correction") in got and ("new", "Quote") in got, 0.5
+        ):
+            alpaca_server.publish([correction, quote(1, "AAPL")])
+            deadline -= 0.5
+            assert deadline > 0, got
+    assert ("old", "Quote") not in got

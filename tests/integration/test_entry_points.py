@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 
 from rxalpaca import StreamClient, errors, ops
 from rxalpaca.testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer
+from tests._subprocess import child_env, python_command
 from tests.conftest import TIMING_FACTOR
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,11 +76,11 @@ def test_readme_snippet_as_a_script_streams_until_sigint_and_exits_0(
         "PYTHONPATH": str(ROOT),
     }
     proc = subprocess.Popen(
-        [sys.executable, str(script)],
+        python_command(str(script)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env=child_env(env),
     )
     try:
         assert proc.stdout is not None

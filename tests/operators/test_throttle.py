@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+import pytest
 from reactivex.testing import ReactiveTest, TestScheduler
 
 from rxalpaca import ops
@@ -98,3 +101,9 @@ def test_a_raising_key_ends_the_stream_and_lets_go_of_the_source() -> None:
     res = scheduler.start(lambda: xs.pipe(ops.throttle(10, key=key, scheduler=scheduler)))
     assert res.messages == [on_next(210, ("A", 1)), on_error(215, bad)]
     assert xs.subscriptions == [subscribe(200, 215)]
+
+
+def test_a_non_positive_interval_is_refused() -> None:
+    for interval in (0, -1.0, timedelta(0)):
+        with pytest.raises(ValueError, match="interval must be positive"):
+            ops.throttle(interval)
