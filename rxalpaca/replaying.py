@@ -323,6 +323,8 @@ class Replay(Streams[Any, Any, Any, Any, Any]):
         elif state is ConnectionState.FAILED:
             self._end_connection()
             self._stop_requested = True
+            self._current = state
+            self._emit_state(state)  # live observers saw FAILED before the end; so do these
             self._fail(self._server_error or ConnectionLostError("failed (recorded)"))
             return
         elif state.terminal:

@@ -154,6 +154,36 @@ class ErrorOutlet:
 
         return Observable(subscribe)
 
+    def isolated(self, source: Observable[_T], what: str) -> Observable[_T]:
+        """``source`` (the errors, state or gaps subject) with each observer's exceptions
+        logged (rate-limited, ``"<what> observer raised"``) and counted, not raised.
+
+        A bare Subject stops at the first observer that raises, so the ones subscribed
+        after it would miss the item. Not republished on ``errors``: an errors observer
+        would loop, and one that closes the client would re-enter ``publish``'s lock.
+        """
+        message = f"{'an' if what[0] in 'aeiou' else 'a'} {what} observer raised"
+
+        def subscribe(
+            observer: abc.ObserverBase[_T], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            def on_next(value: _T) -> None:
+                try:
+                    observer.on_next(value)
+                except Exception as exc:
+                    self.metrics.count_handler_error()
+                    self.log.log(
+                        (what, observer, type(exc)),
+                        logging.ERROR,
+                        message,
+                        exc_info=True,
+                        extra=error_fields(exc),
+                    )
+
+            return source.subscribe(on_next, observer.on_error, observer.on_completed)
+
+        return Observable(subscribe)
+
     def complete(self) -> None:
         """The client closed: complete every ``errors`` observer."""
         with self._lock:
@@ -482,8 +512,12 @@ class Streams(Generic[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
 
     @property
     def state(self) -> Observable[ConnectionState]:
-        """The current :class:`ConnectionState` at once, then every transition."""
-        return self._state
+        """The current :class:`ConnectionState` at once, then every transition.
+
+        An observer that raises is logged (rate-limited) and counted; the others still
+        get the state.
+        """
+        return self._outlet.isolated(self._state, "state")
 
     @property
     def lifecycle(self) -> Lifecycle:
@@ -492,8 +526,12 @@ class Streams(Generic[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
 
     @property
     def errors(self) -> Observable[Exception]:
-        """Problems that did not stop the stream: bad frames, handler errors, server errors."""
-        return self._outlet.subject
+        """Problems that did not stop the stream: bad frames, handler errors, server errors.
+
+        An observer that raises is logged (rate-limited) and counted; the others still
+        get the error.
+        """
+        return self._outlet.isolated(self._outlet.subject, "errors")
 
     @property
     def gaps(self) -> Observable[models.Gap]:
@@ -501,8 +539,10 @@ class Streams(Generic[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
 
         ``merge`` it into a strategy's pipeline to learn that data may be missing
         between ``last_before_ns`` and ``first_after_ns``. Completes on ``close()``.
+        An observer that raises is logged (rate-limited) and counted; the others still
+        get the gap.
         """
-        return self._gaps
+        return self._outlet.isolated(self._gaps, "gaps")
 
     def _publish_gap(self, gap: models.Gap) -> None:
         """Send ``gap`` to every ``gaps`` observer (any thread)."""

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from rxalpaca import StreamClient
+from rxalpaca.errors import HandlerError
 from rxalpaca.testing import AlpacaStreamServer
 from tests.conftest import TIMING_FACTOR
 from tests.integration.test_client_semantics import quote
@@ -34,8 +35,8 @@ def test_a_raising_errors_observer_is_logged_and_the_stream_goes_on(
     errored = threading.Event()
     gapped = threading.Event()
 
-    # The raising observers come second: an Rx subject stops at the first observer
-    # that raises, so the ones subscribed after it miss that item.
+    # The raising observers come first: a bare Rx subject stops at the first observer
+    # that raises, so each one must be isolated for the ones after it to get the item.
     def on_error(e: Exception) -> None:
         errors.append(e)
         errored.set()
@@ -44,18 +45,13 @@ def test_a_raising_errors_observer_is_logged_and_the_stream_goes_on(
         gaps.append(g)
         gapped.set()
 
-    client.errors.subscribe(on_error)
     client.errors.subscribe(_boom)
-    client.gaps.subscribe(on_gap)
+    client.errors.subscribe(on_error)
     client.gaps.subscribe(_boom)
-    seen_states: list[Any] = []
-
-    def on_state(state: Any) -> None:
-        seen_states.append(state)
-        if len(seen_states) > 1:  # the first is the current state, at subscribe
-            raise RuntimeError("observer bug")
-
-    client.state.subscribe(on_state)
+    client.gaps.subscribe(on_gap)
+    client.state.subscribe(_boom)  # raises on every state, the current one included
+    states: list[Any] = []
+    client.state.subscribe(states.append)
 
     def on_quote(q: Any) -> None:
         quotes.append(q)
@@ -72,10 +68,19 @@ def test_a_raising_errors_observer_is_logged_and_the_stream_goes_on(
     alpaca_server.publish([quote("AAPL", 1)])
     assert got.wait(WAIT)
     assert quotes[0].bid_price == 2.0
+    assert [s.value for s in states][:4] == [
+        "idle",
+        "connecting",
+        "authenticating",
+        "authenticated",
+    ]
     logged = {r.getMessage() for r in caplog.records}
     assert "an errors observer raised" in logged
     assert "a state observer raised" in logged
     assert "a gaps observer raised" in logged
+    # Counted, not republished on errors (an errors observer would loop).
+    assert client.metrics.handler_errors >= 3
+    assert not [e for e in errors if isinstance(e, HandlerError)]
 
 
 def test_lulds_and_imbalances_subscribe_upstream(
