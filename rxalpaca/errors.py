@@ -17,6 +17,7 @@ class tree.
     ├── ConnectionLostError           the socket went away (network error, close frame) — retryable
     │   ├── ReplyTimeout              the auth reply or a subscription ack did not come in time
     │   ├── KeepaliveTimeout          a ping went unanswered: the link is dead (half-open)
+    │   ├── SilenceTimeout            no market data for silence_timeout while subscribed
     │   ├── RemoteProtocolError       the server sent a control message its state does not allow
     │   └── BusDisconnected           a bus client lost NATS or its gateway (retried by NATS)
     ├── StreamError                   the server sent {"T":"error","code":N}
@@ -92,6 +93,7 @@ __all__ = [
     "RemoteProtocolError",
     "ReplyTimeout",
     "RxAlpacaError",
+    "SilenceTimeout",
     "SlowClient",
     "StarNotAllowed",
     "StreamError",
@@ -159,6 +161,14 @@ class ReplyTimeout(ConnectionLostError):
     A lost or corrupted control frame would otherwise leave the client waiting
     forever; the client drops the socket instead, and the reconnect replays every
     live subscription on a fresh session.
+    """
+
+
+class SilenceTimeout(ConnectionLostError):
+    """No market data arrived for ``silence_timeout`` while subscribed (opt-in).
+
+    A server can keep a session up and acknowledge requests while sending nothing
+    (§6): the client drops the socket and reconnects, replaying every subscription.
     """
 
 

@@ -46,6 +46,7 @@ from .errors import (
     KeepaliveTimeout,
     RemoteProtocolError,
     ReplyTimeout,
+    SilenceTimeout,
     StreamError,
     SubscriptionMismatch,
     UnknownMessage,
@@ -83,9 +84,8 @@ def reconnect_reason(error: BaseException) -> str:
     ``server_error``), ``closed`` (a close frame or the TCP connection closed),
     ``network_error`` (the socket failed) and ``error`` (anything else).
     """
-    said = getattr(error, "reason", None)
-    if isinstance(said, str) and isinstance(error, ConnectionLostError):
-        return said
+    if isinstance(error, SilenceTimeout):
+        return "silence"
     if isinstance(error, ReplyTimeout):
         return "reply_timeout"
     if isinstance(error, KeepaliveTimeout):
@@ -558,9 +558,7 @@ class AlpacaUpstream:
                 extra=self.log_fields(),
             )
             self._authenticated_ns = now_ns  # act once; the reconnect resets it anyway
-            silent = ConnectionLostError("silent connection: no market data")
-            silent.reason = "silence"  # type: ignore[attr-defined]  # reconnect_reason reads it
-            self.transport.abort(silent)
+            self.transport.abort(SilenceTimeout("silent connection: no market data"))
 
 
 # reactivex's ``map`` and ``do_action(on_error=)``, with their semantics, written out here so

@@ -14,6 +14,7 @@ from rxalpaca.errors import (
     KeepaliveTimeout,
     RemoteProtocolError,
     ReplyTimeout,
+    SilenceTimeout,
     SlowClient,
     error_for_code,
 )
@@ -56,12 +57,6 @@ def test_histogram_bounds_must_increase(bounds: tuple[float, ...]) -> None:
         Histogram(bounds)
 
 
-def _silent() -> ConnectionLostError:
-    err = ConnectionLostError("silent connection: no market data")
-    err.reason = "silence"  # type: ignore[attr-defined]
-    return err
-
-
 def _wrapped() -> ConnectionLostError:
     err = ConnectionLostError("socket ended: OSError")
     err.__cause__ = OSError("reset")
@@ -71,7 +66,7 @@ def _wrapped() -> ConnectionLostError:
 @pytest.mark.parametrize(
     ("error", "reason"),
     [
-        (_silent(), "silence"),
+        (SilenceTimeout("silent connection: no market data"), "silence"),
         (ReplyTimeout("auth reply overdue"), "reply_timeout"),
         (KeepaliveTimeout("ping unanswered"), "keepalive_timeout"),
         (RemoteProtocolError("idle", "success"), "protocol_error"),
