@@ -504,7 +504,7 @@ def test_time_check_prototypes_catch_what_they_claim() -> None:
 def _read_cases() -> dict[str, tuple[Callable[[], int], str]]:
     from _clients import floor_time_ns
 
-    from rxalpaca.timestamps import _FRACTION_SCALE, _SECONDS, parse_time_ns
+    from rxalpaca.timestamps import _FRACTION_SCALE, _SECONDS, _record_time_ns, parse_time_ns
 
     w = workload(TIME_WORKLOADS[0])
     json_records: list[Any] = [r for f in w.json_frames for r in JSON_CODEC.decode(f)]
@@ -531,6 +531,14 @@ def _read_cases() -> dict[str, tuple[Callable[[], int], str]]:
         for record in json_records:
             record.timestamp_ns  # noqa: B018
         return len(json_records)
+
+    def python_path(records: list[Any]) -> Callable[[], int]:
+        def run() -> int:  # the pure-Python getter (no C module), called as the property would
+            for record in records:
+                _record_time_ns(record)
+            return len(records)
+
+        return run
 
     def full_parser() -> int:  # the previous read path: parse_time_ns on every read
         for record in json_records:
@@ -559,12 +567,14 @@ def _read_cases() -> dict[str, tuple[Callable[[], int], str]]:
     assert _SECONDS is not None  # the cache the property uses (filled by the first read)
     return {
         "floor: orjson str -> floor_time_ns": (floor_json, "json"),
-        "timestamp_ns (cached seconds, struct split)": (timestamp_ns_json, "json"),
+        "timestamp_ns (the C read path if built)": (timestamp_ns_json, "json"),
+        "pure-Python getter (cached seconds, struct split)": (python_path(json_records), "json"),
         "timestamp (datetime view)": (reads(json_records, "timestamp"), "json"),
         "parse_time_ns per read (the old path)": (full_parser, "json"),
         "split without the seconds cache": (uncached_split, "json"),
         "MessagePack floor: Timestamp.to_unix_nano()": (floor_msgpack, "msgpack"),
-        "MessagePack timestamp_ns (in place)": (timestamp_ns_msgpack, "msgpack"),
+        "MessagePack timestamp_ns (the C read path if built)": (timestamp_ns_msgpack, "msgpack"),
+        "MessagePack pure-Python getter (in place)": (python_path(msgpack_records), "msgpack"),
         "MessagePack timestamp (datetime view)": (reads(msgpack_records, "timestamp"), "msgpack"),
     }
 
@@ -578,12 +588,14 @@ JSON_CODEC = Codec("stocks", "json")
 MSGPACK_CODEC = Codec("stocks", "msgpack")
 READ_CASES = [
     "floor: orjson str -> floor_time_ns",
-    "timestamp_ns (cached seconds, struct split)",
+    "timestamp_ns (the C read path if built)",
+    "pure-Python getter (cached seconds, struct split)",
     "timestamp (datetime view)",
     "parse_time_ns per read (the old path)",
     "split without the seconds cache",
     "MessagePack floor: Timestamp.to_unix_nano()",
-    "MessagePack timestamp_ns (in place)",
+    "MessagePack timestamp_ns (the C read path if built)",
+    "MessagePack pure-Python getter (in place)",
     "MessagePack timestamp (datetime view)",
 ]
 
@@ -611,7 +623,7 @@ def test_timestamp_reads_agree() -> None:
     """Every candidate's ns are the full parser's, and the floor's are too."""
     from _clients import floor_time_ns
 
-    from rxalpaca.timestamps import parse_time_ns
+    from rxalpaca.timestamps import _record_time_ns, parse_time_ns
 
     w = workload(TIME_WORKLOADS[0])
     records: list[Any] = [r for f in w.json_frames for r in JSON_CODEC.decode(f)]
@@ -621,6 +633,7 @@ def test_timestamp_reads_agree() -> None:
     assert [floor_time_ns(t) for t in texts] == full
     packed: list[Any] = [r for f in w.msgpack_frames for r in MSGPACK_CODEC.decode(f)]
     assert [r.timestamp_ns for r in packed] == full
+    assert [_record_time_ns(r) for r in records + packed] == full + full
 
 
 # ---------------------------------------------------------------- encoding

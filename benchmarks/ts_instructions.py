@@ -42,6 +42,14 @@ def floor():
 def read():
     for r in records:
         r.timestamp_ns
+def dt():
+    for r in records:
+        r.timestamp
+import datetime
+EPOCH, TD = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC), datetime.timedelta
+def floor_dt():
+    for t in texts:
+        EPOCH + TD(0, 0, floor_time_ns(t) // 1000)
 def call():
     for t in texts:
         zero(t)
@@ -55,19 +63,29 @@ sorted(range(5), key=lambda _: (fn(), 0)[1])  # counted: inside builtin_sorted o
 print("N", len(records))
 """
 
+#: case -> (label, function in TARGET, RXALPACA_NO_SPEEDUPS); the C read path is used when
+#: rxalpaca._speedups is built, the Python one with RXALPACA_NO_SPEEDUPS=1.
 CASES = {
-    "floor": "floor `floor_time_ns` on a `str`",
-    "read": "`timestamp_ns` (property read)",
-    "call": "a plain function call returning 0 (the floor's call)",
+    "floor": ("floor `floor_time_ns` on a `str`", "floor", False),
+    "read": ("`timestamp_ns`, C read path", "read", False),
+    "read_python": ("`timestamp_ns`, pure-Python read path", "read", True),
+    "floor_dt": ("floor's `datetime`: epoch + `timedelta` of `floor_time_ns`", "floor_dt", False),
+    "dt": ("`timestamp` (the `datetime` view), C read path", "dt", False),
+    "dt_python": ("`timestamp`, pure-Python read path", "dt", True),
+    "call": ("a plain function call returning 0 (the floor's call)", "call", False),
 }
 
 _COLLECTED = re.compile(r"Collected : (\d+)")
 _COUNT = re.compile(r"N (\d+)")
 
 
-def count(case: str) -> tuple[int, int]:
-    """(instructions collected, records) for one case."""
-    code = TARGET.format(here=str(HERE), case=case)
+def count(function: str, python: bool = False) -> tuple[int, int]:
+    """(instructions collected, records) for one function of TARGET."""
+    code = TARGET.format(here=str(HERE), case=function)
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    env.pop("RXALPACA_NO_SPEEDUPS", None)
+    if python:
+        env["RXALPACA_NO_SPEEDUPS"] = "1"
     proc = subprocess.run(
         [
             "valgrind",
@@ -81,7 +99,7 @@ def count(case: str) -> tuple[int, int]:
         ],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONHASHSEED": "0"},
+        env=env,
         check=True,
     )
     collected, n = _COLLECTED.search(proc.stderr), _COUNT.search(proc.stdout)
@@ -97,13 +115,16 @@ def main(argv: list[str] | None = None) -> int:
         print("valgrind is not installed", file=sys.stderr)
         return 1
     empty, n = count("empty")
-    per_read = {case: (count(case)[0] - empty) / (5 * n) for case in CASES}
+    per_read = {
+        case: (count(fn, python)[0] - empty) / (5 * n) for case, (_, fn, python) in CASES.items()
+    }
     print(f"{n:,} JSON records, 5 passes; instructions per read, an empty loop subtracted")
     print()
     print("| per read | instructions | x floor |")
     print("|---|---:|---:|")
-    for case, label in CASES.items():
-        print(f"| {label} | {per_read[case]:,.0f} | {per_read[case] / per_read['floor']:.2f} |")
+    for case, (label, _, _) in CASES.items():
+        base = per_read["floor_dt" if case.startswith("dt") else "floor"]
+        print(f"| {label} | {per_read[case]:,.0f} | {per_read[case] / base:.2f} |")
     return 0
 
 

@@ -74,10 +74,11 @@ __all__ = [
 from .timestamps import (
     _datetime_from_ns,
     _field_ns,
-    _record_time_ns,
     format_rfc3339_ns,
     parse_time_ns,
     raw_time_from_ns,
+    record_datetime,
+    record_time_ns,
 )
 
 _TIMESTAMP_NS_DOC = """Exchange time in exact integer nanoseconds since the epoch (UTC).
@@ -124,14 +125,22 @@ class MarketRecord(Record, frozen=True, kw_only=True, gc=False):
             ...
 
     else:
-        # A plain function as the getter: one Python call per read, the hot path
-        # (docs/benchmarks.md, "Reading timestamps").
-        timestamp_ns = property(_record_time_ns, doc=_TIMESTAMP_NS_DOC)
+        # A function as the getter, no Python frame of our own: the C read path when built,
+        # else one Python call per read; the hot path (docs/benchmarks.md, "Reading
+        # timestamps").
+        timestamp_ns = property(record_time_ns, doc=_TIMESTAMP_NS_DOC)
 
-    @property
-    def timestamp(self) -> _dt.datetime:
-        """Exchange time as an aware ``datetime`` (microsecond precision)."""
-        return _datetime_from_ns(self.timestamp_ns)
+    if TYPE_CHECKING:
+
+        @property
+        def timestamp(self) -> _dt.datetime:
+            """Exchange time as an aware ``datetime`` (microsecond precision)."""
+            ...
+
+    else:
+        timestamp = property(
+            record_datetime, doc="Exchange time as an aware ``datetime`` (microsecond precision)."
+        )
 
     @property
     def lag_ns(self) -> int:

@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import datetime as _dt
+import os as _os
 import struct as _struct
 from collections.abc import Callable
 from typing import Any
@@ -349,3 +350,34 @@ def _datetime_from_ns(ns: int) -> _dt.datetime:
     # Floor to the microsecond; one timedelta added to the epoch is the cheapest exact way
     # (docs/benchmarks.md, "Reading timestamps").
     return _EPOCH + _TIMEDELTA(0, 0, ns // 1000)
+
+
+def _record_datetime(record: Any) -> _dt.datetime:
+    """``record.timestamp``: ``record.timestamp_ns`` floored to the microsecond, UTC."""
+    return _datetime_from_ns(record.timestamp_ns)
+
+
+# ---------------------------------------------------------------- the C read path
+#
+# rxalpaca/_speedups.c parses the forms Alpaca sends (JSON 'Z' times with 0-9 fraction
+# digits, MessagePack timestamp 32/64) in place, validated, and hands everything else to the
+# two Python functions above, so the values and errors are the same either way
+# (tests/test_speedups.py). Built when a C compiler was present at install; otherwise, or
+# with RXALPACA_NO_SPEEDUPS=1 in the environment, the records read in pure Python.
+
+#: The getters behind ``MarketRecord.timestamp_ns`` and ``.timestamp``.
+record_time_ns: Callable[[Any], int] = _record_time_ns
+record_datetime: Callable[[Any], _dt.datetime] = _record_datetime
+#: Whether the C read path is in use (``rxalpaca doctor`` reports it).
+SPEEDUPS = False
+
+if not _os.environ.get("RXALPACA_NO_SPEEDUPS"):
+    try:
+        from . import _speedups
+    except ImportError:  # not built: no C compiler at install time
+        pass
+    else:
+        _speedups.install(_record_time_ns, _record_datetime)
+        record_time_ns = _speedups.record_time_ns
+        record_datetime = _speedups.record_datetime
+        SPEEDUPS = True

@@ -12,6 +12,7 @@ import msgspec
 import pytest
 from msgspec import Raw
 
+from rxalpaca import timestamps
 from rxalpaca.models import (
     Bar,
     CryptoTrade,
@@ -269,14 +270,31 @@ def _trade(ns: int = BASE_NS + 208_123_456, received_ns: int = 0) -> Trade:
     )
 
 
-def test_timestamp_properties() -> None:
+@pytest.fixture
+def python_read_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records read their times with the pure-Python getters (as without the C module)."""
+    monkeypatch.setattr(MarketRecord, "timestamp_ns", property(timestamps._record_time_ns))
+    monkeypatch.setattr(MarketRecord, "timestamp", property(timestamps._record_datetime))
+
+
+@pytest.fixture(params=["c", "python"])
+def read_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each timestamp test on both read paths: the C module's (if built) and pure Python's."""
+    if request.param == "python":
+        request.getfixturevalue("python_read_path")
+    elif not timestamps.SPEEDUPS:
+        pytest.skip("the C read path (rxalpaca._speedups) is not built here")
+    return str(request.param)
+
+
+def test_timestamp_properties(read_path: str) -> None:
     trade = _trade(received_ns=BASE_NS + 300_000_000)
     assert trade.timestamp_ns == BASE_NS + 208_123_456
     assert trade.timestamp == dt.datetime(2021, 2, 22, 15, 51, 44, 208123, tzinfo=dt.UTC)
     assert trade.lag_ns == 300_000_000 - 208_123_456
 
 
-def test_timestamp_view_truncates_to_microseconds_only() -> None:
+def test_timestamp_view_truncates_to_microseconds_only(read_path: str) -> None:
     trade = _trade(ns=BASE_NS + 999_999_999)
     assert trade.timestamp.microsecond == 999_999  # never rounds up into the next second
     assert trade.timestamp_ns % 1000 == 999
@@ -297,7 +315,7 @@ def test_repr_of_unparseable_raw_shows_bytes() -> None:
 @pytest.mark.parametrize(
     "raw", [b'"yesterday"', b"12", b'"2021-02-22T15:51:44.00\xe40001Z"', b"\xa4nope"]
 )
-def test_a_malformed_time_raises_value_error_naming_the_field(raw: bytes) -> None:
+def test_a_malformed_time_raises_value_error_naming_the_field(raw: bytes, read_path: str) -> None:
     """Parsed when read: the error says which record, attribute and wire field."""
     trade = Trade(symbol="X", raw_time=Raw(raw), price=1.0, size=1)
     for read in (
@@ -413,7 +431,7 @@ _GOOD_SECOND = b'"2021-02-22T15:51:44'
         b"\xd6\xfe" + struct.pack(">I", BASE_S),
     ],
 )
-def test_timestamp_ns_agrees_with_the_full_parser(raw: bytes) -> None:
+def test_timestamp_ns_agrees_with_the_full_parser(raw: bytes, read_path: str) -> None:
     """The cached-seconds read gives parse_time_ns's ns, or raises where it raises."""
     warm = Trade(symbol="X", raw_time=Raw(_GOOD_SECOND + b'.1Z"'), price=1.0, size=1)
     assert warm.timestamp_ns == BASE_NS + 100_000_000  # the second is now cached
@@ -431,7 +449,7 @@ def test_timestamp_ns_agrees_with_the_full_parser(raw: bytes) -> None:
     )
 
 
-def test_timestamp_ns_of_a_record_built_with_another_type() -> None:
+def test_timestamp_ns_of_a_record_built_with_another_type(read_path: str) -> None:
     """A record built by hand with an int (ns) or a str still reads (as parse_time_ns does)."""
     assert Trade(symbol="X", raw_time=BASE_NS, price=1.0, size=1).timestamp_ns == BASE_NS  # type: ignore[arg-type]
     text = "2021-02-22T15:51:44.5Z"
@@ -448,8 +466,8 @@ def test_timestamp_ns_of_a_record_built_with_another_type() -> None:
             assert record.timestamp_ns == parse_time_ns(raw)
 
 
-def test_the_seconds_cache_stays_bounded() -> None:
-    from rxalpaca import timestamps
+def test_the_seconds_cache_stays_bounded(python_read_path: None) -> None:
+    """The pure-Python read path's cache (the C path needs none)."""
 
     for s in range(timestamps._SECONDS_MAX + 10):
         raw = raw_time_from_ns((BASE_S + s) * 1_000_000_000 + 1)
