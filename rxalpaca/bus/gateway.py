@@ -297,7 +297,7 @@ class Gateway:
                 wait = connect_backoff(attempt)
                 attempt += 1
                 self._nats_error = text = redact(text, self._connect_kwargs)
-                self._log.log(("connect",), logging.WARNING, "%s; retrying", text)
+                self._log.log(("connect", type(exc)), logging.WARNING, "%s; retrying", text)
                 if not first.done():
                     first.set_result(None)  # said: start() returns, we go on trying
                 await asyncio.sleep(wait)

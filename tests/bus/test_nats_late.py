@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from rxalpaca import ConnectionState, errors
-from rxalpaca.bus import BusClient, Gateway
+from rxalpaca.bus import BusClient, Gateway, Retention
+from rxalpaca.bus._loop import connect_backoff, redact, server_list
 from rxalpaca.testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer
 from rxalpaca.testing.nats_server import NatsServer
 from tests._secret_guard import assert_no_secret, register_secret
@@ -33,11 +34,20 @@ pytestmark = pytest.mark.timeout(90)
 PASSWORD = "late-s3cret-pw"
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports nobody listens on (held together while chosen)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
+    return free_ports(1)[0]
 
 
 class Errors:
@@ -96,6 +106,7 @@ def test_a_client_started_before_nats_says_so_then_streams_when_nats_comes_up(
         assert f"127.0.0.1:{port}" in str(err) and "cannot reach NATS" in str(err)
         states.wait(lambda seen: S.RECONNECTING in seen)
         assert client.health()["nats_connected"] is False
+        assert "ConnectionRefusedError" in client.health()["nats_error"]
         assert_no_secret(err, client, client.health(), states.seen)
         with nats_on(port):
             gw = gateway(f"nats://127.0.0.1:{port}", alpaca_server, "late").start()
@@ -104,6 +115,10 @@ def test_a_client_started_before_nats_says_so_then_streams_when_nats_comes_up(
             alpaca_server.publish([quote("AAPL", 1)])
             got.wait_for(1, timeout=10 * TIMING_FACTOR)
             assert got.errors == []
+            # Waiting for NATS, then for a gateway, then streaming.
+            assert states.seen[:3] == [S.IDLE, S.CONNECTING, S.RECONNECTING]
+            assert states.seen[-2:] == [S.CONNECTING, S.AUTHENTICATED]
+            assert client.health()["nats_error"] is None
             client.close()
             gw.close()
     finally:
@@ -113,12 +128,14 @@ def test_a_client_started_before_nats_says_so_then_streams_when_nats_comes_up(
 
 
 def test_closing_a_client_still_waiting_for_nats_returns_at_once() -> None:
+    ports = free_ports(2)  # a cluster: said once both nodes were tried
     client: BusClient[Any, Any, Any, Any, Any] = BusClient(
-        f"nats://127.0.0.1:{free_port()}", "iex", prefix="never", lease=2.0
+        [f"nats://127.0.0.1:{p}" for p in ports], "iex", prefix="never", lease=2.0
     )
     states, errs = States(client), Errors(client)
     client.quotes("AAPL").subscribe(lambda _: None)
-    errs.wait(lambda e: isinstance(e, errors.BusDisconnected))
+    err = errs.wait(lambda e: isinstance(e, errors.BusDisconnected))
+    assert all(f"nats://127.0.0.1:{p}" in str(err) for p in ports), err
     closer = threading.Thread(target=client.close)
     closer.start()
     closer.join(5 * TIMING_FACTOR)
@@ -150,6 +167,7 @@ def test_a_gateway_started_before_nats_says_so_then_serves_when_nats_comes_up(
         said = [r.getMessage() for r in caplog.records if "cannot reach NATS" in r.getMessage()]
         assert said and f"127.0.0.1:{port}" in said[0], caplog.text
         assert gw.health()["gateway"]["nats_connected"] is False
+        assert f"127.0.0.1:{port}" in gw.health()["gateway"]["nats_error"]
         assert_no_secret(gw, gw.health())
         with nats_on(port):
             client = BusClient(
@@ -183,3 +201,53 @@ def test_a_gateway_given_wrong_nats_credentials_fails_start_clearly(
         with pytest.raises(errors.ConfigurationError, match="credentials") as caught:
             gw.start()
         assert_no_secret(caught.value)
+
+
+class Said(logging.Handler):
+    """Sets an event when a record of ``rxalpaca.bus`` contains ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.WARNING)
+        self.text, self.event, self.lines = text, threading.Event(), list[str]()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = record.getMessage()
+        self.lines.append(line)
+        if self.text in line:
+            self.event.set()
+
+
+def test_a_gateway_whose_late_nats_cannot_hold_its_stream_says_so_and_keeps_trying(
+    alpaca_server: AlpacaStreamServer,
+) -> None:
+    port = free_port()
+    gw = Gateway(
+        f"nats://127.0.0.1:{port}", "iex", url=alpaca_server.base_url, key=DEFAULT_KEY,
+        secret=DEFAULT_SECRET, retention=Retention(storage="memory"),
+    )  # fmt: skip
+    said = Said("cannot set up on NATS")
+    log = logging.getLogger("rxalpaca.bus")
+    log.addHandler(said)
+    try:
+        gw.start()  # NATS is not there: returns, trying on
+        with NatsServer(port, jetstream=False):  # no JetStream: the stream cannot be made
+            assert said.event.wait(10 * TIMING_FACTOR), said.lines
+            assert "cannot set up on NATS" in gw.health()["gateway"]["nats_error"]
+            gw.close()
+    finally:
+        log.removeHandler(said)
+        gw.close()
+
+
+def test_server_lists_and_messages_never_carry_credentials() -> None:
+    servers = ["nats://desk:pw-1@n1:4222", "tls://tok-2@n2:4222", "n3:4222"]
+    assert server_list(servers) == "nats://n1:4222, tls://n2:4222, nats://n3:4222"
+    kwargs = {"servers": servers, "password": "pw-3", "token": "tok-4"}
+    text = redact("pw-1 tok-2 pw-3 tok-4 desk", kwargs)
+    assert text == "*** *** *** *** desk"  # the user name is no secret
+
+
+def test_connect_backoff_doubles_to_two_seconds_with_jitter() -> None:
+    for attempt, cap in [(0, 0.1), (1, 0.2), (3, 0.8), (5, 2.0), (40, 2.0)]:
+        waits = {connect_backoff(attempt) for _ in range(20)}
+        assert all(cap / 2 <= w <= cap for w in waits) and len(waits) > 1
