@@ -303,7 +303,7 @@ class Gateway:
                 await asyncio.sleep(wait)
                 continue
             self._nats_error = None
-            if attempt:
+            if attempt:  # at the level of the warnings it ends: an operator sees both
                 logger.warning("gateway reached NATS at %s; serving", self._where)
             if not first.done():
                 first.set_result(None)

@@ -9,7 +9,10 @@ port chosen up front.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import socket
+import subprocess
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +25,7 @@ from rxalpaca.bus._loop import connect_backoff, redact, server_list
 from rxalpaca.testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer
 from rxalpaca.testing.nats_server import NatsServer
 from tests._secret_guard import assert_no_secret, register_secret
+from tests._subprocess import child_env, python_command
 from tests.conftest import TIMING_FACTOR
 from tests.integration.conftest import FAST_RETRY, Collector
 from tests.integration.test_client_semantics import quote
@@ -251,3 +255,46 @@ def test_connect_backoff_doubles_to_two_seconds_with_jitter() -> None:
     for attempt, cap in [(0, 0.1), (1, 0.2), (3, 0.8), (5, 2.0), (40, 2.0)]:
         waits = {connect_backoff(attempt) for _ in range(20)}
         assert all(cap / 2 <= w <= cap for w in waits) and len(waits) > 1
+
+
+def test_the_gateway_command_started_before_nats_says_so_then_serves(
+    alpaca_server: AlpacaStreamServer, collector: Callable[[], Collector]
+) -> None:
+    port = free_port()
+    base = {k: v for k, v in os.environ.items() if not k.startswith("APCA_")}
+    keys = {"APCA_API_KEY_ID": DEFAULT_KEY, "APCA_API_SECRET_KEY": DEFAULT_SECRET}
+    url = f"nats://127.0.0.1:{port}"
+    command = ["gateway", "--nats", url, "--url", alpaca_server.base_url, "--prefix", "latecli"]
+    gw = subprocess.Popen(
+        python_command("-m", "rxalpaca", *command),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(base, **keys),
+    )
+    try:
+        assert gw.stdout is not None and gw.stderr is not None
+        # Said on stderr (the log) before start() returns; then it says it waits.
+        assert f"cannot reach NATS at {url}" in gw.stderr.readline()
+        assert "serving iex on latecli.iex.* once NATS answers" in gw.stdout.readline()
+        with NatsServer(port, jetstream=False) as nats:
+            client: BusClient[Any, Any, Any, Any, Any]
+            with BusClient(nats.url, "iex", prefix="latecli", lease=2.0) as client:
+                got = collector()
+                client.quotes("AAPL").subscribe(got)
+                alpaca_server.wait_for_subscriptions(
+                    {"quotes": {"AAPL"}}, timeout=15 * TIMING_FACTOR
+                )
+                alpaca_server.publish([quote("AAPL", 5)])
+                got.wait_for(1, timeout=10 * TIMING_FACTOR)
+            gw.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop (the child's coverage saved)
+            out, err = gw.communicate(timeout=20 * TIMING_FACTOR)
+        assert gw.returncode == 0, out + err
+        assert "reached NATS" in err, err
+    finally:
+        if gw.poll() is None:
+            gw.kill()
+            gw.wait(10)
+        for stream in (gw.stdout, gw.stderr):
+            if stream is not None:
+                stream.close()
