@@ -53,6 +53,11 @@ class NatsOptions(TypedDict, total=False):
     ``max_reconnect_attempts``, ``pending_size``, ``inbox_prefix``, ``dont_randomize``
     (try the servers in the order given: a client that should prefer its nearest
     cluster node lists it first).
+
+    Before the first connection, ``connect_timeout`` (2 s) bounds each server's try
+    in a round, and the rounds are ours (:func:`connect_once`, backoff up to 2 s);
+    ``reconnect_time_wait`` and ``max_reconnect_attempts`` (forever) govern nats-py's
+    reconnects after a connection is lost.
     """
 
     user: str
