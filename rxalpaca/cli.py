@@ -519,7 +519,9 @@ def _gateway(args: argparse.Namespace) -> int:
             for feed in args.feed.split(",")
         ]
         for g in gateways:
-            print(f"serving {g.feed} on {g.subjects.root}.*; Ctrl-C to stop", flush=True)
+            # Started before NATS: it said so (a WARNING) and serves once NATS answers.
+            late = "" if g.health()["gateway"]["nats_connected"] else " once NATS answers"
+            print(f"serving {g.feed} on {g.subjects.root}.*{late}; Ctrl-C to stop", flush=True)
         gateways[0].wait(args.duration or None)
     return 0
 

@@ -10,14 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import ssl
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypedDict, TypeVar
+from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
 
-__all__ = ["LoopThread", "NatsOptions", "nats_connect_kwargs", "require_nats"]
+__all__ = [
+    "LoopThread",
+    "NatsCredentialsRefused",
+    "NatsOptions",
+    "NatsUnreachable",
+    "connect_backoff",
+    "connect_once",
+    "nats_connect_kwargs",
+    "redact",
+    "require_nats",
+    "server_list",
+]
 
 _T = TypeVar("_T")
 
@@ -40,6 +53,11 @@ class NatsOptions(TypedDict, total=False):
     ``max_reconnect_attempts``, ``pending_size``, ``inbox_prefix``, ``dont_randomize``
     (try the servers in the order given: a client that should prefer its nearest
     cluster node lists it first).
+
+    Before the first connection, ``connect_timeout`` (2 s) bounds each server's try
+    in a round, and the rounds are ours (:func:`connect_once`, backoff up to 2 s);
+    ``reconnect_time_wait`` and ``max_reconnect_attempts`` (forever) govern nats-py's
+    reconnects after a connection is lost.
     """
 
     user: str
@@ -78,6 +96,87 @@ def nats_connect_kwargs(servers: str | list[str], options: NatsOptions | None) -
     }
     kwargs.update(opts)
     return kwargs
+
+
+class NatsUnreachable(Exception):
+    """Every NATS server of the list failed once; ``__cause__`` is the last failure."""
+
+
+class NatsCredentialsRefused(Exception):
+    """NATS refused the credentials (no retry can fix them); the message is the error's type."""
+
+
+def is_auth_error(exc: BaseException) -> bool:
+    """nats-py's authorization/authentication violations (by name: they vary by version)."""
+    text = f"{type(exc).__name__} {exc}".lower()
+    return "authorization" in text or "authentication" in text
+
+
+async def connect_once(
+    nc: Any,
+    kwargs: dict[str, Any],
+    error_cb: Callable[[Exception], Awaitable[None]],
+    **callbacks: Any,
+) -> None:
+    """``nc.connect(**kwargs)``, trying each server once instead of forever.
+
+    With ``max_reconnect_attempts=-1`` (ours: a bus outage is transient) nats-py's
+    ``connect()`` never returns while no server answers: it retries inside and tells
+    only the error callback. Its caller could then neither tell the user nor back off,
+    nor be closed cleanly. So the error callback ends it from the inside (an exception
+    raised there leaves ``connect()``): :class:`NatsCredentialsRefused` at an auth
+    error, :class:`NatsUnreachable` once each server has failed once — the caller
+    reports, backs off and calls again with a new client. Once connected, errors go to
+    ``error_cb`` and a lost connection is nats-py's to reconnect, forever.
+    """
+    servers = max(1, len(kwargs.get("servers") or ()))
+    failures = 0
+    connected = False
+
+    async def on_error(exc: Exception) -> None:
+        nonlocal failures
+        if connected:
+            await error_cb(exc)
+        elif is_auth_error(exc):
+            raise NatsCredentialsRefused(type(exc).__name__) from None
+        else:
+            failures += 1
+            if failures >= servers:
+                raise NatsUnreachable(f"{type(exc).__name__}: {exc}") from exc
+
+    await nc.connect(**kwargs, error_cb=on_error, **callbacks)
+    connected = True
+
+
+def connect_backoff(attempt: int) -> float:
+    """Seconds to wait after the ``attempt``-th (0, 1, …) failed connect.
+
+    Doubling from 0.1 s to a 2 s cap (NATS back is noticed within 2 s), with jitter
+    (a fleet started together does not retry in lockstep), never below half.
+    """
+    cap = min(0.1 * 2.0**attempt, 2.0)
+    return random.uniform(cap / 2, cap)  # spreading retries, not secrets
+
+
+def server_list(servers: list[str]) -> str:
+    """The server URLs for a message: without any ``user:password@`` in them."""
+    out = []
+    for url in servers:
+        parts = urlsplit(url if "://" in url else f"nats://{url}")
+        host = parts.netloc.rpartition("@")[2]
+        out.append(f"{parts.scheme}://{host}")
+    return ", ".join(out)
+
+
+def redact(text: str, kwargs: dict[str, Any]) -> str:
+    """``text`` with every credential in the connect arguments masked (URLs' too)."""
+    secrets = [kwargs.get(k) for k in ("password", "token")]
+    for url in kwargs.get("servers") or ():
+        userinfo = urlsplit(url if "://" in url else f"nats://{url}").netloc.rpartition("@")[0]
+        secrets.append(userinfo.partition(":")[2] or userinfo)  # user:password, or a token
+    for secret in sorted({s for s in secrets if isinstance(s, str) and s}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 class LoopThread:

@@ -23,7 +23,10 @@ connection. Switching from ``StreamClient`` is one constructor.
   lease runs out.
 * **State**: ``AUTHENTICATED`` while NATS is connected *and* the gateway reports its
   upstream authenticated; a lost NATS connection, a silent gateway (three heartbeats)
-  or an upstream reconnecting shows as ``RECONNECTING``. Each hole is one
+  or an upstream reconnecting shows as ``RECONNECTING``. NATS not reachable at the
+  start (containers start in any order) is ``RECONNECTING`` too, with a
+  ``BusDisconnected`` on ``errors`` per failed round of the server list; it is retried
+  with backoff (at most 2 s apart) until it answers, then all goes on by itself. Each hole is one
   :class:`~rxalpaca.models.Gap`: the gateway's own for an upstream reconnect
   (``reason="reconnect"``), ours for a lost bus (``"bus"``) or gateway
   (``"gateway"``), and for messages NATS dropped because we were too slow
@@ -69,7 +72,19 @@ from ..metrics import Metrics
 from ..operators import pipeline
 from ..protocol import ConnectionState
 from ..streams import BarT, DailyBarT, ErrorOutlet, QuoteT, Streams, TradeT, UpdatedBarT
-from ._loop import LoopThread, NatsOptions, nats_connect_kwargs, require_nats
+from ._loop import (
+    LoopThread,
+    NatsCredentialsRefused,
+    NatsOptions,
+    NatsUnreachable,
+    connect_backoff,
+    connect_once,
+    is_auth_error,
+    nats_connect_kwargs,
+    redact,
+    require_nats,
+    server_list,
+)
 from .subjects import DEFAULT_PREFIX, Subjects
 from .wire import Demand, DemandReply, GatewayState, Refusal, decode_control, encode_control
 
@@ -184,6 +199,7 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         self._pending_limit = pending_limit
         self._connect_kwargs = nats_connect_kwargs(nats, nats_options)
         self._connect_kwargs.setdefault("name", f"rxalpaca-bus-{self.client_id}")
+        self._where = server_list(self._connect_kwargs["servers"])  # no credentials
         self._codec = Codec(ep.family, encoding)
         # Bus thread only, from here on.
         self._lt: LoopThread | None = None
@@ -195,6 +211,7 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         self._current = S.IDLE
         self._ever_up = False
         self._nats_up = False
+        self._nats_error: str | None = None  # why the last connect failed; None once up
         self._gateway: GatewayState | None = None
         self._gateway_seen = 0.0  # time.monotonic() of its last state message
         self._gateway_id: str | None = None
@@ -228,6 +245,7 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         gw = self._gateway
         return {
             "nats_connected": self._nats_up,
+            "nats_error": self._nats_error,
             "gateway": gw.gateway if gw else None,
             "gateway_state": gw.state if gw else None,
             "gateway_age_s": time.monotonic() - self._gateway_seen if gw else None,
@@ -267,31 +285,44 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
     # ------------------------------------------------------------------ connection (bus thread)
 
     async def _run(self) -> None:
-        nats = self._nats_mod
-        delay = 0.1
+        attempt = 0
         while self._nc is None:
             self._set_state()
             # Made here rather than by nats.connect() so a close() meanwhile can close it.
-            self._connecting = nc = nats.aio.client.Client()
+            self._connecting = nc = self._nats_mod.aio.client.Client()
             try:
-                await nc.connect(
-                    **self._connect_kwargs,
-                    error_cb=self._on_nats_error,
+                # One try per server (nats-py's own connect() would retry forever, silently).
+                await connect_once(
+                    nc,
+                    self._connect_kwargs,
+                    self._on_nats_error,
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
                 )
                 self._nc = nc
-            except _CredentialsRefused as exc:
+            except NatsCredentialsRefused as exc:
                 with contextlib.suppress(Exception):
                     await nc.close()
-                self._fail(BusDisconnected(f"NATS refused the credentials ({exc})"))
+                text = f"NATS at {self._where} refused the credentials ({exc})"
+                self._fail(BusDisconnected(text))
                 return
-            except Exception as exc:
-                self._outlet.log.log(("connect",), _W, "cannot reach NATS (%r); retrying", exc)
-                self._outlet.publish(_lost(f"cannot reach NATS: {exc!r}", exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            except Exception as exc:  # NatsUnreachable; or connect() itself raised
+                with contextlib.suppress(Exception):
+                    await nc.close()  # its socket, if it got one
+                wait = connect_backoff(attempt)
+                attempt += 1
+                self._nats_error = redact(str(exc) or type(exc).__name__, self._connect_kwargs)
+                text = f"cannot reach NATS at {self._where} ({self._nats_error})"
+                self._outlet.log.log(("connect",), _W, "%s; retrying", text)
+                cause = exc.__cause__ if isinstance(exc, NatsUnreachable) else None
+                cause = cause or exc
+                self._outlet.publish(_lost(f"{text}; retrying in {wait:.1f} s", cause))
+                self._set_state()  # RECONNECTING: waiting for NATS
+                await asyncio.sleep(wait)
         self._nats_up = True
+        self._nats_error = None
+        if attempt:
+            self._outlet.log.log(("reached",), logging.INFO, "reached NATS at %s", self._where)
         nc, subjects = self._nc, self.subjects
         await nc.subscribe(subjects.state, cb=self._on_gateway_state)
         await nc.subscribe(subjects.gap, cb=self._on_gateway_gap)
@@ -338,8 +369,8 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
 
     async def _on_disconnected(self) -> None:
         self._nats_up = False
-        if self._life.value in ("closed", "failed"):
-            return
+        if self._life.value in ("closed", "failed") or self._nc is None:
+            return  # closing, or a client that never connected being closed (_run)
         self._outlet.publish(BusDisconnected("lost the NATS connection; reconnecting"))
         self._set_state(reason="bus")
 
@@ -351,10 +382,10 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         await self._declare()
 
     async def _on_nats_error(self, exc: Exception) -> None:
-        if _is_auth_error(exc):
+        # Connected (connect_once handles the errors before): refused credentials at a
+        # reconnect, a slow consumer, anything else nats-py reports.
+        if is_auth_error(exc):
             # nats-py would retry refused credentials forever: no retry can fix them.
-            if self._nc is None:
-                raise _CredentialsRefused(type(exc).__name__)  # ends connect() in _run
             self._fail(BusDisconnected(f"NATS refused the credentials ({type(exc).__name__})"))
             return
         if type(exc).__name__ == "SlowConsumerError":
@@ -452,7 +483,10 @@ class BusClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         if self._life.value in ("closed", "failed"):
             return
         if self._nc is None or not self._nats_up:
-            new, why = (S.RECONNECTING if self._ever_up else S.CONNECTING), "bus"
+            # RECONNECTING too while NATS has not answered yet (_nats_error says why):
+            # as StreamClient's after a failed connect, backing off before the next.
+            retrying = self._ever_up or self._nats_error is not None
+            new, why = (S.RECONNECTING if retrying else S.CONNECTING), "bus"
         elif not self._gateway_alive():
             new, why = (S.RECONNECTING if self._ever_up else S.CONNECTING), "gateway"
         else:
@@ -708,15 +742,6 @@ class _SlowHole:
 
     queued: int  # messages buffered before the latest drop: delivered before the hole
     filter: str  # the subscription's subject
-
-
-class _CredentialsRefused(Exception):
-    """Raised from nats-py's error callback to end a connect that cannot succeed."""
-
-
-def _is_auth_error(exc: BaseException) -> bool:
-    text = f"{type(exc).__name__} {exc}".lower()
-    return "authorization" in text or "authentication" in text
 
 
 def _lost(text: str, cause: BaseException) -> BusDisconnected:

@@ -28,6 +28,11 @@ The gateway owns a :class:`~rxalpaca.client.StreamClient` and three duties:
 
 Alpaca's keys stay in this process: nothing on the bus carries them.
 
+NATS not there yet (containers start in any order): :meth:`Gateway.start` says so
+(a WARNING ``cannot reach NATS at <servers>``, and ``health()``) and returns; the
+gateway retries with backoff (at most 2 s apart) and serves as soon as NATS answers.
+Refused NATS credentials at the start are a :class:`~rxalpaca.errors.ConfigurationError`.
+
 Threads: the client's socket thread (frames in, cut), the bus thread (NATS, leases,
 the held subscriptions — all gateway state is the bus thread's alone, so it takes no
 lock), and the client's supervisor.
@@ -37,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import itertools
 import logging
@@ -59,7 +65,18 @@ from ..frames import DATA_OPCODES, DEFAULT_MAX_MESSAGE_BYTES, Frame
 from ..models import Gap
 from ..options import ClientOptions
 from ..protocol import ConnectionState
-from ._loop import LoopThread, NatsOptions, nats_connect_kwargs, require_nats
+from ._loop import (
+    LoopThread,
+    NatsCredentialsRefused,
+    NatsOptions,
+    NatsUnreachable,
+    connect_backoff,
+    connect_once,
+    nats_connect_kwargs,
+    redact,
+    require_nats,
+    server_list,
+)
 from .subjects import DEFAULT_PREFIX, Subjects
 from .wire import (
     Demand,
@@ -174,6 +191,7 @@ class Gateway:
         self.endpoint = self.client.endpoint
         self._connect_kwargs = nats_connect_kwargs(nats, nats_options)
         self._connect_kwargs.setdefault("name", f"rxalpaca-gateway-{self.feed}")
+        self._where = server_list(self._connect_kwargs["servers"])  # no credentials
         self._splitter = FrameSplitter(self.client.endpoint.family, self.subjects)
         self._log = RateLimitedLog(logger)
         # Bus thread only:
@@ -181,6 +199,8 @@ class Gateway:
         self._held: dict[_Pair, DisposableBase] = {}
         self._refused: dict[_Pair, Refusal] = {}
         self._nc: Any = None
+        self._connecting: Any = None  # the NATS client connecting, until it is self._nc
+        self._nats_error: str | None = None  # why the last connect failed; None once up
         self._tasks: list[asyncio.Task[None]] = []
         # Socket thread → bus thread: each frame's messages per subject (JSON or not),
         # and whether the bus thread has been woken for them already.
@@ -204,13 +224,25 @@ class Gateway:
     # ------------------------------------------------------------------ life
 
     def start(self) -> Self:
-        """Connect to NATS and start serving (the Alpaca socket opens at the first lease)."""
+        """Connect to NATS and start serving (the Alpaca socket opens at the first lease).
+
+        Returns once connected, or once it has said it cannot reach NATS (it goes on
+        trying in the background and serves when NATS answers).
+
+        Raises:
+            ConfigurationError: NATS refused the credentials.
+        """
         if self._started:
             return self
         self._started = True
-        self._lt = LoopThread(f"rxalpaca-gateway-{self.feed}")
+        self._lt = lt = LoopThread(f"rxalpaca-gateway-{self.feed}")
+        first: concurrent.futures.Future[None] = concurrent.futures.Future()
+        lt.soon(lambda: self._tasks.append(lt.loop.create_task(self._run(first))))
         try:
-            self._lt.call(self._start(), timeout=30)
+            # Bounded: a round of connects is; past it the bus thread carries on alone.
+            first.result(timeout=30)
+        except concurrent.futures.TimeoutError:
+            pass
         except BaseException:
             self.close()
             raise
@@ -225,19 +257,65 @@ class Gateway:
         ]
         return self
 
-    async def _start(self) -> None:
+    async def _run(self, first: concurrent.futures.Future[None]) -> None:
+        """Connect (again and again while NATS is not there), then set up; bus thread.
+
+        ``first`` is the start's outcome: ``None`` once connected or once it said it
+        cannot reach NATS; an error that no retry mends (refused credentials, a
+        stream that cannot be made) fails ``start()`` if it comes first, else it is
+        logged and retried like an unreachable NATS.
+        """
         self._wake = asyncio.Event()
-        self._nc = await self._nats_mod.connect(
-            **self._connect_kwargs,
-            error_cb=self._on_nats_error,
-            disconnected_cb=self._on_disconnected,
-            reconnected_cb=self._on_reconnected,
-        )
+        attempt = 0
+        while True:
+            # Made here rather than by nats.connect() so a close() meanwhile can close it.
+            self._connecting = nc = self._nats_mod.aio.client.Client()
+            try:
+                await connect_once(
+                    nc,
+                    self._connect_kwargs,
+                    self._on_nats_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                )
+                self._nc = nc
+                await self._start()
+            except Exception as exc:
+                self._nc = None
+                with contextlib.suppress(Exception):
+                    await nc.close()
+                if isinstance(exc, NatsCredentialsRefused):
+                    text = f"NATS at {self._where} refused the gateway's credentials ({exc})"
+                    exc = ConfigurationError(text)
+                elif isinstance(exc, NatsUnreachable):
+                    text = f"cannot reach NATS at {self._where} ({exc})"
+                else:  # setting up on a NATS that answered (the stream, the demand subject)
+                    text = f"cannot set up on NATS at {self._where} ({exc!r})"
+                if not first.done() and not isinstance(exc, NatsUnreachable):
+                    first.set_exception(exc)  # start() raises it
+                    return
+                wait = connect_backoff(attempt)
+                attempt += 1
+                self._nats_error = text = redact(text, self._connect_kwargs)
+                self._log.log(("connect", type(exc)), logging.WARNING, "%s; retrying", text)
+                if not first.done():
+                    first.set_result(None)  # said: start() returns, we go on trying
+                await asyncio.sleep(wait)
+                continue
+            self._nats_error = None
+            if attempt:  # at the level of the warnings it ends: an operator sees both
+                logger.warning("gateway reached NATS at %s; serving", self._where)
+            if not first.done():
+                first.set_result(None)
+            return
+
+    async def _start(self) -> None:
+        """Connected: the stream, the demand subject, the tasks; then say hello."""
         if self.retention is not None:
             await self._ensure_stream(self.retention)
         await self._nc.subscribe(self.subjects.demand, cb=self._on_demand)
         loop = asyncio.get_running_loop()
-        self._tasks = [
+        self._tasks += [
             loop.create_task(self._pump()),
             loop.create_task(self._every(self.heartbeat, self._publish_state)),
             loop.create_task(self._every(0.1, self._expire)),
@@ -291,8 +369,11 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await self._drain_out()
                 await self._nc.flush(timeout=2)
+        # Connected, connecting or reconnecting: closed either way.
+        nc = self._nc or self._connecting
+        if nc is not None:
             with contextlib.suppress(Exception):
-                await self._nc.close()
+                await nc.close()
 
     def health(self) -> dict[str, Any]:
         """The client's health plus the gateway's leases and counters."""
@@ -300,6 +381,7 @@ class Gateway:
         out["gateway"] = {
             "id": self.id,
             "nats_connected": bool(self._nc is not None and self._nc.is_connected),
+            "nats_error": self._nats_error,
             "leases": len(self._leases),
             "pairs_held": len(self._held),
             "pairs_refused": len(self._refused),
@@ -486,7 +568,8 @@ class Gateway:
         self._log.log(("nats", type(exc)), logging.WARNING, "NATS: %r", exc)
 
     async def _on_disconnected(self) -> None:
-        if not self._closed.is_set():
+        # Not for a client that never connected, being closed (_run): nothing was lost.
+        if not self._closed.is_set() and self._nc is not None:
             logger.warning("gateway lost NATS; nats-py reconnects")
 
     async def _on_reconnected(self) -> None:
