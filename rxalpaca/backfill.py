@@ -17,6 +17,10 @@ Install ``rxalpaca[backfill]`` (alpaca-py's historical clients). Two ways in:
 A failed fetch (bad keys, a 422, no network) is a :class:`BackfillError` on the
 client's ``errors``; the held live bars are then delivered and the stream goes on
 with the hole. Credentials are never logged or shown in a ``repr``.
+
+Threads: the observer is called by the socket thread or the fetch thread, one call
+at a time and never under the subscription's lock (see :class:`Backfill`), so it
+may dispose, close the client, or wait for the socket thread.
 """
 
 from __future__ import annotations
