@@ -14,7 +14,7 @@ Install ``rxalpaca[backfill]`` (alpaca-py's historical clients). Two ways in:
   delivered in time order, and the stream goes on live. ``docs/record-replay.md``
   ("Backfill") says why the same stream rather than a separate one.
 
-A failed fetch (bad keys, a 422, no network) is a :class:`BackfillError` on the
+A failed fetch (bad keys, a rejected parameter, no network) is a :class:`BackfillError` on the
 client's ``errors``; the held live bars are then delivered and the stream goes on
 with the hole. Credentials are never logged or shown in a ``repr``.
 
