@@ -20,7 +20,7 @@ from rxalpaca.backfill import (
     backfill,
     decode_bars,
 )
-from rxalpaca.errors import ConnectionLostError, HandlerError
+from rxalpaca.errors import AuthFailed, ConnectionLostError, HandlerError
 from rxalpaca.models import Bar, CryptoBar, Gap
 from rxalpaca.testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer
 from tests.conftest import TIMING_FACTOR
@@ -508,3 +508,18 @@ def test_an_observer_that_raises_on_a_backfilled_bar_is_reported_and_the_stream_
     assert isinstance(error.__cause__, ValueError) and client.metrics.handler_errors == 1
     alpaca_server.publish([bar("AAPL", filled.items[-1].timestamp_ns + MIN, 105)])
     assert filled.wait_for(6)[-1].open == 105 and not filled.errors
+
+
+def test_a_fatal_client_error_ends_the_backfilled_stream_once(
+    alpaca_server: AlpacaStreamServer,
+    make_client: Callable[..., StreamClient],
+    collector: Callable[[], Collector],
+) -> None:
+    """The client's error reaches the observer through the same outbox (after anything
+    due); a close afterwards adds no second end."""
+    client = make_client(alpaca_server, secret="wrong")
+    got = collector()
+    Backfill(client, history(alpaca_server)).bars("AAPL").subscribe(got)
+    assert got.errored.wait(10 * TIMING_FACTOR) and isinstance(got.errors[0], AuthFailed)
+    client.close()
+    assert len(got.errors) == 1 and not got.completed.is_set() and not got.items
