@@ -14,9 +14,13 @@ Install ``rxalpaca[backfill]`` (alpaca-py's historical clients). Two ways in:
   delivered in time order, and the stream goes on live. ``docs/record-replay.md``
   ("Backfill") says why the same stream rather than a separate one.
 
-A failed fetch (bad keys, a 422, no network) is a :class:`BackfillError` on the
+A failed fetch (bad keys, a rejected parameter, no network) is a :class:`BackfillError` on the
 client's ``errors``; the held live bars are then delivered and the stream goes on
 with the hole. Credentials are never logged or shown in a ``repr``.
+
+Threads: the observer is called by the socket thread or the fetch thread, one call
+at a time and never under the subscription's lock (see :class:`Backfill`), so it
+may dispose, close the client, or wait for the socket thread.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -268,9 +273,12 @@ class Backfill:
     something to fetch and gone when there is not, which takes every symbol waiting
     at that moment into one multi-symbol request (a reconnect of 500 symbols is a few
     requests, not 500); the ``wait`` timer (one per gap) runs on its own. ``_lock``
-    (one per subscription) guards its holds, pending fetches and last bar times and
-    is held while it emits, so its observer sees one bar at a time, in order,
-    whichever thread delivers it.
+    (one per subscription) guards its holds, pending fetches, last bar times and its
+    outbox; every decision (what to emit, in which order, which duplicate to drop) is
+    taken under it and appended to the outbox. The observer is never called under the
+    lock: one thread at a time drains the outbox (whichever appended to an idle one,
+    the socket thread or the fetch thread), so the observer sees one event at a time,
+    in order, and may close the client, dispose, or wait for the socket thread.
     """
 
     def __init__(
@@ -326,7 +334,13 @@ class _Filler:
         self._pending: list[str] = []  # held symbols whose window is known, to fetch
         self._fetcher: threading.Thread | None = None
         self._timers: list[threading.Timer] = []
-        self._done = False
+        self._done = False  # ended or disposed: nothing more is decided
+        # What the observer is due, in order: ("n", bar) | ("e", error) | ("c", None).
+        # Appended under _lock; emptied by the one thread with _draining set, which
+        # calls the observer outside the lock. Disposal clears it.
+        self._outbox: deque[tuple[str, Any]] = deque()
+        self._draining = False
+        self._disposed = False
 
     # -- socket thread
 
@@ -362,31 +376,73 @@ class _Filler:
             hold = self._holds.get(bar.symbol)
             if hold is None:
                 self._emit_live(bar)
-                return
-            hold.held.append(bar)
-            if hold.end_t is None:
-                self._fetch(bar.symbol, hold, bar.timestamp_ns)
+            else:
+                hold.held.append(bar)
+                if hold.end_t is None:
+                    self._fetch(bar.symbol, hold, bar.timestamp_ns)
+        self._drain()
 
     def on_error(self, error: Exception) -> None:
-        with self._lock:
-            self._flush_all()
-            self._done = True
-            self.observer.on_error(error)
+        self._end(("e", error))
 
     def on_completed(self) -> None:
+        self._end(("c", None))
+
+    def _end(self, event: tuple[str, Any]) -> None:
         with self._lock:
+            if self._done:
+                return
             self._flush_all()
             self._done = True
-            self.observer.on_completed()
+            self._outbox.append(event)
+        self._drain()
+
+    # -- any thread
 
     def dispose(self) -> None:
         with self._lock:
-            self._done = True
+            self._done = self._disposed = True
             self._cancel_timers()
             self._holds.clear()
             self._pending.clear()
+            self._outbox.clear()
 
-    # -- any thread, under _lock
+    def _drain(self) -> None:
+        """Deliver the outbox, outside ``_lock``, if no other thread is doing so.
+
+        Called after every change that may have appended to it. A thread that finds a
+        drain under way leaves its events to that thread (behind the ones queued
+        before, so the order decided under the lock is the order delivered) and
+        returns at once: the socket thread never waits for an observer running on the
+        fetch thread, nor the other way round. Re-entered from the observer itself
+        (an observer that closes the client completes this stream on its own thread),
+        it returns too, and the completion follows the events already due.
+        """
+        with self._lock:
+            if self._draining:
+                return
+            self._draining = True
+        while True:
+            with self._lock:
+                if self._disposed or not self._outbox:
+                    self._draining = False
+                    return
+                kind, value = self._outbox.popleft()
+            try:
+                if kind == "n":
+                    self.observer.on_next(value)
+                elif kind == "e":
+                    self.observer.on_error(value)
+                else:
+                    self.observer.on_completed()
+            except Exception as exc:
+                # The client's own streams do the same with a raising observer: report
+                # it on ``errors`` (counted, logged rate-limited) and go on.
+                outlet = self.owner.client._outlet
+                outlet.metrics.count_handler_error()
+                outlet.handler_error(exc, value, self.observer)
+
+    # -- any thread, under _lock (none of these calls the observer)
 
     def _hold(self, sym: str, after: int) -> _Hold:
         hold = _Hold(after)
@@ -446,6 +502,7 @@ class _Filler:
             with self._lock:
                 for sym, hold in batch:
                     self._deliver(sym, hold, bars)
+            self._drain()
 
     def _failed(self, syms: list[str], start: int, end: int, exc: Exception) -> None:
         cause = str(exc) if isinstance(exc, BackfillError) else _describe_failure(exc)
@@ -457,7 +514,8 @@ class _Filler:
         outlet.publish(error)
 
     def _deliver(self, sym: str, hold: _Hold, bars: list[Bar | CryptoBar]) -> None:
-        """Under _lock: the missing bars of ``sym`` in its own window, then the held ones."""
+        """Under _lock: queue the missing bars of ``sym`` in its own window, then the
+        held ones."""
         if self._done or self._holds.get(sym) is not hold:
             return
         del self._holds[sym]
@@ -488,8 +546,9 @@ class _Filler:
         self._emit(bar)
 
     def _emit(self, bar: Bar | CryptoBar) -> None:
+        """Under _lock: ``bar`` is due (delivered by :meth:`_drain`, after the lock)."""
         self._last[bar.symbol] = bar.timestamp_ns
-        self.observer.on_next(bar)
+        self._outbox.append(("n", bar))
 
     def _flush_all(self) -> None:
         """The stream ends: deliver what is held, unfilled."""

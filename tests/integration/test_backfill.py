@@ -20,6 +20,7 @@ from rxalpaca.backfill import (
     backfill,
     decode_bars,
 )
+from rxalpaca.errors import AuthFailed, ConnectionLostError, HandlerError
 from rxalpaca.models import Bar, CryptoBar, Gap
 from rxalpaca.testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer
 from tests.conftest import TIMING_FACTOR
@@ -149,16 +150,21 @@ def published_gap(
     make_client: Callable[..., StreamClient],
     collector: Callable[[], Collector],
     source: BarSource,
+    *,
+    client: StreamClient | None = None,
+    on_subscribed: Callable[[Any], None] | None = None,
     **kw: Any,
 ) -> tuple[StreamClient, Collector, list[Exception], Backfill]:
     """Two bars live, two made while muted, a drop, one bar live after the gap."""
-    client = make_client(server)
+    client = client if client is not None else make_client(server)
     gaps = Gaps(client)
     errors: list[Exception] = []
     client.errors.subscribe(errors.append)
     filled = collector()
     bf = Backfill(client, source, **kw)
-    bf.bars("AAPL").subscribe(filled)
+    subscription = bf.bars("AAPL").subscribe(filled)
+    if on_subscribed is not None:
+        on_subscribed(subscription)
     server.wait_for_subscriptions({"bars": {"AAPL"}})
     t = (time.time_ns() // MIN - 10) * MIN
     server.publish([bar("AAPL", t), bar("AAPL", t + MIN, 101)])
@@ -381,3 +387,139 @@ def test_the_rest_history_is_what_the_market_sent(
         made = alpaca_server.bar_history(sym)
         assert [h["t"] for h in made] == [r["t"] for r in sent if r["S"] == sym]
         assert [h["o"] for h in made] == [r["o"] for r in sent if r["S"] == sym]
+
+
+class WaitsForTheSocket(Collector):
+    """An observer that, on the first backfilled bar (on the fetch thread), has the
+    server send a live bar and then a trade, and waits (bounded) for the socket thread
+    to deliver the trade: the socket thread must get past the live bar meanwhile."""
+
+    def __init__(self, server: AlpacaStreamServer, trade_seen: threading.Event) -> None:
+        super().__init__()
+        self.server = server
+        self.trade_seen = trade_seen
+        self.waited: bool | None = None
+
+    def on_next(self, value: Any) -> None:
+        if self.waited is None and isinstance(value, BackfilledBar):
+            self.server.wait_for_subscriptions({"trades": {"AAPL"}})
+            t = value.timestamp_ns + 10 * MIN
+            self.server.publish([bar("AAPL", t, 110)])
+            self.server.publish([{"T": "t", "S": "AAPL", "i": 1, "x": "V", "p": 110.0,
+                                  "s": 1, "c": ["@"], "z": "C", "t": t}])  # fmt: skip
+            self.waited = self.trade_seen.wait(3 * TIMING_FACTOR)
+        super().on_next(value)
+
+
+def test_an_observer_may_wait_for_the_socket_thread_while_backfill_delivers(
+    alpaca_server: AlpacaStreamServer,
+    make_client: Callable[..., StreamClient],
+) -> None:
+    """Regression: the observer used to be called under the subscription's lock, so a
+    live bar arriving meanwhile stopped the socket thread on that lock, and an observer
+    waiting for the socket thread deadlocked. Now the live bar is queued behind the
+    backfilled ones and the socket thread goes on."""
+    trade_seen = threading.Event()
+    observer = WaitsForTheSocket(alpaca_server, trade_seen)
+    client = make_client(alpaca_server)
+    client.trades("AAPL").subscribe(lambda _: trade_seen.set())
+    _, filled, errors, bf = published_gap(
+        alpaca_server, make_client, lambda: observer, history(alpaca_server), client=client
+    )
+    got = filled.wait_for(6, 10 * TIMING_FACTOR)
+    assert observer.waited is True, "the socket thread was stuck behind the observer"
+    assert [(b.open, isinstance(b, BackfilledBar)) for b in got] == [
+        (100, False), (101, False), (102, True), (103, True), (104, False), (110, False)
+    ]  # fmt: skip
+    assert (bf.filled, bf.duplicates, bf.failures) == (2, 0, 0)
+    assert not [e for e in errors if not isinstance(e, ConnectionLostError)]
+
+
+class ClosesOnBackfill(Collector):
+    """An observer that, on the first backfilled bar, closes the client (``close``)
+    or disposes its own subscription (``dispose``) from the fetch thread."""
+
+    def __init__(self, client: StreamClient, how: str) -> None:
+        super().__init__()
+        self.client = client
+        self.how = how
+        self.subscription: Any = None
+
+    def on_next(self, value: Any) -> None:
+        super().on_next(value)
+        if isinstance(value, BackfilledBar) and value.open == 102:
+            if self.how == "close":
+                self.client.close()
+            else:
+                self.subscription.dispose()
+
+
+@pytest.mark.parametrize("how", ["close", "dispose"])
+def test_an_observer_may_close_the_client_or_dispose_while_backfill_delivers(
+    alpaca_server: AlpacaStreamServer,
+    make_client: Callable[..., StreamClient],
+    how: str,
+) -> None:
+    """Closing the client from the observer (fetch thread) completes the stream after
+    what was already due; disposing stops it at once. Neither waits for the lock."""
+    client = make_client(alpaca_server)
+    observer = ClosesOnBackfill(client, how)
+    done = threading.Event()
+    _, filled, _, _ = published_gap(
+        alpaca_server, make_client, lambda: observer, history(alpaca_server), client=client,
+        on_subscribed=lambda sub: setattr(observer, "subscription", sub),
+    )  # fmt: skip
+    if how == "close":
+        assert filled.completed.wait(10 * TIMING_FACTOR)
+        # Everything already due when the client closed still arrives, then the end.
+        assert [b.open for b in filled.items] == [100, 101, 102, 103, 104]
+    else:
+        filled.wait_for(3, 10 * TIMING_FACTOR)
+
+        def close() -> None:
+            client.close()
+            done.set()
+
+        threading.Thread(target=close, daemon=True).start()
+        assert done.wait(10 * TIMING_FACTOR)
+        assert [b.open for b in filled.items] == [100, 101, 102]  # nothing after dispose
+        assert not filled.completed.is_set()
+
+
+class RaisesOnBackfill(Collector):
+    def on_next(self, value: Any) -> None:
+        super().on_next(value)
+        if isinstance(value, BackfilledBar) and value.open == 102:
+            raise ValueError("strategy bug")
+
+
+def test_an_observer_that_raises_on_a_backfilled_bar_is_reported_and_the_stream_goes_on(
+    alpaca_server: AlpacaStreamServer,
+    make_client: Callable[..., StreamClient],
+) -> None:
+    """As on the client's own streams: a ``HandlerError`` on ``errors``, counted; the
+    fetch thread goes on delivering (and fetching: a later gap is filled too)."""
+    observer = RaisesOnBackfill()
+    client, filled, errors, _ = published_gap(
+        alpaca_server, make_client, lambda: observer, history(alpaca_server)
+    )
+    assert [b.open for b in filled.wait_for(5)] == [100, 101, 102, 103, 104]
+    [error] = [e for e in errors if isinstance(e, HandlerError)]
+    assert isinstance(error.__cause__, ValueError) and client.metrics.handler_errors == 1
+    alpaca_server.publish([bar("AAPL", filled.items[-1].timestamp_ns + MIN, 105)])
+    assert filled.wait_for(6)[-1].open == 105 and not filled.errors
+
+
+def test_a_fatal_client_error_ends_the_backfilled_stream_once(
+    alpaca_server: AlpacaStreamServer,
+    make_client: Callable[..., StreamClient],
+    collector: Callable[[], Collector],
+) -> None:
+    """The client's error reaches the observer through the same outbox (after anything
+    due); a close afterwards adds no second end."""
+    client = make_client(alpaca_server, secret="wrong")
+    got = collector()
+    Backfill(client, history(alpaca_server)).bars("AAPL").subscribe(got)
+    assert got.errored.wait(10 * TIMING_FACTOR) and isinstance(got.errors[0], AuthFailed)
+    client.close()
+    assert len(got.errors) == 1 and not got.completed.is_set() and not got.items

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.error
 import urllib.parse
@@ -110,7 +111,27 @@ def test_pagination_walks_every_bar_once_with_the_limit_across_symbols(
     ("params", "message"),
     [
         ({"timeframe": "1Min"}, "missing symbols"),
-        ({"symbols": "AAPL", "timeframe": "60Min"}, "invalid timeframe"),
+        (
+            {"symbols": "AAPL", "timeframe": "60Min"},
+            "timeframe period number is larger than the allowed maximum of 59",
+        ),
+        (
+            {"symbols": "AAPL", "timeframe": "24H"},
+            "timeframe period number is larger than the allowed maximum of 23",
+        ),
+        ({"symbols": "AAPL", "timeframe": "0Min"}, "invalid timeframe"),
+        ({"symbols": "AAPL", "timeframe": "2Day"}, "invalid timeframe"),
+        ({"symbols": "AAPL", "timeframe": "2Week"}, "invalid timeframe"),
+        ({"symbols": "AAPL", "timeframe": "5Month"}, "invalid timeframe"),
+        ({"symbols": "AAPL", "timeframe": "1Sec"}, "invalid timeframe"),
+        (
+            {"symbols": "AAPL", "timeframe": "1Min", "after": "2024-01-01"},
+            "unexpected parameter(s): after",
+        ),
+        ({"symbols": "AAPL", "timeframe": "1Min", "adjustment": "splits"}, "invalid adjustment"),
+        ({"symbols": "AAPL", "timeframe": "1Min", "asof": "2024-13-01"}, "invalid asof"),
+        ({"symbols": "AAPL", "timeframe": "1Min", "asof": "today"}, "invalid asof"),
+        ({"symbols": "AAPL", "timeframe": "1Min", "currency": "usd"}, "invalid currency"),
         ({"symbols": "AAPL", "timeframe": "1Min", "limit": 0}, "invalid limit"),
         ({"symbols": "AAPL", "timeframe": "1Min", "limit": 10001}, "invalid limit"),
         ({"symbols": "AAPL", "timeframe": "1Min", "limit": "x"}, "invalid limit"),
@@ -125,12 +146,66 @@ def test_pagination_walks_every_bar_once_with_the_limit_across_symbols(
         ({"symbols": "AAPL", "timeframe": "1Min", "page_token": "%%%"}, "invalid page_token"),
     ],
 )
-def test_a_bad_parameter_is_a_422_saying_which(
+def test_a_bad_parameter_is_a_400_saying_which(
     alpaca_server: AlpacaStreamServer, params: dict[str, Any], message: str
 ) -> None:
+    """As Alpaca answers today: 400 and ``{"message": …}`` (no ``code``)."""
     status, body = get(alpaca_server, "/v2/stocks/bars", **params)
-    assert status == 422 and body["code"] == 42210000
+    assert status == 400 and list(body) == ["message"]
     assert body["message"].startswith(message)
+
+
+def test_crypto_takes_no_stock_parameters(alpaca_server: AlpacaStreamServer) -> None:
+    for name, value in [("feed", "us"), ("adjustment", "raw"), ("asof", "-")]:
+        params: dict[str, Any] = {"symbols": "BTC/USD", "timeframe": "1Min", name: value}
+        status, body = get(alpaca_server, "/v1beta3/crypto/us/bars", **params)
+        assert (status, body) == (400, {"message": f"unexpected parameter(s): {name}"})
+
+
+def test_stock_parameters_alpaca_takes_are_taken(published: AlpacaStreamServer) -> None:
+    """``adjustment``, ``asof`` and ``currency``: checked, accepted, no effect here."""
+    extras: list[dict[str, Any]] = [
+        {"adjustment": "split,spin-off"},
+        {"adjustment": "all"},
+        {"asof": "-"},
+        {"asof": "2023-11-14"},
+        {"currency": "USD"},
+        {"feed": "boats"},
+    ]
+    for extra in extras:
+        status, body = get(published, "/v2/stocks/bars", symbols="AAPL", timeframe="1T", **extra)
+        assert status == 200 and len(body["bars"]["AAPL"]) == 5, extra
+
+
+@pytest.mark.parametrize(
+    ("timeframe", "family", "start"),
+    [
+        # Stocks: calendar bars start at midnight New York time (EST here, UTC-5) …
+        ("1Day", "stocks", "2023-11-14T05:00:00Z"),
+        ("1D", "stocks", "2023-11-14T05:00:00Z"),
+        ("1Week", "stocks", "2023-11-13T05:00:00Z"),  # the Monday
+        ("1W", "stocks", "2023-11-13T05:00:00Z"),
+        # … in summer time (EDT, UTC-4) when the bar starts before 5 November 2023.
+        ("1Month", "stocks", "2023-11-01T04:00:00Z"),
+        ("3M", "stocks", "2023-10-01T04:00:00Z"),
+        ("12Month", "stocks", "2023-01-01T05:00:00Z"),
+        ("4Hour", "stocks", "2023-11-14T20:00:00Z"),  # hours: UTC multiples
+        # Crypto days are UTC's.
+        ("1Day", "crypto", "2023-11-14T00:00:00Z"),
+        ("1Week", "crypto", "2023-11-13T00:00:00Z"),
+        ("6M", "crypto", "2023-07-01T00:00:00Z"),
+    ],
+)
+def test_wider_bars_start_where_alpaca_s_do(
+    alpaca_server: AlpacaStreamServer, timeframe: str, family: str, start: str
+) -> None:
+    sym = "AAPL" if family == "stocks" else "BTC/USD"
+    path = "/v2/stocks/bars" if family == "stocks" else "/v1beta3/crypto/us/bars"
+    alpaca_server.publish([bar(sym, i) for i in range(3)])
+    status, body = get(alpaca_server, path, symbols=sym, timeframe=timeframe)
+    assert status == 200
+    [wide] = body["bars"][sym]
+    assert wide["t"] == start and (wide["o"], wide["c"], wide["n"]) == (100.0, 102.5, 9)
 
 
 def test_keys_are_checked_as_alpaca_checks_them(published: AlpacaStreamServer) -> None:
@@ -140,6 +215,11 @@ def test_keys_are_checked_as_alpaca_checks_them(published: AlpacaStreamServer) -
     assert get(published, "/v2/stocks/bars", wrong, **q) == (403, {"message": "forbidden"})
     # OAuth tokens, and crypto bars need no keys at all (but wrong ones are refused).
     assert get(published, "/v2/stocks/bars", {"Authorization": "Bearer nope"}, **q)[0] == 403
+    # HTTP Basic (key:secret), as broker keys and alpaca-py's use_basic_auth send them.
+    for pair, status in [(f"{DEFAULT_KEY}:{DEFAULT_SECRET}", 200), (f"{DEFAULT_KEY}:x", 403)]:
+        basic = {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+        assert get(published, "/v2/stocks/bars", basic, **q)[0] == status
+    assert get(published, "/v2/stocks/bars", {"Authorization": "Basic %%"}, **q)[0] == 403
     assert (
         get(published, "/v1beta3/crypto/us/bars", {}, symbols="BTC/USD", timeframe="1Min")[0] == 200
     )
@@ -175,7 +255,9 @@ def test_crypto_bars_on_the_crypto_path(alpaca_server: AlpacaStreamServer) -> No
 def test_alpaca_py_s_historical_client_runs_against_it_unchanged(
     published: AlpacaStreamServer,
 ) -> None:
+    from alpaca.common.enums import Sort, SupportedCurrencies
     from alpaca.common.exceptions import APIError
+    from alpaca.data.enums import Adjustment, DataFeed
     from alpaca.data.historical import StockHistoricalDataClient
     from alpaca.data.requests import StockBarsRequest
     from alpaca.data.timeframe import TimeFrame
@@ -197,6 +279,27 @@ def test_alpaca_py_s_historical_client_runs_against_it_unchanged(
     with pytest.raises(APIError) as err:
         bad.get_stock_bars(req)
     assert err.value.status_code == 403
+    # Everything alpaca-py's request can carry is taken; a bad value is its APIError.
+    full = StockBarsRequest(
+        symbol_or_symbols="AAPL",
+        timeframe=TimeFrame.Minute,
+        start=datetime(2023, 11, 14, tzinfo=UTC),
+        end=datetime(2023, 11, 15, tzinfo=UTC),
+        adjustment=Adjustment.ALL,
+        feed=DataFeed.SIP,
+        sort=Sort.DESC,
+        asof="2023-11-14",
+        currency=SupportedCurrencies.USD,
+    )
+    assert [b.open for b in client.get_stock_bars(full).data["AAPL"]] == [104, 103, 102, 101, 100]  # type: ignore[union-attr]
+    with pytest.raises(APIError) as err:
+        client.get_stock_bars(full.model_copy(update={"asof": "14/11/2023"}))
+    assert err.value.status_code == 400 and err.value.message == "invalid asof: '14/11/2023'"
+    # Broker keys authenticate with HTTP Basic.
+    basic = StockHistoricalDataClient(
+        DEFAULT_KEY, DEFAULT_SECRET, use_basic_auth=True, url_override=published.rest_url
+    )
+    assert len(basic.get_stock_bars(req).data["AAPL"]) == 5  # type: ignore[union-attr]
 
 
 def test_history_parts() -> None:

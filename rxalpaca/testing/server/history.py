@@ -8,14 +8,25 @@ first; :func:`answer` turns one ``GET`` into ``(status, JSON body)``:
 * ``/v1beta3/crypto/us/bars`` — crypto (keys optional, as on Alpaca).
 
 Parameters as Alpaca takes them: ``symbols`` (comma-separated), ``timeframe``
-(``1Min`` … ``59Min``, ``1Hour`` … ``23Hour``, ``1Day``; also ``T``/``H``/``D``),
-``start`` / ``end`` (RFC 3339 or a date; both inclusive), ``limit`` (1 … 10 000,
-default 1 000, counted across symbols), ``page_token``, ``sort`` (``asc``/``desc``),
-``feed``. The body is ``{"bars": {symbol: [{"t","o","h","l","c","v","n","vw"}…]},
-"next_page_token": str | null}``: symbols in alphabetical order, each one's bars in
-time order, a symbol without bars left out. Errors: 401 ``{"message":
-"unauthorized."}`` without keys, 403 ``{"message": "forbidden"}`` for wrong ones, 422
-``{"code": 42210000, "message": …}`` for a bad parameter.
+(``1Min`` … ``59Min``, ``1Hour`` … ``23Hour``, ``1Day``, ``1Week``, ``1``/``2``/``3``/
+``4``/``6``/``12Month``; also ``T``/``H``/``D``/``W``/``M``), ``start`` / ``end`` (RFC 3339
+with an offset, or a date; both inclusive), ``limit`` (1 … 10 000, default 1 000,
+counted across symbols), ``page_token``, ``sort`` (``asc``/``desc``); stocks also
+``feed``, ``adjustment`` (``raw``, ``split``, ``dividend``, ``spin-off``, ``all``,
+comma-joined), ``asof`` (a date or ``-``) and ``currency`` (ISO 4217), checked but
+without effect (no corporate actions, renames or conversions here). Any other
+parameter is refused, as Alpaca refuses it. The body is ``{"bars": {symbol:
+[{"t","o","h","l","c","v","n","vw"}…]}, "next_page_token": str | null}``: symbols in
+alphabetical order, each one's bars in time order, a symbol without bars left out.
+Minute and hour bars start on UTC multiples; stock day, week (from Monday) and month
+bars at midnight New York time, as Alpaca's daily bars do (``T04:00:00Z`` or
+``T05:00:00Z``).
+
+Auth: ``APCA-API-KEY-ID`` / ``APCA-API-SECRET-KEY``, HTTP Basic (``key:secret``, as
+alpaca-py's ``use_basic_auth`` and broker keys send it) or an OAuth ``Bearer`` token.
+Errors: 401 ``{"message": "unauthorized."}`` without keys, 403 ``{"message":
+"forbidden"}`` for wrong ones, 400 ``{"message": …}`` for a bad parameter (Alpaca's
+answer today; in 2021 it was a 422 with ``"code": 42210000``).
 
 One deliberate difference: without ``start`` / ``end`` the whole history is served
 (Alpaca defaults to today .. now), since a synthetic market's clock need not be the
@@ -28,10 +39,12 @@ import base64
 import binascii
 import calendar
 import re
-from collections.abc import Iterable, Mapping
-from datetime import UTC, date, datetime
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from functools import cache
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
 
 from rxalpaca.feeds import Family
 
@@ -47,12 +60,32 @@ REST_PATHS: dict[str, Family] = {
     "/v1beta3/crypto/us/bars": Family.CRYPTO,
 }
 _STOCK_FEEDS = frozenset({"iex", "sip", "delayed_sip", "otc", "boats", "overnight"})
+_ADJUSTMENTS = frozenset({"raw", "split", "dividend", "spin-off", "all"})
+#: The query parameters each family's endpoint takes (alpaca-py 0.44 sends a subset).
+_COMMON = frozenset({"symbols", "timeframe", "start", "end", "limit", "page_token", "sort"})
+_PARAMETERS = {
+    Family.STOCKS: _COMMON | {"feed", "adjustment", "asof", "currency"},
+    Family.CRYPTO: _COMMON,
+}
 _NS = 1_000_000_000
 _MINUTE = 60 * _NS
-_UNITS = {"Min": _MINUTE, "T": _MINUTE, "Hour": 60 * _MINUTE, "H": 60 * _MINUTE}
-_UNITS |= {"Day": 1440 * _MINUTE, "D": 1440 * _MINUTE}
-_UNIT_MAX = {_MINUTE: 59, 60 * _MINUTE: 23, 1440 * _MINUTE: 1}
-_TIMEFRAME = re.compile(r"(\d+)(Min|T|Hour|H|Day|D)")
+_HOUR = 60 * _MINUTE
+#: Timeframe unit → (the unit, the amounts Alpaca takes).
+_UNITS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "Min": ("min", tuple(range(1, 60))),
+    "T": ("min", tuple(range(1, 60))),
+    "Hour": ("hour", tuple(range(1, 24))),
+    "H": ("hour", tuple(range(1, 24))),
+    "Day": ("day", (1,)),
+    "D": ("day", (1,)),
+    "Week": ("week", (1,)),
+    "W": ("week", (1,)),
+    "Month": ("month", (1, 2, 3, 4, 6, 12)),
+    "M": ("month", (1, 2, 3, 4, 6, 12)),
+}
+_TIMEFRAME = re.compile(r"(\d+)(Min|T|Hour|H|Day|D|Week|W|Month|M)")
+_ASOF = re.compile(r"\d{4}-\d\d-\d\d|-")
+_CURRENCY = re.compile(r"[A-Z]{3}")
 _RFC3339 = re.compile(
     r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?"
     r"(?:([Zz])|([+-])(\d\d):(\d\d))"
@@ -122,7 +155,7 @@ def answer(
         query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         return 200, _bars(history, family, query)
     except _BadParameter as exc:
-        return 422, {"code": 42210000, "message": str(exc)}
+        return 400, {"message": str(exc)}
 
 
 def _authorize(
@@ -130,9 +163,15 @@ def _authorize(
 ) -> tuple[int, dict[str, Any]] | None:
     key = headers.get("APCA-API-KEY-ID")
     secret = headers.get("APCA-API-SECRET-KEY")
-    bearer = headers.get("Authorization", "")
-    if bearer.startswith("Bearer "):
-        key, secret = "oauth", bearer.removeprefix("Bearer ")
+    authorization = headers.get("Authorization", "")
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme == "Bearer":
+        key, secret = "oauth", credentials
+    elif scheme == "Basic":
+        try:
+            key, _, secret = base64.b64decode(credentials, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            key, secret = "", ""
     if key is None and secret is None:
         return None if optional else (401, {"message": "unauthorized."})
     account, _ = directory.lookup(key or "", secret or "")
@@ -140,10 +179,13 @@ def _authorize(
 
 
 def _bars(history: BarHistory, family: Family, q: Mapping[str, str]) -> dict[str, Any]:
+    unexpected = sorted(set(q) - _PARAMETERS[family])
+    if unexpected:
+        raise _BadParameter(f"unexpected parameter(s): {', '.join(unexpected)}")
     symbols = sorted({s.strip() for s in q.get("symbols", "").split(",") if s.strip()})
     if not symbols:
         raise _BadParameter("missing symbols")
-    width = _timeframe(q.get("timeframe"))
+    bucket = _timeframe(q.get("timeframe"), family)
     start = _time(q, "start")
     end = _time(q, "end")
     if start is not None and end is not None and end < start:
@@ -153,12 +195,21 @@ def _bars(history: BarHistory, family: Family, q: Mapping[str, str]) -> dict[str
     if sort not in ("asc", "desc"):
         raise _BadParameter(f"invalid sort: {sort!r}")
     feed = q.get("feed")
-    if feed and family is Family.STOCKS and feed not in _STOCK_FEEDS:
+    if feed and feed not in _STOCK_FEEDS:
         raise _BadParameter(f"invalid feed: {feed!r}")
+    adjustment = q.get("adjustment")
+    if adjustment and not set(adjustment.split(",")) <= _ADJUSTMENTS:
+        raise _BadParameter(f"invalid adjustment: {adjustment!r}")
+    asof = q.get("asof")
+    if asof and (_ASOF.fullmatch(asof) is None or (asof != "-" and _date(asof) is None)):
+        raise _BadParameter(f"invalid asof: {asof!r}")
+    currency = q.get("currency")
+    if currency and _CURRENCY.fullmatch(currency) is None:
+        raise _BadParameter(f"invalid currency: {currency!r}")
     # Every (symbol, bar) the query matches, in the response's order.
     rows: list[tuple[str, dict[str, Any]]] = []
     for sym in symbols:
-        bars = _aggregate(history.bars(family, sym), width, family)
+        bars = _aggregate(history.bars(family, sym), bucket, family)
         picked = [
             b for b in bars if (start is None or b["t"] >= start) and (end is None or b["t"] <= end)
         ]
@@ -179,13 +230,16 @@ def _bars(history: BarHistory, family: Family, q: Mapping[str, str]) -> dict[str
     return {"bars": out, "next_page_token": next_token}
 
 
-def _aggregate(bars: list[dict[str, Any]], width: int, family: Family) -> list[dict[str, Any]]:
-    """Minute bars merged into ``width``-wide ones (open first, close last, sums)."""
-    if width == _MINUTE:
+def _aggregate(
+    bars: list[dict[str, Any]], bucket: Callable[[int], int] | None, family: Family
+) -> list[dict[str, Any]]:
+    """Minute bars merged by ``bucket`` (a time → the start of its bar; ``None``:
+    minute bars as they are): open first, close last, sums."""
+    if bucket is None:
         return bars
     out: list[dict[str, Any]] = []
     for b in bars:
-        t = b["t"] // width * width
+        t = bucket(b["t"])
         if out and out[-1]["t"] == t:
             a = out[-1]
             pv = a["vw"] * a["v"] + b["vw"] * b["v"]
@@ -200,14 +254,56 @@ def _aggregate(bars: list[dict[str, Any]], width: int, family: Family) -> list[d
     return out
 
 
-def _timeframe(value: str | None) -> int:
+def _timeframe(value: str | None, family: Family) -> Callable[[int], int] | None:
+    """A timeframe as the function from a minute bar's time to its bar's start
+    (``None`` for one minute)."""
     m = _TIMEFRAME.fullmatch(value or "")
     if m is None:
         raise _BadParameter(f"invalid timeframe: {value!r}")
-    n, unit = int(m.group(1)), _UNITS[m.group(2)]
-    if not 1 <= n <= _UNIT_MAX[unit]:
+    n = int(m.group(1))
+    unit, amounts = _UNITS[m.group(2)]
+    if n > amounts[-1] and len(amounts) > 1:
+        # Alpaca's own words for 60Min or 24Hour.
+        raise _BadParameter(
+            f"timeframe period number is larger than the allowed maximum of {amounts[-1]}"
+        )
+    if n not in amounts:
         raise _BadParameter(f"invalid timeframe: {value!r}")
-    return n * unit
+    if unit == "min":
+        return None if n == 1 else _every(n * _MINUTE)
+    if unit == "hour":
+        return _every(n * _HOUR)
+    # Calendar bars: a stock's day starts at midnight in New York; crypto's at UTC's.
+    zone: tzinfo = _new_york() if family is Family.STOCKS else UTC
+    return lambda t: _calendar_start(t, unit, n, zone)
+
+
+def _every(width: int) -> Callable[[int], int]:
+    return lambda t: t // width * width
+
+
+@cache
+def _new_york() -> ZoneInfo:
+    return ZoneInfo("America/New_York")
+
+
+def _calendar_start(t: int, unit: str, n: int, zone: tzinfo) -> int:
+    """The start of the day, week (Monday) or ``n``-month bar holding ``t``, in ``zone``."""
+    local = datetime.fromtimestamp(t // _NS, tz=zone)
+    day = local.date()
+    if unit == "week":
+        day -= timedelta(days=day.weekday())
+    elif unit == "month":
+        day = day.replace(month=(day.month - 1) // n * n + 1, day=1)
+    start = datetime(day.year, day.month, day.day, tzinfo=zone)
+    return calendar.timegm(start.utctimetuple()) * _NS
+
+
+def _date(value: str) -> date | None:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 def _limit(value: str | None) -> int:
