@@ -20,6 +20,9 @@ over a bare interpreter (``python -c`` reading its own ``VmHWM``), each the medi
    symbols subscribed on trades, quotes and bars) and the peak over a flood (``VmHWM``),
    for the floor (websocket-client + orjson/msgpack) and rxalpaca.
 
+``--book`` adds the subscription book's own footprint (``tracemalloc``) at 1,000 symbols on
+three channels: after the acquires, and after the server's ack is adopted.
+
 Every process runs with bytecode cached (``e2e.client_env``), as for an installed package;
 the row "rxalpaca, compiled from source" shows what an editable install under
 ``PYTHONDONTWRITEBYTECODE=1`` adds instead.
@@ -154,7 +157,52 @@ def client_runs(reps: int, smoke: bool) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def markdown(imports: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> str:
+def book_footprint(n: int = 1000) -> dict[str, int]:
+    """Bytes (``tracemalloc``) a ``SubscriptionBook`` holds for ``n`` symbols on trades,
+    quotes and bars, as ``StreamClient`` fills it: the users' symbol strings exist before
+    (not counted), the ack is decoded from JSON as the codec does, then dropped."""
+    import tracemalloc
+
+    import msgspec
+
+    from rxalpaca.book import SubscriptionBook
+    from rxalpaca.feeds import endpoint
+    from rxalpaca.models import SubscriptionMessage
+
+    channels = ("trades", "quotes", "bars")
+    symbols = [f"S{i:04d}" for i in range(n)]
+    raw = json.dumps({"T": "subscription", **dict.fromkeys(channels, symbols)}).encode()
+    tracemalloc.start()
+    book = SubscriptionBook(frozenset(endpoint("iex").channels))
+    for ch in channels:
+        book.acquire(ch, symbols)
+    wanted = tracemalloc.get_traced_memory()[0]
+    book.connected()
+    book.take_request()
+    ack = msgspec.json.decode(raw, type=SubscriptionMessage)
+    assert book.on_ack(ack).ok
+    del ack
+    acked, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {"pairs": n * len(channels), "wanted": wanted, "acked": acked, "peak": peak}
+
+
+def book_line(book: dict[str, int]) -> str:
+    def mb(n: int) -> str:
+        return f"{n / 2**20:.3f}"
+
+    return (
+        f"**The subscription book** (`tracemalloc`, {book['pairs']:,} pairs): "
+        f"{mb(book['wanted'])} MB after the acquires, {mb(book['acked'])} MB with the ack "
+        f"adopted (peak while adopting: {mb(book['peak'])} MB)."
+    )
+
+
+def markdown(
+    imports: dict[str, Any],
+    runs: dict[str, list[dict[str, Any]]],
+    book: dict[str, int] | None = None,
+) -> str:
     bare_rss, bare_hwm = imports["bare"]
 
     def mb(kb: float) -> str:
@@ -206,6 +254,8 @@ def markdown(imports: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> 
                 f"| {client} | {enc} | {mb(imported - bare_hwm)} | {mb(first - bare_hwm)} "
                 f"| {mb(peak - bare_hwm)} | {threads} |"
             )
+    if book:
+        lines += ["", book_line(book)]
     return "\n".join(lines)
 
 
@@ -215,11 +265,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3, help="processes per figure")
     parser.add_argument("--no-clients", action="store_true", help="imports only")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    parser.add_argument("--book", action="store_true", help="the subscription book's footprint")
+    parser.add_argument("--book-only", action="store_true", help="only that (no processes)")
     args = parser.parse_args(argv)
     reps = 1 if args.smoke else args.reps
+    book = book_footprint() if args.book or args.book_only or args.smoke else None
+    if args.book_only and book is not None:
+        print(book_line(book))
+        return 0
     imports = import_tables(reps)
     runs = {} if args.no_clients else client_runs(reps, args.smoke)
-    print(markdown(imports, runs))
+    print(markdown(imports, runs, book))
     if args.json:
         slim = {k: [{**r, "lat_ns": None} for r in v] for k, v in runs.items()}
         args.json.write_text(json.dumps({"imports": imports, "runs": slim}, indent=1))
