@@ -2,8 +2,8 @@
 
 Sans-I/O: no sockets, threads or Rx. It keeps
 
-* ``wanted``: reference counts per (channel, symbol) — the first acquire makes the
-  pair wanted on the server, the last release makes it unwanted;
+* ``wanted``: reference counts per (channel, symbol), kept per channel — the first
+  acquire makes the pair wanted on the server, the last release makes it unwanted;
 * ``acked``: the server's subscription state from its last acknowledgement, the
   source of truth (§3.3);
 * at most **one request in flight** — the server answers each request with exactly
@@ -23,7 +23,9 @@ refused. While halves are pending no other subscribe is mixed into them.
 
 Threading: every public method takes the book's own lock, so subscribe/dispose
 may come from any thread — including an observer running on the socket thread,
-since no lock is held while observers run.
+since no lock is held while observers run. Work under the lock is proportional to
+the symbols of the call (acquire, release), to the channels (``live``), or — once per
+request or ack, never per message — to the subscriptions (``take_request``, ``on_ack``).
 """
 
 from __future__ import annotations
