@@ -20,6 +20,11 @@ over a bare interpreter (``python -c`` reading its own ``VmHWM``), each the medi
    symbols subscribed on trades, quotes and bars) and the peak over a flood (``VmHWM``),
    for the floor (websocket-client + orjson/msgpack) and rxalpaca.
 
+``--trees A,B`` runs the third table for rxalpaca from each source tree (an A/B of two
+checkouts in the same minutes, e.g. a ``git worktree`` of the previous commit); ``--book``
+adds the subscription book's own footprint (``tracemalloc``) at 1,000 symbols on
+three channels: after the acquires, and after the server's ack is adopted.
+
 Every process runs with bytecode cached (``e2e.client_env``), as for an installed package;
 the row "rxalpaca, compiled from source" shows what an editable install under
 ``PYTHONDONTWRITEBYTECODE=1`` adds instead.
@@ -122,8 +127,13 @@ def import_tables(reps: int) -> dict[str, Any]:
     }
 
 
-def client_runs(reps: int, smoke: bool) -> dict[str, list[dict[str, Any]]]:
-    """The floor and rxalpaca at 1,000 symbols, flood runs as ``e2e.py`` makes them."""
+def client_runs(
+    reps: int, smoke: bool, trees: tuple[str, ...] = ()
+) -> dict[str, list[dict[str, Any]]]:
+    """The floor and rxalpaca at 1,000 symbols, flood runs as ``e2e.py`` makes them.
+
+    ``trees``: run rxalpaca from each of these source trees (``PYTHONPATH``) instead of
+    the installed one, interleaved in the same minutes — an A/B of two checkouts."""
     cfg = Config(
         smoke=smoke,
         symbols=(1000,),
@@ -140,28 +150,70 @@ def client_runs(reps: int, smoke: bool) -> dict[str, list[dict[str, Any]]]:
     )
     out: dict[str, list[dict[str, Any]]] = {}
     pusher = Pusher(cfg)
+    runs = [("floor", None)] + [("rxalpaca", tree) for tree in trees or (None,)]
     try:
-        for client in cfg.clients:  # warm-up: the modules imported while connecting too
-            for enc in cfg.encodings:
-                run_client(pusher, cfg, client, enc, 1000, mode="flood")
-        for _ in range(reps):
-            for client in cfg.clients:
+        for rep in range(reps + 1):  # the first: warm-up (bytecode of what connecting imports)
+            for client, tree in runs:
+                wrapper = ["env", f"PYTHONPATH={tree}"] if tree else None
+                label = f"{client} ({tree})" if tree else client
                 for enc in cfg.encodings:
-                    r = run_client(pusher, cfg, client, enc, 1000, mode="flood")
-                    out.setdefault(f"{client}/{enc}", []).append(r)
+                    r = run_client(pusher, cfg, client, enc, 1000, mode="flood", wrapper=wrapper)
+                    if rep:
+                        out.setdefault(f"{label}/{enc}", []).append(r)
     finally:
         pusher.close()
     return out
 
 
-def markdown(imports: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> str:
-    bare_rss, bare_hwm = imports["bare"]
+def book_footprint(n: int = 1000) -> dict[str, int]:
+    """Bytes (``tracemalloc``) a ``SubscriptionBook`` holds for ``n`` symbols on trades,
+    quotes and bars, as ``StreamClient`` fills it: the users' symbol strings exist before
+    (not counted), the ack is decoded from JSON as the codec does, then dropped."""
+    import tracemalloc
+
+    import msgspec
+
+    from rxalpaca.book import SubscriptionBook
+    from rxalpaca.feeds import endpoint
+    from rxalpaca.models import SubscriptionMessage
+
+    channels = ("trades", "quotes", "bars")
+    symbols = [f"S{i:04d}" for i in range(n)]
+    raw = json.dumps({"T": "subscription", **dict.fromkeys(channels, symbols)}).encode()
+    tracemalloc.start()
+    book = SubscriptionBook(frozenset(endpoint("iex").channels))
+    for ch in channels:
+        book.acquire(ch, symbols)
+    wanted = tracemalloc.get_traced_memory()[0]
+    book.connected()
+    book.take_request()
+    ack = msgspec.json.decode(raw, type=SubscriptionMessage)
+    assert book.on_ack(ack).ok
+    del ack
+    acked, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {"pairs": n * len(channels), "wanted": wanted, "acked": acked, "peak": peak}
+
+
+def book_line(book: dict[str, int]) -> str:
+    def mb(n: int) -> str:
+        return f"{n / 2**20:.3f}"
+
+    return (
+        f"**The subscription book** (`tracemalloc`, {book['pairs']:,} pairs): "
+        f"{mb(book['wanted'])} MB after the acquires, {mb(book['acked'])} MB with the ack "
+        f"adopted (peak while adopting: {mb(book['peak'])} MB)."
+    )
+
+
+def import_lines(imports: dict[str, Any]) -> list[str]:
+    """Tables 1 and 2 as markdown."""
+    bare_rss = imports["bare"][0]
 
     def mb(kb: float) -> str:
         return f"{kb / 1024:.2f}"
 
     lines = [
-        f"Bare interpreter (`python -c`): VmRSS {mb(bare_rss)} MB, VmHWM {mb(bare_hwm)} MB.",
         "",
         "**Imports, cumulative** (each row imports the rows above it too):",
         "",
@@ -186,6 +238,22 @@ def markdown(imports: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> 
     ]
     for mod, (rss, _) in imports["alone"].items():
         lines.append(f"| {mod} | {mb(rss - bare_rss)} |")
+    return lines
+
+
+def markdown(
+    imports: dict[str, Any],
+    runs: dict[str, list[dict[str, Any]]],
+    book: dict[str, int] | None = None,
+) -> str:
+    bare_rss, bare_hwm = imports["bare"]
+
+    def mb(kb: float) -> str:
+        return f"{kb / 1024:.2f}"
+
+    lines = [f"Bare interpreter (`python -c`): VmRSS {mb(bare_rss)} MB, VmHWM {mb(bare_hwm)} MB."]
+    if "cumulative" in imports:
+        lines += import_lines(imports)
     if runs:
         lines += [
             "",
@@ -197,7 +265,7 @@ def markdown(imports: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> 
             "|---|---|---:|---:|---:|---:|",
         ]
         for key, rs in runs.items():
-            client, enc = key.split("/")
+            client, enc = key.rsplit("/", 1)
             imported = statistics.median(r["phases"]["imported_kb"] for r in rs)
             first = statistics.median(r["phases"]["first_message_kb"] for r in rs)
             peak = statistics.median(r["vmhwm_kb"] for r in rs)
@@ -206,6 +274,8 @@ def markdown(imports: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> 
                 f"| {client} | {enc} | {mb(imported - bare_hwm)} | {mb(first - bare_hwm)} "
                 f"| {mb(peak - bare_hwm)} | {threads} |"
             )
+    if book:
+        lines += ["", book_line(book)]
     return "\n".join(lines)
 
 
@@ -215,11 +285,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3, help="processes per figure")
     parser.add_argument("--no-clients", action="store_true", help="imports only")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    parser.add_argument(
+        "--trees",
+        help="comma-separated source trees: the run-time table for rxalpaca from each "
+        "(PYTHONPATH), interleaved with the floor",
+    )
+    parser.add_argument("--book", action="store_true", help="the subscription book's footprint")
+    parser.add_argument("--book-only", action="store_true", help="only that (no processes)")
     args = parser.parse_args(argv)
     reps = 1 if args.smoke else args.reps
-    imports = import_tables(reps)
-    runs = {} if args.no_clients else client_runs(reps, args.smoke)
-    print(markdown(imports, runs))
+    book = book_footprint() if args.book or args.book_only or args.smoke else None
+    if args.book_only and book is not None:
+        print(book_line(book))
+        return 0
+    # --trees: the client runs only (the bare interpreter for the baseline).
+    if args.trees:
+        measure("pass", 1)  # fill the bytecode cache
+        imports: dict[str, Any] = {"bare": measure("pass", reps)}
+    else:
+        imports = import_tables(reps)
+    trees = tuple(str(Path(t).resolve()) for t in args.trees.split(",")) if args.trees else ()
+    runs = {} if args.no_clients else client_runs(reps, args.smoke, trees)
+    print(markdown(imports, runs, book))
     if args.json:
         slim = {k: [{**r, "lat_ns": None} for r in v] for k, v in runs.items()}
         args.json.write_text(json.dumps({"imports": imports, "runs": slim}, indent=1))

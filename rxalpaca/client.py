@@ -26,7 +26,7 @@ import os
 import threading
 import time
 import weakref
-from typing import Any, Literal, Never, Unpack, overload
+from typing import TYPE_CHECKING, Any, Literal, Never, Unpack, overload
 
 from reactivex import Observable
 
@@ -40,7 +40,6 @@ from .metrics import Metrics
 from .operators import RetryPolicy
 from .options import ClientOptions, Settings
 from .protocol import ConnectionState, Session
-from .recording import Recorder, RecordingHeader
 from .streams import (
     BarT,
     DailyBarT,
@@ -54,6 +53,9 @@ from .streams import (
 from .supervisor import Supervisor
 from .transport import WebSocketTransport
 from .upstream import AlpacaUpstream, RequestListener
+
+if TYPE_CHECKING:  # imported by record(): a client that never records never loads it
+    from .recording import Recorder
 
 __all__ = ["ClientOptions", "Lifecycle", "StreamClient", "SubscriptionMismatch", "UnknownMessage"]
 
@@ -242,6 +244,8 @@ class StreamClient(Streams[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
         """
         if self._life in (Lifecycle.CLOSED, Lifecycle.FAILED):
             raise ClientClosedError(f"the client is {self._life.value}: nothing more to record")
+        from .recording import Recorder, RecordingHeader  # noqa: PLC0415 - see the imports
+
         header = RecordingHeader(
             feed=self.endpoint.feed,
             encoding=self.encoding,

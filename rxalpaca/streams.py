@@ -564,7 +564,7 @@ class Streams(Generic[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
             "connected": state is ConnectionState.AUTHENTICATED,
             **self._liveness(),
             "live_subscriptions": self._book.live,
-            "server_subscriptions": len(self._book.acked()),
+            "server_subscriptions": self._book.server_live,
             "reconnects": metrics.reconnects,
             "frames_received": metrics.frames_received,
             "messages_delivered": metrics.messages_delivered,
@@ -690,10 +690,7 @@ class Streams(Generic[TradeT, QuoteT, BarT, DailyBarT, UpdatedBarT]):
 
     def subscriptions(self) -> dict[str, set[str]]:
         """What the upstream has acknowledged, per channel."""
-        out: dict[str, set[str]] = {}
-        for ch, sym in self._book.acked():
-            out.setdefault(ch, set()).add(sym)
-        return out
+        return self._book.acked_by_channel()
 
     # ---- demand
 

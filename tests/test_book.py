@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rxalpaca.book import SubscriptionBook
+from rxalpaca.book import Rejection, SubscriptionBook
 from rxalpaca.feeds import endpoint
 from rxalpaca.models import SubscriptionMessage
 
@@ -203,3 +203,108 @@ def test_a_new_session_forgets_pending_halves() -> None:
         ("quotes", "B"),
         ("quotes", "C"),
     }
+
+
+# ---- the per-channel structure (issue #12: no (channel, symbol) tuple per subscription)
+
+
+def fresh(sym: str) -> str:
+    """An equal string that is a different object (as a decoded ack's would be)."""
+    out = "".join(list(sym))
+    assert out == sym and out is not sym
+    return out
+
+
+def test_state_is_kept_per_channel_and_empty_channels_are_dropped() -> None:
+    b = book()
+    b.acquire("trades", ["AAPL", "MSFT"])
+    b.acquire("quotes", ["AAPL"])
+    b.acquire("bars", [])  # nothing: no channel entry either
+    assert b._counts == {"trades": {"AAPL": 1, "MSFT": 1}, "quotes": {"AAPL": 1}}
+    assert b.live == 3 and b.wanted() == {
+        ("trades", "AAPL"),
+        ("trades", "MSFT"),
+        ("quotes", "AAPL"),
+    }
+    assert b.count("trades", "MSFT") == 1 and b.count("bars", "AAPL") == 0
+    b.release("quotes", ["AAPL"])
+    b.release("bars", ["AAPL"])  # never held: nothing happens
+    assert b._counts == {"trades": {"AAPL": 1, "MSFT": 1}}
+    b.release("trades", ["AAPL", "MSFT"])
+    assert b._counts == {} and b.live == 0 and b.wanted() == set()
+
+
+def test_the_acked_state_holds_the_books_own_symbol_strings() -> None:
+    b = book()
+    mine = ["AAPL", "MSFT"]
+    b.acquire("trades", mine)
+    b.acquire("quotes", mine[:1])
+    b.take_request()
+    theirs = (fresh("AAPL"), fresh("MSFT"), fresh("GONE"))  # GONE: held by nobody here
+    assert b.on_ack(ack(trades=theirs, quotes=theirs[:1], bars=())).ok
+    state = b._acked
+    assert set(state) == {"trades", "quotes"}  # an empty list leaves no entry
+    kept = {s: s for s in state["trades"]}
+    assert kept["AAPL"] is mine[0] and kept["MSFT"] is mine[1]
+    assert kept["GONE"] is theirs[2]  # not the book's: the ack's own is kept
+    assert next(iter(state["quotes"])) is mine[0]
+    assert b.acked_by_channel() == {"trades": {"AAPL", "MSFT", "GONE"}, "quotes": {"AAPL"}}
+    assert b.server_live == 4
+    copy = b.acked_by_channel()
+    copy["trades"].clear()  # a copy: the book is untouched
+    assert b.server_live == 4
+    # GONE is not wanted: the book unsubscribes it.
+    req = b.take_request()
+    assert req is not None and req.message() == {"action": "unsubscribe", "trades": ["GONE"]}
+
+
+def test_an_ack_against_an_unsubscribe_reports_what_is_still_there() -> None:
+    b = book()
+    b.acquire("trades", ["AAPL", "MSFT"])
+    b.take_request()
+    b.on_ack(ack(trades=("AAPL", "MSFT")))
+    b.release("trades", ["AAPL", "MSFT"])
+    req = b.take_request()
+    assert req is not None and req.pairs() == {("trades", "AAPL"), ("trades", "MSFT")}
+    check = b.on_ack(ack(trades=("MSFT",)))
+    assert check.unexpected == frozenset({("trades", "MSFT")}) and not check.missing
+    assert b.acked_by_channel() == {"trades": {"MSFT"}}
+
+
+def test_a_refused_unsubscribe_drops_the_channel_when_it_empties() -> None:
+    b = book()
+    b.acquire("trades", ["AAPL"])
+    b.acquire("quotes", ["AAPL"])
+    b.take_request()
+    b.on_ack(ack(trades=("AAPL",), quotes=("AAPL",)))
+    b.release("trades", ["AAPL"])
+    assert b.take_request() is not None
+    b.on_error()
+    assert b._acked == {"quotes": {"AAPL"}} and b.acked() == {("quotes", "AAPL")}
+
+
+def test_refuse_and_adopt_per_channel() -> None:
+    b = book()
+    b.acquire("trades", ["AAPL", "MSFT"])
+    b.acquire("trades", ["AAPL"])
+    b.adopt([("trades", "AAPL"), ("trades", "MSFT"), ("nosuch", "X")])
+    assert b._acked == {"trades": {"AAPL", "MSFT"}}
+    held = b.refuse([("trades", "AAPL"), ("quotes", "IBM")])
+    assert held == frozenset({("trades", "AAPL")})
+    assert b._counts == {"trades": {"MSFT": 1}} and b._rejected == {"trades": {"AAPL": 2}}
+    assert b._acked == {"trades": {"MSFT"}}
+    b.refuse([("trades", "MSFT")])
+    assert b._counts == {} and b._acked == {} and b._rejected == {"trades": {"AAPL": 2, "MSFT": 1}}
+    # Every holder's release is absorbed; then nothing is left anywhere.
+    b.release("trades", ["AAPL", "MSFT"])
+    b.release("trades", ["AAPL"])
+    assert b._rejected == {} and b._counts == {}
+
+
+def test_an_ack_or_error_with_nothing_in_flight_changes_only_the_state() -> None:
+    b = book()
+    b.acquire("trades", ["AAPL"])
+    assert b.on_ack(ack(trades=("AAPL",))).ok  # nothing asked: nothing to check
+    assert b.acked() == {("trades", "AAPL")} and b.take_request() is None
+    assert b.on_error(split=True) == Rejection(frozenset())
+    assert b.count("trades", "AAPL") == 1

@@ -128,6 +128,27 @@ def test_import_loads_only_what_is_used() -> None:
     assert "reactivex.operators" not in client  # ~0.5 MB: loaded when ops serves one of its
     ops = _modules_after("from rxalpaca import ops; ops.map")
     assert "reactivex.operators" in ops
+    # Operators a default client never uses load on first use (issue #12, "Memory").
+    assert not {*_ON_FIRST_USE.values(), "rxalpaca.recording", "zlib"} & client
+
+
+#: rxalpaca's operators whose module loads when first called: (call, module).
+_ON_FIRST_USE = {
+    "ops.throttle(1.0)": "rxalpaca.operators._throttle",
+    "ops.conflate()": "rxalpaca.operators._conflate",
+    "ops.record('x.rxa')": "rxalpaca.operators._record",
+    "ops.to_frames(count=1)": "rxalpaca.operators._frames",
+}
+
+
+@pytest.mark.parametrize(("call", "module"), _ON_FIRST_USE.items())
+def test_rarely_used_operators_load_on_first_call(call: str, module: str) -> None:
+    before = _modules_after("from rxalpaca import StreamClient, ops")
+    assert module not in before
+    after = _modules_after(f"from rxalpaca import StreamClient, ops\n{call}")
+    assert module in after
+    if module.endswith("_record"):
+        assert {"rxalpaca.recording", "zlib"} <= after
 
 
 def test_ops_serves_reactivex_names_lazily() -> None:

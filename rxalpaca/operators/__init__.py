@@ -26,6 +26,10 @@ Callbacks you pass (``key``, ``on_conflated``, ``on_overflow``, ``reset_on``,
 ``on_retry``, a ``RetryPolicy`` subclass's methods) are wrapped as in RxPY: one that
 raises ends the stream with that exception as ``on_error`` and lets go of the source.
 
+``throttle``, ``conflate``, ``record`` (with :mod:`rxalpaca.recording` and zlib) and
+``to_frames`` import their modules on first call: a client that does not use them does
+not load them (docs/benchmarks.md, issue #12 "Memory").
+
 Threading: the socket thread runs ``reassemble`` through ``route`` and, by
 default, every observer. ``throttle`` emits trailing items from timer threads;
 ``conflate`` and ``bounded_buffer`` hand items to a scheduler of your choice.
@@ -44,25 +48,23 @@ if TYPE_CHECKING:  # at run time ``__getattr__`` below imports them on first use
     from reactivex.operators import *  # noqa: F403 - the facade re-exports reactivex's operators
     from reactivex.operators import __all__ as _rx_all
 
+    from ..recording import Recorder, RecordingHeader
+    from ._frames import FrameLibrary
+
 from ..codec import Codec, Decoded
 from ..errors import BufferOverflow as BufferOverflow  # re-exported (__all__ is dynamic)
 from ..errors import FrameError
 from ..frames import DEFAULT_MAX_MESSAGE_BYTES, Batch, Frame
 from ..metrics import Metrics
-from ..recording import Recorder, RecordingHeader
 from ..router import Router
 from ._buffer import OverflowPolicy, bounded_buffer_
-from ._conflate import conflate_
 from ._decode import decode_
-from ._frames import FrameLibrary, to_frames_
 from ._loop import on_loop as on_loop  # re-exported
 from ._meter import meter_
 from ._pipeline import pipeline_
 from ._reassemble import reassemble_
-from ._record import record_
 from ._retry import RetryPolicy, retry_with_backoff_
 from ._route import route_
-from ._throttle import throttle_
 from ._validate import validate_
 
 _T = TypeVar("_T")
@@ -198,6 +200,8 @@ def record(
         header: feed and encoding of the frames (with a path); replay needs them.
         options: for the :class:`~rxalpaca.recording.Recorder` (rotation, queue size …).
     """
+    from ._record import record_  # noqa: PLC0415 - on first use (docstring)
+
     return record_(target, header, options)
 
 
@@ -259,6 +263,8 @@ def throttle(
             (reason ``throttled``); default: the client whose pipeline feeds this operator
             on its thread — the socket thread, unless you moved the items before.
     """
+    from ._throttle import throttle_  # noqa: PLC0415 - on first use (docstring)
+
     return throttle_(interval, key, scheduler, metrics)
 
 
@@ -292,6 +298,8 @@ def conflate(
     If ``key`` or ``on_conflated`` raises, the stream ends with that error (after the
     items already pending) and the source is let go.
     """
+    from ._conflate import conflate_  # noqa: PLC0415 - on first use (docstring)
+
     return conflate_(key, scheduler, on_conflated, metrics)
 
 
@@ -385,6 +393,8 @@ def to_frames(
         ConfigurationError: neither ``timespan`` nor ``count``, a non-positive one, an
             unknown ``library``, or the library is not installed.
     """
+    from ._frames import to_frames_  # noqa: PLC0415 - on first use (docstring)
+
     return to_frames_(timespan, count, library, scheduler)
 
 

@@ -42,13 +42,13 @@ from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable, SingleAssignmentDisposable
 from reactivex.scheduler import (
     ImmediateScheduler,
+    ThreadPoolScheduler,
     TrampolineScheduler,
     VirtualTimeScheduler,
 )
 
 from ..errors import BufferOverflow
 from ..metrics import Metrics, count_discarded
-from ._conflate import _default_scheduler  # one shared pool for both hand-over operators
 
 _T = TypeVar("_T")
 
@@ -59,6 +59,17 @@ _NOT_DONE = object()
 # Schedulers that run scheduled work on the calling thread (now, or once the caller
 # returns to the scheduler's loop): a producer on that thread can never wait for room.
 _SAME_THREAD_SCHEDULERS = (ImmediateScheduler, TrampolineScheduler, VirtualTimeScheduler)
+
+# The pool ``bounded_buffer`` and ``conflate`` hand items over on by default: one, shared,
+# made on first use. Here rather than in ``_conflate``, which the client never loads
+# unless asked (streams and ``on_loop`` need this module; docs/benchmarks.md "Memory").
+_DEFAULT_SCHEDULER: list[abc.SchedulerBase] = []
+
+
+def _default_scheduler() -> abc.SchedulerBase:
+    if not _DEFAULT_SCHEDULER:
+        _DEFAULT_SCHEDULER.append(ThreadPoolScheduler(4))
+    return _DEFAULT_SCHEDULER[0]
 
 
 class _State:

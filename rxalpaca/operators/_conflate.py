@@ -8,20 +8,13 @@ from typing import Any, TypeVar
 
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable, SingleAssignmentDisposable
-from reactivex.scheduler import ThreadPoolScheduler
 
 from ..metrics import Metrics, count_discarded
+from ._buffer import _default_scheduler  # one shared pool for both hand-over operators
 
 _T = TypeVar("_T")
 
-_DEFAULT_SCHEDULER: list[abc.SchedulerBase] = []
 _NOT_DONE = object()
-
-
-def _default_scheduler() -> abc.SchedulerBase:
-    if not _DEFAULT_SCHEDULER:
-        _DEFAULT_SCHEDULER.append(ThreadPoolScheduler(4))
-    return _DEFAULT_SCHEDULER[0]
 
 
 class _State:
