@@ -368,7 +368,7 @@ def _record_datetime(record: Any) -> _dt.datetime:
 #: The getters behind ``MarketRecord.timestamp_ns`` and ``.timestamp``.
 record_time_ns: Callable[[Any], int] = _record_time_ns
 record_datetime: Callable[[Any], _dt.datetime] = _record_datetime
-#: Whether the C read path is in use (``rxalpaca doctor`` reports it).
+#: Whether the C read path is in use (docs/client.md tells users to look here).
 SPEEDUPS = False
 
 if not _os.environ.get("RXALPACA_NO_SPEEDUPS"):
