@@ -30,8 +30,9 @@ if not timestamps.SPEEDUPS:
 from rxalpaca import _speedups
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-#: The instants an int64 of ns holds with room (the C path's range; beyond: Python's).
-_C_RANGE = 9_000_000_000 * 10**9
+#: Whole seconds from the epoch an int64 of ns holds with room (the C path's range, both
+#: ends included; beyond: Python's).
+_C_SECONDS = 9_000_000_000
 #: Years 0001-9999, all that RFC 3339 text can write.
 _ALL_NS = st.integers(-62_135_596_800 * 10**9, 253_402_300_799 * 10**9 + 999_999_999)
 
@@ -54,13 +55,15 @@ def _json(ns: int, digits: int) -> bytes:
 @given(ns=_ALL_NS, digits=st.integers(0, 9))
 @example(ns=0, digits=9)
 @example(ns=951_782_400 * 10**9, digits=3)  # 2000-02-29, a leap day of a century year
-@example(ns=_C_RANGE + 10**9, digits=9)  # past the C range: declined, Python decides
+@example(ns=_C_SECONDS * 10**9 + 999_999_999, digits=9)  # the last second C takes
+@example(ns=(_C_SECONDS + 1) * 10**9, digits=9)  # past the C range: declined, Python decides
+@example(ns=-_C_SECONDS * 10**9, digits=0)  # the first second C takes
 @settings(max_examples=500)
 def test_a_json_time_reads_as_the_full_parser_reads_it(ns: int, digits: int) -> None:
     raw = _json(ns, digits)
     expected = parse_time_ns(Raw(raw))
     got = _speedups.buffer_time_ns(raw)
-    if abs(expected) < _C_RANGE:
+    if abs(expected // 10**9) <= _C_SECONDS:
         assert got == expected  # the forms Alpaca sends never leave C
     else:
         assert got is None
@@ -141,7 +144,7 @@ def test_a_messagepack_timestamp_64_reads_as_the_parser_reads_it(seconds: int, n
     raw = b"\xd7\xff" + struct.pack(">Q", (nanos << 34) | seconds)
     expected = seconds * 10**9 + nanos
     assert parse_time_ns(Raw(raw)) == expected
-    assert _speedups.buffer_time_ns(raw) == (expected if seconds <= 9 * 10**9 else None)
+    assert _speedups.buffer_time_ns(raw) == (expected if seconds <= _C_SECONDS else None)
     record = Trade(symbol="X", raw_time=Raw(raw), price=1.0, size=1)
     assert record.timestamp_ns == expected
     assert record.timestamp == _EPOCH + dt.timedelta(microseconds=expected // 1000)
