@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import threading
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from rxalpaca.bus import BusClient, Gateway, Retention
 from rxalpaca.bus._loop import connect_backoff, redact, server_list
 from rxalpaca.testing import DEFAULT_KEY, DEFAULT_SECRET, AlpacaStreamServer
 from rxalpaca.testing.nats_server import NatsServer
+from rxalpaca.testing.nats_server import _free_ports as free_ports
 from tests._secret_guard import assert_no_secret, register_secret
 from tests._subprocess import child_env, python_command
 from tests.conftest import TIMING_FACTOR
@@ -36,18 +36,6 @@ S = ConnectionState
 pytestmark = pytest.mark.timeout(90)
 
 PASSWORD = "late-s3cret-pw"
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports nobody listens on (held together while chosen)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def free_port() -> int:
